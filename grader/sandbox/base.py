@@ -1,0 +1,329 @@
+"""The host's view of a sandbox: backends, sessions, and the faults they report.
+
+A backend starts sessions; a session is one single-use sandbox process speaking
+the protocol in sandbox/wire.py. Everything here is backend-neutral: the local
+(bubblewrap) backend, the Docker backend and the in-process fake differ only in
+how the process is started and what isolation it reports.
+
+    SandboxFault                   the sandbox, not the candidate's answer, failed
+    ├── CallTimeout                a call ran past its time limit (the session is dead)
+    ├── SandboxCrashed             the process exited, was killed, or ran out of memory
+    └── ProtocolViolation          the process sent something that is not the protocol
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sandbox import wire
+from sandbox.wire import Handle, Limits, TensorArray
+
+__all__ = ["Handle", "TensorArray", "SandboxLimits", "SandboxSpec", "Isolation", "Reply", "CandidateError",
+           "SandboxFault", "CallTimeout", "SandboxCrashed", "ProtocolViolation", "Session", "Backend",
+           "PipeSession", "OutputCapture"]
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Per-submission limits; the problem spec may tighten or loosen them."""
+
+    memory_mb: int = 1024
+    max_processes: int = 32
+    file_size_mb: int = 16
+    tmp_size_mb: int = 64
+    cpu_time_s: int = 900
+    output_bytes: int = 64 * 1024
+    open_files: int = 256
+    start_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What a problem's sandbox contains: the packages the candidate may import, and the limits."""
+
+    packages: tuple[str, ...] = ("numpy",)
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+
+    @property
+    def torch(self) -> bool:
+        return "torch" in self.packages
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What a backend actually enforces; goes into every report so a grade can be trusted or not."""
+
+    backend: str
+    enforced: tuple[str, ...]
+    weaker: tuple[str, ...] = ()  # limits replaced by a weaker fallback, said out loud
+
+    @property
+    def full(self) -> bool:
+        return not self.weaker
+
+
+@dataclass
+class CandidateError:
+    """An exception raised by the candidate's code, as the sandbox described it."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    line: int | None = None
+    file: str | None = None
+    missing: str | None = None
+
+    @classmethod
+    def from_wire(cls, info: Any) -> CandidateError:
+        if type(info) is not dict:
+            return cls("ProtocolError", "malformed error report")
+
+        def text(key: str, cap: int = 4000) -> str:
+            value = info.get(key, "")
+            return value[:cap] if type(value) is str else ""
+
+        line = info.get("line")
+        return cls(type=text("type", 100) or "Exception", message=text("message"), traceback=text("traceback"),
+                   line=line if type(line) is int else None, file=text("file", 200) or None,
+                   missing=text("missing", 200) or None)
+
+    def summary(self) -> str:
+        where = f" ({self.file}, line {self.line})" if self.line and self.file and "line" not in self.message else ""
+        return f"{self.type}: {self.message}{where}" if self.message else f"{self.type}{where}"
+
+
+@dataclass
+class Reply:
+    ok: bool
+    value: Any = None
+    args_after: tuple[Any, ...] = ()
+    error: CandidateError | None = None
+
+
+class SandboxFault(Exception):
+    """The sandbox failed (hang, crash, garbage); the session cannot be used again."""
+
+    kind = "error"
+
+
+class CallTimeout(SandboxFault):
+    kind = "timeout"
+
+
+class SandboxCrashed(SandboxFault):
+    kind = "crash"
+
+
+class ProtocolViolation(SandboxFault):
+    kind = "protocol"
+
+
+class Session(Protocol):
+    isolation: Isolation
+
+    def load(self, files: dict[str, str], entry: str, timeout_s: float) -> Reply: ...
+
+    def call(self, target: dict[str, Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, *,
+             keep: list[int] | str | None = None, return_args: list[int] | None = None,
+             timeout_s: float) -> Reply: ...
+
+    def getattr(self, handle: Handle, name: str, timeout_s: float, keep: bool = False) -> Reply: ...
+
+    def release(self, handles: list[Handle]) -> None: ...
+
+    def output(self) -> OutputCapture: ...
+
+    def stray_processes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def start(self, spec: SandboxSpec) -> Session: ...
+
+
+class OutputCapture:
+    """Drains the candidate's stdout/stderr pipe, keeping the first `cap` bytes and counting the rest."""
+
+    def __init__(self, fd: int | None, cap: int) -> None:
+        self.cap = cap
+        self.kept = bytearray()
+        self.total = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        if fd is not None:
+            self._thread = threading.Thread(target=self._drain, args=(fd,), daemon=True)
+            self._thread.start()
+
+    def _drain(self, fd: int) -> None:
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.feed(chunk)
+
+    def feed(self, chunk: bytes) -> None:
+        with self._lock:
+            room = self.cap - len(self.kept)
+            if room > 0:
+                self.kept += chunk[:room]
+            self.total += len(chunk)
+
+    def join(self, timeout_s: float = 1.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return self.kept.decode("utf-8", errors="replace")
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.kept)
+
+
+class _DeadlineReader:
+    """A file-like reader over a pipe fd that gives up at a deadline."""
+
+    def __init__(self, fd: int, deadline: float) -> None:
+        self.fd = fd
+        self.deadline = deadline
+
+    def read(self, n: int) -> bytes:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        ready, _, _ = select.select([self.fd], [], [], remaining)
+        if not ready:
+            raise TimeoutError
+        return os.read(self.fd, min(n, 1 << 20))
+
+
+class _DeadlineWriter:
+    def __init__(self, fd: int, deadline: float) -> None:
+        self.fd = fd
+        self.deadline = deadline
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            _, ready, _ = select.select([], [self.fd], [], remaining)
+            if not ready:
+                raise TimeoutError
+            written = os.write(self.fd, view[: 1 << 16])
+            view = view[written:]
+
+    def flush(self) -> None:
+        pass
+
+
+class PipeSession:
+    """Speaks the protocol over two pipe fds; subclasses start and stop the process.
+
+    Any fault kills the session (`_terminate`) before it is raised, so a session
+    that raised SandboxFault never runs anything again.
+    """
+
+    isolation: Isolation
+
+    def __init__(self, to_fd: int, from_fd: int, output: OutputCapture, limits: Limits = Limits()) -> None:
+        self._to = to_fd
+        self._from = from_fd
+        self._output = output
+        self._limits = limits
+        self._dead: SandboxFault | None = None
+        for fd in (to_fd, from_fd):
+            os.set_blocking(fd, False)
+
+    # subclass hooks ----------------------------------------------------------------
+    def _terminate(self) -> None:
+        raise NotImplementedError
+
+    def _describe_death(self) -> str:
+        return "the sandbox process exited"
+
+    def stray_processes(self) -> int:
+        return 0
+
+    # protocol ---------------------------------------------------------------------
+    def _handshake(self, timeout_s: float) -> dict[str, Any]:
+        header, _ = self._exchange(None, None, timeout_s, what="start-up")
+        if not header.get("ready"):
+            self._fail(ProtocolViolation("the sandbox did not start correctly"))
+        return header
+
+    def _fail(self, fault: SandboxFault) -> None:
+        if self._dead is None:
+            self._dead = fault
+            self._terminate()
+        raise fault
+
+    def _exchange(self, request: dict[str, Any] | None, payload: Any, timeout_s: float,
+                  what: str = "call") -> tuple[dict[str, Any], Any]:
+        if self._dead is not None:
+            raise self._dead
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        try:
+            if request is not None:
+                wire.send(_DeadlineWriter(self._to, deadline), request, payload)  # type: ignore[arg-type]
+            return wire.receive(_DeadlineReader(self._from, deadline), self._limits)  # type: ignore[arg-type]
+        except TimeoutError:
+            self._fail(CallTimeout(f"{what} did not finish within {timeout_s:.1f} s"))
+        except (EOFError, BrokenPipeError, ConnectionError):
+            self._fail(SandboxCrashed(self._describe_death()))
+        except wire.WireError as exc:
+            self._fail(ProtocolViolation(f"the sandbox sent a malformed reply: {exc}"))
+        raise AssertionError("unreachable")
+
+    def _reply(self, header: dict[str, Any], value: Any) -> Reply:
+        if header.get("ok") is True:
+            if header.get("with_args"):
+                if type(value) is not tuple or len(value) != 2 or type(value[1]) is not tuple:
+                    self._fail(ProtocolViolation("malformed reply"))
+                return Reply(ok=True, value=value[0], args_after=value[1])
+            return Reply(ok=True, value=value)
+        return Reply(ok=False, error=CandidateError.from_wire(header.get("error")))
+
+    def load(self, files: dict[str, str], entry: str, timeout_s: float) -> Reply:
+        return self._reply(*self._exchange({"op": "load", "files": files, "entry": entry}, None, timeout_s,
+                                           what="loading the submission"))
+
+    def call(self, target: dict[str, Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, *,
+             keep: list[int] | str | None = None, return_args: list[int] | None = None,
+             timeout_s: float) -> Reply:
+        request: dict[str, Any] = {"op": "call", "target": target}
+        if keep:
+            request["keep"] = keep
+        if return_args:
+            request["return_args"] = return_args
+        return self._reply(*self._exchange(request, (list(args), dict(kwargs or {})), timeout_s))
+
+    def getattr(self, handle: Handle, name: str, timeout_s: float, keep: bool = False) -> Reply:
+        return self._reply(*self._exchange({"op": "getattr", "handle": handle.id, "name": name, "keep": keep},
+                                           None, timeout_s))
+
+    def release(self, handles: list[Handle]) -> None:
+        if handles and self._dead is None:
+            self._exchange({"op": "release", "handles": [h.id for h in handles]}, None, 10.0)
+
+    def output(self) -> OutputCapture:
+        return self._output
+
+    def close(self) -> None:
+        if self._dead is None:
+            self._dead = SandboxCrashed("the session was closed")
+        self._terminate()

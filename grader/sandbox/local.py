@@ -1,0 +1,279 @@
+"""The local sandbox backend: bubblewrap namespaces, cgroup v1 limits, an unprivileged uid.
+
+Each session is one `bwrap` process tree:
+- new PID, network (loopback only, unreachable from the host), IPC and UTS namespaces;
+- a root made of read-only binds: /usr, the interpreter's prefix (its own
+  site-packages hidden under an empty tmpfs), and only the packages the problem
+  allows at /opt/site; the runner at /opt/runner; a private size-capped /tmp;
+- a clean environment, no capabilities, no_new_privs, and a uid of its own;
+- cgroup v1 memory and pids limits entered before exec, plus rlimits (CPU time,
+  file size, open files, processes, no core dumps).
+
+Nothing of the grader, the reference code, the problems or the data is mounted.
+When cgroups cannot be used (no root, no v1 hierarchy), the session falls back
+to RLIMIT_AS and RLIMIT_NPROC and says so in `Isolation.weaker`; the caller logs
+it and puts it in the report. Without bubblewrap the backend refuses to start.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import logging
+import os
+import re
+import resource
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from grader.errors import SandboxUnavailable
+from grader.sandbox.base import Isolation, OutputCapture, PipeSession, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+RUNNER_DIR = Path(__file__).resolve().parents[2] / "sandbox"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PARENT = "dl-grader"
+SANDBOX_SITE = "/opt/site"
+UID_RANGE = (100_000, 165_000)
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@lru_cache(maxsize=None)
+def package_paths(packages: tuple[str, ...]) -> tuple[Path, ...]:
+    """Top-level files and folders of the given distributions and their non-optional dependencies."""
+    seen: set[str] = set()
+    paths: set[Path] = set()
+    todo = list(packages)
+    while todo:
+        name = re.split(r"[ ;<>=!~\[]", todo.pop(), maxsplit=1)[0].strip().lower()
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        for req in dist.requires or []:
+            if "extra ==" not in req:
+                todo.append(req)
+        base = Path(str(dist.locate_file("")))
+        for f in dist.files or []:
+            top = f.parts[0]
+            if top == ".." or top.endswith(".pth") or top == "__pycache__":
+                continue
+            candidate = base / top
+            if candidate.exists():
+                paths.add(candidate)
+    return tuple(sorted(paths))
+
+
+def _cgroups_usable() -> bool:
+    return os.geteuid() == 0 and all(os.access(CGROUP_ROOT / c, os.W_OK) for c in ("memory", "pids"))
+
+
+class LocalBackend:
+    """Starts one bubblewrap sandbox per session."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.bwrap = shutil.which("bwrap")
+        self.setpriv = shutil.which("setpriv")
+        if self.bwrap is None or self.setpriv is None:
+            raise SandboxUnavailable(
+                "the local sandbox needs bubblewrap and setpriv: run scripts/setup.sh "
+                "(it installs the 'bubblewrap' package), or choose another backend with --sandbox")
+        if os.geteuid() != 0:
+            raise SandboxUnavailable(
+                "the local sandbox runs as root so that it can drop to an unprivileged uid and set cgroup "
+                "limits; run the grader as root (it never runs candidate code as root)")
+
+    def start(self, spec: SandboxSpec) -> LocalSession:
+        return LocalSession(self, spec)
+
+
+class LocalSession(PipeSession):
+    def __init__(self, backend: LocalBackend, spec: SandboxSpec) -> None:
+        self.spec = spec
+        self.limits = spec.limits
+        self.uid = secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0]
+        self.cgroups: list[Path] = []
+        enforced = ["namespaces(pid,net,ipc,uts)", "read-only root", "clean environment", "no capabilities",
+                    f"uid {self.uid}", f"cpu {self.limits.cpu_time_s}s", f"file size {self.limits.file_size_mb}MB",
+                    f"/tmp {self.limits.tmp_size_mb}MB"]
+        weaker: list[str] = []
+        if _cgroups_usable():
+            self._make_cgroups()
+            enforced += [f"memory {self.limits.memory_mb}MB (cgroup)", f"processes {self.limits.max_processes} (cgroup)"]
+        else:
+            weaker.append("cgroups unavailable: memory limited by RLIMIT_AS and processes by RLIMIT_NPROC only")
+            log.warning("sandbox isolation is weaker than designed: %s", weaker[-1])
+        self.isolation = Isolation(backend="local", enforced=tuple(enforced), weaker=tuple(weaker))
+
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                self._command(backend), stdin=to_r, stdout=from_w, stderr=out_w, close_fds=True,
+                preexec_fn=self._enter_limits, env={"PATH": "/usr/bin:/bin"})
+        finally:
+            for fd in (to_r, from_w, out_w):
+                os.close(fd)
+        super().__init__(to_w, from_r, OutputCapture(out_r, self.limits.output_bytes))
+        self._handshake(self.limits.start_timeout_s)
+        self.baseline = set(self._pids())
+
+    # set-up --------------------------------------------------------------------------
+    def _make_cgroups(self) -> None:
+        name = f"s{os.getpid()}-{secrets.token_hex(6)}"
+        for controller in ("memory", "pids"):
+            path = CGROUP_ROOT / controller / CGROUP_PARENT / name
+            path.mkdir(parents=True, exist_ok=True)
+            self.cgroups.append(path)
+        mem, pids = self.cgroups
+        limit = str(self.limits.memory_mb << 20)
+        (mem / "memory.limit_in_bytes").write_text(limit)
+        if (mem / "memory.memsw.limit_in_bytes").exists():
+            try:
+                (mem / "memory.memsw.limit_in_bytes").write_text(limit)
+            except OSError:
+                pass  # swap accounting off: there is no swap to escape to either
+        (pids / "pids.max").write_text(str(self.limits.max_processes))
+
+    def _enter_limits(self) -> None:
+        """Runs in the child between fork and exec: join the cgroups, set rlimits."""
+        os.umask(0o022)
+        for cg in self.cgroups:
+            with open(cg / "cgroup.procs", "w") as fh:
+                fh.write(str(os.getpid()))
+        lim = self.limits
+        resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_time_s, lim.cpu_time_s + 5))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_size_mb << 20,) * 2)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lim.open_files,) * 2)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # Counted per uid, and every session has its own uid, so sessions never share the count.
+        resource.setrlimit(resource.RLIMIT_NPROC, (lim.max_processes,) * 2)
+        if not self.cgroups:
+            address_space = (lim.memory_mb + (3072 if self.spec.torch else 1024)) << 20
+            resource.setrlimit(resource.RLIMIT_AS, (address_space,) * 2)
+
+    def _command(self, backend: LocalBackend) -> list[str]:
+        prefix = Path(sys.base_prefix)
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        cmd = [backend.bwrap or "bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+               "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv",
+               "--ro-bind", "/usr", "/usr"]
+        for link in ("lib", "lib64", "bin", "sbin"):
+            if Path(f"/usr/{link}").exists():
+                cmd += ["--symlink", f"usr/{link}", f"/{link}"]
+        cmd += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+        # The interpreter's prefix at its own path (its libpython is found by RUNPATH there),
+        # with every parent readable by the sandbox's uid.
+        for parent in reversed(prefix.parents[:-1]):
+            cmd += ["--perms", "0755", "--dir", str(parent)]
+        cmd += ["--ro-bind", str(prefix), str(prefix)]
+        base_site = prefix / "lib" / version / "site-packages"
+        if base_site.is_dir():
+            cmd += ["--tmpfs", str(base_site)]
+        cmd += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", SANDBOX_SITE]
+        for path in package_paths(self.spec.packages):
+            cmd += ["--ro-bind", str(path), f"{SANDBOX_SITE}/{path.name}"]
+        cmd += ["--perms", "0755", "--dir", "/opt/runner", "--ro-bind", str(RUNNER_DIR), "/opt/runner/sandbox",
+                "--proc", "/proc", "--dev", "/dev",
+                "--size", str(self.limits.tmp_size_mb << 20), "--perms", "1777", "--tmpfs", "/tmp",
+                "--chdir", "/tmp"]
+        env = {"PYTHONPATH": f"/opt/runner:{SANDBOX_SITE}", "HOME": "/tmp", "LANG": "C.UTF-8",
+               "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
+               "GRADER_TORCH": "1" if self.spec.torch else "0", "PATH": "/usr/bin:/bin"}
+        env.update({k: "1" for k in THREAD_ENV})
+        for key, value in env.items():
+            cmd += ["--setenv", key, value]
+        cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP",
+                "--", backend.setpriv or "setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
+                "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all",
+                str(prefix / "bin" / version), "-s", "-m", "sandbox.runner"]
+        return cmd
+
+    # observation -----------------------------------------------------------------------
+    def _pids(self) -> list[int]:
+        if not self.cgroups:
+            return []
+        try:
+            return [int(p) for p in (self.cgroups[1] / "cgroup.procs").read_text().split()]
+        except OSError:
+            return []
+
+    def stray_processes(self) -> int:
+        """Kill processes the candidate left running after a call; return how many there were."""
+        strays = [p for p in self._pids() if p not in self.baseline]
+        for pid in strays:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return len(strays)
+
+    def _oom_killed(self) -> bool:
+        if not self.cgroups:
+            return False
+        try:
+            control = (self.cgroups[0] / "memory.oom_control").read_text()
+            return int(control.split("oom_kill ")[1].split()[0]) > 0 if "oom_kill " in control else \
+                int((self.cgroups[0] / "memory.failcnt").read_text()) > 0
+        except (OSError, ValueError, IndexError):
+            return False
+
+    def _describe_death(self) -> str:
+        try:
+            code = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        if self._oom_killed():
+            return f"the sandbox ran out of memory (limit {self.limits.memory_mb} MB) and was killed"
+        if code is None:
+            return "the sandbox stopped answering"
+        if code < 0:
+            return f"the sandbox process was killed by signal {signal.Signals(-code).name}"
+        if code > 128:
+            try:
+                return f"the sandbox process was killed by signal {signal.Signals(code - 128).name}"
+            except ValueError:
+                pass
+        return f"the sandbox process exited with status {code}"
+
+    def _terminate(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        for pid in self._pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.error("sandbox process %s did not exit after SIGKILL", self.proc.pid)
+        self._output.join(1.0)
+        for fd in (self._to, self._from):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._to = self._from = -1
+        for cg in self.cgroups:
+            for _ in range(50):
+                try:
+                    cg.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+        self.cgroups = []

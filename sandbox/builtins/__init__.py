@@ -1,0 +1,1 @@
+"""Trusted builders that run inside the sandbox (models and optimizers the grader hands to candidate code)."""

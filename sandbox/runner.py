@@ -1,0 +1,243 @@
+"""The process that runs inside a sandbox: it loads a submission and executes calls.
+
+It decides nothing. The host sends requests over the protocol pipe and gets back
+values, handles or errors; every verdict is made on the host. Started before a
+submission exists (so a pool can keep warm ones), it imports numpy (and torch,
+when the problem allows it) first, then waits for `load`.
+
+Requests (JSON header, see sandbox/wire.py):
+    {"op": "load", "files": {name: text}, "entry": "solution.py"}
+    {"op": "call", "target": {"fn": name} | {"handle": id, "method": name} | {"helper": "module:function"},
+     "args": [...], "kwargs": {...}, "keep": [result positions kept as handles] | "all",
+     "return_args": [arg positions whose post-call value is sent back]}
+    {"op": "getattr", "handle": id, "name": attr}
+    {"op": "release", "handles": [ids]}
+    {"op": "ping"}
+Replies: {"ok": true, "value": ..., "args_after": [...]} or {"ok": false, "error": {...}}.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import os
+import sys
+import traceback
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+import sandbox.wire as wire
+
+SUBMISSION_DIR = "/tmp/submission"
+MAX_MESSAGE_CHARS = 4000
+HELPER_PACKAGE = "sandbox.builtins"
+
+
+class Runner:
+    def __init__(self, proto_in: io.BufferedReader, proto_out: io.BufferedWriter, torch_allowed: bool) -> None:
+        self.proto_in = proto_in
+        self.proto_out = proto_out
+        self.objects: dict[int, Any] = {}
+        self.next_id = 1
+        self.module: ModuleType | None = None
+        self.entry_name = "solution.py"
+        self.torch = None
+        if torch_allowed:
+            import torch
+
+            torch.set_num_threads(1)
+            self.torch = torch
+
+    # handles -----------------------------------------------------------------
+    def keep(self, obj: Any) -> wire.Handle:
+        hid = self.next_id
+        self.next_id += 1
+        self.objects[hid] = obj
+        try:
+            tname = str(type(obj).__name__)[:100]
+        except Exception:  # a hostile metaclass; the name is only a label
+            tname = "object"
+        return wire.Handle(hid, tname)
+
+    def lookup(self, hid: int) -> Any:
+        if hid not in self.objects:
+            raise KeyError(f"unknown handle {hid}")
+        return self.objects[hid]
+
+    def make_tensor(self, arr: np.ndarray, requires_grad: bool) -> Any:
+        if self.torch is None:
+            raise RuntimeError("this problem's sandbox has no torch")
+        t = self.torch.from_numpy(arr)
+        return t.requires_grad_(True) if requires_grad else t
+
+    # ops -----------------------------------------------------------------------
+    def op_ping(self, req: dict[str, Any], _: Any) -> dict[str, Any]:
+        return {"ok": True, "value": None}
+
+    def op_load(self, req: dict[str, Any], _: Any) -> dict[str, Any]:
+        files = req.get("files", {})
+        self.entry_name = req.get("entry", "solution.py")
+        os.makedirs(SUBMISSION_DIR, exist_ok=True)
+        for name, text in files.items():
+            with open(os.path.join(SUBMISSION_DIR, name), "w", encoding="utf-8") as fh:
+                fh.write(text)
+        sys.path.insert(0, SUBMISSION_DIR)
+        path = os.path.join(SUBMISSION_DIR, self.entry_name)
+        spec = importlib.util.spec_from_file_location("solution", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["solution"] = module
+        spec.loader.exec_module(module)
+        self.module = module
+        return {"ok": True, "value": None}
+
+    def resolve_target(self, target: dict[str, Any]) -> Any:
+        if "fn" in target:
+            if self.module is None:
+                raise RuntimeError("no submission loaded")
+            name = target["fn"]
+            if not hasattr(self.module, name):
+                raise MissingName(name)
+            return getattr(self.module, name)
+        if "handle" in target:
+            obj = self.lookup(target["handle"])
+            method = target.get("method")
+            if method is None:
+                return obj
+            if not hasattr(obj, method):
+                raise MissingName(f"{type(obj).__name__}.{method}")
+            return getattr(obj, method)
+        if "helper" in target:
+            mod_name, _, fn_name = str(target["helper"]).partition(":")
+            module = importlib.import_module(f"{HELPER_PACKAGE}.{mod_name}")
+            return getattr(module, fn_name)
+        raise ValueError("unknown call target")
+
+    def op_call(self, req: dict[str, Any], args_value: Any) -> dict[str, Any]:
+        fn = self.resolve_target(req.get("target", {}))
+        args, kwargs = args_value if args_value is not None else ([], {})
+        result = fn(*args, **kwargs)
+        keep = req.get("keep", [])
+        if keep == "all":
+            result = self.keep(result)
+        elif keep:
+            if type(result) not in (tuple, list):
+                raise ReturnShape(f"expected a tuple of results, got {type(result).__name__}")
+            result = tuple(self.keep(v) if i in keep else v for i, v in enumerate(result))
+        reply: dict[str, Any] = {"ok": True, "payload": result}
+        if req.get("return_args"):
+            reply["args_after"] = [args[i] for i in req["return_args"] if i < len(args)]
+        return reply
+
+    def op_getattr(self, req: dict[str, Any], _: Any) -> dict[str, Any]:
+        obj = self.lookup(req["handle"])
+        name = req["name"]
+        if not hasattr(obj, name):
+            raise MissingName(f"{type(obj).__name__}.{name}")
+        value = getattr(obj, name)
+        return {"ok": True, "payload": self.keep(value) if req.get("keep") else value}
+
+    def op_release(self, req: dict[str, Any], _: Any) -> dict[str, Any]:
+        for hid in req.get("handles", []):
+            self.objects.pop(hid, None)
+        return {"ok": True, "value": None}
+
+    # loop ------------------------------------------------------------------------
+    def serve(self) -> None:
+        wire.send(self.proto_out, {"ok": True, "ready": True, "torch": self.torch is not None})
+        while True:
+            try:
+                header, value = wire.receive(self.proto_in, from_handle=self.lookup, make_tensor=self.make_tensor)
+            except EOFError:
+                return
+            op = getattr(self, f"op_{header.get('op')}", None)
+            try:
+                if op is None:
+                    raise ValueError(f"unknown op {header.get('op')!r}")
+                reply = op(header, value)
+            except BaseException as exc:  # candidate code may raise anything, SystemExit included
+                reply = {"ok": False, "error": describe(exc, self.entry_name)}
+            flush_output()
+            self.reply(reply)
+
+    def reply(self, reply: dict[str, Any]) -> None:
+        payload = reply.pop("payload", None)
+        args_after = reply.pop("args_after", None)
+        try:
+            if args_after is not None:
+                payload = (payload, tuple(args_after))
+                reply["with_args"] = True
+            wire.send(self.proto_out, reply, payload, to_handle=self.keep)
+        except Exception as exc:  # an unencodable result is the candidate's problem, not the protocol's
+            wire.send(self.proto_out, {"ok": False, "error": describe(exc, self.entry_name)})
+
+
+class MissingName(AttributeError):
+    """The submission does not define a name the grader calls."""
+
+
+class ReturnShape(TypeError):
+    """A result that is not the tuple the contract asks for."""
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        text = str(value)
+        return text if type(text) is str else "<unprintable>"
+    except BaseException:
+        return "<unprintable>"
+
+
+def describe(exc: BaseException, entry_name: str) -> dict[str, Any]:
+    """An error the host can show: type, message, the candidate's lines of the traceback."""
+    info: dict[str, Any] = {"type": _safe_str(type(exc).__name__)[:100], "message": _safe_str(exc)[:MAX_MESSAGE_CHARS]}
+    if isinstance(exc, MissingName):
+        info["missing"] = _safe_str(exc.args[0] if exc.args else "")
+    if isinstance(exc, SystemExit):
+        info["message"] = f"called sys.exit({_safe_str(exc.code)[:100]})"
+    if isinstance(exc, SyntaxError):
+        info["line"] = exc.lineno
+        info["file"] = os.path.basename(exc.filename or entry_name)
+        info["message"] = f"{exc.msg} ({info['file']}, line {exc.lineno})"
+    try:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(SUBMISSION_DIR)]
+        if frames and "line" not in info:
+            info["line"] = frames[-1].lineno
+            info["file"] = os.path.basename(frames[-1].filename)
+        lines = [f'  File "{os.path.basename(f.filename)}", line {f.lineno}, in {f.name}\n    {(f.line or "").strip()}'
+                 for f in frames[-8:]]
+        info["traceback"] = "\n".join(lines)[:MAX_MESSAGE_CHARS]
+    except BaseException:
+        info["traceback"] = ""
+    return info
+
+
+def flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+def main() -> None:
+    # fd 0/1 carry the protocol; the candidate's prints go to fd 2, which the host
+    # drains with a size cap. Move the protocol out of the way first so a print
+    # can never corrupt a frame.
+    proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
+    proto_out = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    sys.stdin = open(os.devnull)
+    sys.stdout = os.fdopen(1, "w", buffering=1, errors="replace", closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, errors="replace", closefd=False)
+    sys.dont_write_bytecode = True
+    Runner(proto_in, proto_out, torch_allowed=os.environ.get("GRADER_TORCH") == "1").serve()
+
+
+if __name__ == "__main__":
+    main()
