@@ -37,7 +37,9 @@ HELPER_PACKAGE = "sandbox.builtins"
 
 
 class Runner:
-    def __init__(self, proto_in: io.BufferedReader, proto_out: io.BufferedWriter, torch_allowed: bool) -> None:
+    def __init__(self, proto_in: io.BufferedReader, proto_out: io.BufferedWriter, torch_allowed: bool,
+                 submission_dir: str = SUBMISSION_DIR) -> None:
+        self.submission_dir = submission_dir
         self.proto_in = proto_in
         self.proto_out = proto_out
         self.objects: dict[int, Any] = {}
@@ -80,12 +82,12 @@ class Runner:
     def op_load(self, req: dict[str, Any], _: Any) -> dict[str, Any]:
         files = req.get("files", {})
         self.entry_name = req.get("entry", "solution.py")
-        os.makedirs(SUBMISSION_DIR, exist_ok=True)
+        os.makedirs(self.submission_dir, exist_ok=True)
         for name, text in files.items():
-            with open(os.path.join(SUBMISSION_DIR, name), "w", encoding="utf-8") as fh:
+            with open(os.path.join(self.submission_dir, name), "w", encoding="utf-8") as fh:
                 fh.write(text)
-        sys.path.insert(0, SUBMISSION_DIR)
-        path = os.path.join(SUBMISSION_DIR, self.entry_name)
+        sys.path.insert(0, self.submission_dir)
+        path = os.path.join(self.submission_dir, self.entry_name)
         spec = importlib.util.spec_from_file_location("solution", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -159,7 +161,7 @@ class Runner:
                     raise ValueError(f"unknown op {header.get('op')!r}")
                 reply = op(header, value)
             except BaseException as exc:  # candidate code may raise anything, SystemExit included
-                reply = {"ok": False, "error": describe(exc, self.entry_name)}
+                reply = {"ok": False, "error": describe(exc, self.entry_name, self.submission_dir)}
             flush_output()
             self.reply(reply)
 
@@ -172,7 +174,7 @@ class Runner:
                 reply["with_args"] = True
             wire.send(self.proto_out, reply, payload, to_handle=self.keep)
         except Exception as exc:  # an unencodable result is the candidate's problem, not the protocol's
-            wire.send(self.proto_out, {"ok": False, "error": describe(exc, self.entry_name)})
+            wire.send(self.proto_out, {"ok": False, "error": describe(exc, self.entry_name, self.submission_dir)})
 
 
 class MissingName(AttributeError):
@@ -191,7 +193,7 @@ def _safe_str(value: Any) -> str:
         return "<unprintable>"
 
 
-def describe(exc: BaseException, entry_name: str) -> dict[str, Any]:
+def describe(exc: BaseException, entry_name: str, submission_dir: str = SUBMISSION_DIR) -> dict[str, Any]:
     """An error the host can show: type, message, the candidate's lines of the traceback."""
     info: dict[str, Any] = {"type": _safe_str(type(exc).__name__)[:100], "message": _safe_str(exc)[:MAX_MESSAGE_CHARS]}
     if isinstance(exc, MissingName):
@@ -203,7 +205,7 @@ def describe(exc: BaseException, entry_name: str) -> dict[str, Any]:
         info["file"] = os.path.basename(exc.filename or entry_name)
         info["message"] = f"{exc.msg} ({info['file']}, line {exc.lineno})"
     try:
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(SUBMISSION_DIR)]
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(submission_dir)]
         if frames and "line" not in info:
             info["line"] = frames[-1].lineno
             info["file"] = os.path.basename(frames[-1].filename)

@@ -1,0 +1,69 @@
+"""Static findings: what a submission imports, read from its syntax tree (never by running it).
+
+The sandbox is what actually keeps torch away from a numpy-only exercise; this
+pass is what lets the report say why a submission failed ("imports torch on
+line 3") and lets scoring zero the gradient tests of a from-scratch exercise.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from grader.reports.model import Finding
+
+MAX_PARSE_BYTES = 2 << 20
+
+
+def parse_error(files: dict[str, str], entry: str) -> Finding | None:
+    """A syntax error in any file, with its line; None when every file parses."""
+    for name, text in files.items():
+        if not name.endswith(".py"):
+            continue
+        try:
+            ast.parse(text, filename=name)
+        except SyntaxError as exc:
+            return Finding(kind="syntax", severity="error", line=exc.lineno,
+                           message=f"{name} does not compile: {exc.msg} (line {exc.lineno})")
+        except (ValueError, RecursionError, MemoryError) as exc:
+            return Finding(kind="syntax", severity="error", message=f"{name} cannot be parsed: {type(exc).__name__}")
+    return None
+
+
+def _module_of_call(node: ast.Call) -> str | None:
+    """`__import__("x")` and `importlib.import_module("x")` with a literal name."""
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+    if name in ("__import__", "import_module") and node.args and isinstance(node.args[0], ast.Constant) \
+            and isinstance(node.args[0].value, str):
+        return node.args[0].value
+    return None
+
+
+def forbidden_imports(files: dict[str, str], forbidden: tuple[str, ...]) -> list[Finding]:
+    findings: list[Finding] = []
+    if not forbidden:
+        return findings
+    for name, text in sorted(files.items()):
+        if not name.endswith(".py"):
+            continue
+        try:
+            tree = ast.parse(text, filename=name)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        for node in ast.walk(tree):
+            modules: list[str] = []
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules = [node.module]
+            elif isinstance(node, ast.Call):
+                mod = _module_of_call(node)
+                modules = [mod] if mod else []
+            for mod in modules:
+                top = mod.split(".")[0]
+                if top in forbidden:
+                    findings.append(Finding(
+                        kind="forbidden-import", severity="error", line=getattr(node, "lineno", None),
+                        message=f"{name} imports {top} (line {getattr(node, 'lineno', '?')}): this exercise is "
+                                f"numpy only; {top} is not available in its sandbox and the gradient tests score zero"))
+    return findings

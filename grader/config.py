@@ -1,0 +1,45 @@
+"""One settings object for the whole service, read from GRADER_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-webhook-secret"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRADER_", extra="ignore")
+
+    environment: str = Field("development", description="'development' or 'production'")
+    data_dir: Path = Field(Path("data"), description="SQLite file, logs and artifacts live here")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir")
+    sandbox_backend: str = Field("local", description="'local' (bubblewrap) or 'docker'")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
+                         description="submissions graded at once on this machine")
+    seed: int = Field(20261123, description="master seed of every grading run")
+    submission_budget_s: float = Field(600.0, gt=0, description="wall-clock budget of one submission")
+    max_code_bytes: int = Field(256 * 1024, gt=0, description="total size of a submission's files")
+    max_files: int = Field(16, ge=1)
+    webhook_secret: str = Field("dev-webhook-secret", description="HMAC-SHA256 key for webhook signatures")
+    webhook_attempts: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_production(self) -> Settings:
+        if self.environment == "production" and self.webhook_secret in PLACEHOLDER_SECRETS:
+            raise ValueError("GRADER_WEBHOOK_SECRET is a placeholder: set a real secret in production")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'grader.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings; a FastAPI dependency, overridden in tests."""
+    return Settings()

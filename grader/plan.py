@@ -1,0 +1,228 @@
+"""The test-plan API: what a problem's plan.py is written against.
+
+A plan is a set of test functions, one per test id in spec.toml:
+
+    plan = Plan()
+
+    @plan.test("affine_forward")
+    def affine_forward(ctx: Context) -> None:
+        out, cache = ctx.call("affine_forward", x, w, b, keep=[1])
+        ...
+        raise CheckFailed("...")   # or return normally: the test passed
+
+Test functions run in the trusted grader. They reach candidate code only
+through `ctx` (each call crosses the sandbox boundary), compare with the
+reference here, and fail by raising CheckFailed with a message an interviewer
+can act on. Sandbox faults (hang, crash) propagate as SandboxFault: the engine
+turns them into a timeout/error result for this test and starts a fresh sandbox
+for the next one.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import strategies as st
+
+from grader.reports.model import Figure
+from grader.sandbox.base import CandidateError, Handle, Reply, SandboxFault, Session
+
+TestFunction = Callable[["Context"], None]
+
+
+class CheckFailed(Exception):
+    """A test's verdict: the candidate's answer is wrong. The message is shown as is."""
+
+    def __init__(self, message: str, counterexample: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.counterexample = counterexample
+        self.line = line
+
+
+class CandidateRaised(CheckFailed):
+    """The candidate's code raised an exception (or a required name is missing)."""
+
+    def __init__(self, what: str, error: CandidateError) -> None:
+        if error.missing:
+            message = f"solution.py does not define `{error.missing}`"
+        elif error.type == "ReturnShape":
+            message = f"{what}: {error.message}"
+        else:
+            message = f"{what} raised {error.summary()}"
+        super().__init__(message, line=error.line)
+        self.error = error
+
+
+class Plan:
+    def __init__(self) -> None:
+        self.tests: dict[str, TestFunction] = {}
+
+    def test(self, test_id: str) -> Callable[[TestFunction], TestFunction]:
+        def register(fn: TestFunction) -> TestFunction:
+            if test_id in self.tests:
+                raise ValueError(f"test {test_id!r} registered twice")
+            self.tests[test_id] = fn
+            return fn
+
+        return register
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed derived from the run's master seed and names: the same on every machine and run."""
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+@dataclass
+class Context:
+    """What a test function sees: the candidate (through the sandbox), seeds, and places to put findings."""
+
+    test_id: str
+    seed: int
+    deadline: float
+    _session_factory: Callable[[], Session]
+    details: dict[str, Any] = field(default_factory=dict)
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    # randomness -----------------------------------------------------------------------
+    def rng(self, name: str = "") -> np.random.Generator:
+        return np.random.default_rng(stable_seed(self.seed, self.test_id, name))
+
+    @property
+    def remaining_s(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    # the candidate --------------------------------------------------------------------
+    @property
+    def session(self) -> Session:
+        return self._session_factory()
+
+    def raw_call(self, target: dict[str, Any], *args: Any, keep: list[int] | str | None = None,
+                 return_args: list[int] | None = None, **kwargs: Any) -> Reply:
+        return self.session.call(target, args, kwargs, keep=keep, return_args=return_args,
+                                 timeout_s=self.remaining_s)
+
+    def _unwrap(self, what: str, reply: Reply) -> Any:
+        if not reply.ok:
+            assert reply.error is not None
+            raise CandidateRaised(what, reply.error)
+        return reply.value
+
+    def call(self, fn: str, *args: Any, keep: list[int] | str | None = None, **kwargs: Any) -> Any:
+        """Call a function of the submission; CheckFailed if it raises or is missing."""
+        return self._unwrap(fn, self.raw_call({"fn": fn}, *args, keep=keep, **kwargs))
+
+    def call_checked(self, fn: str, *args: Any, keep: list[int] | str | None = None,
+                     arg_names: Iterable[str] = (), **kwargs: Any) -> Any:
+        """Like call, and fail if the function modified any of its array arguments in place."""
+        names = list(arg_names) or [f"argument {i + 1}" for i in range(len(args))]
+        positions = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
+        reply = self.raw_call({"fn": fn}, *args, keep=keep, return_args=positions, **kwargs)
+        value = self._unwrap(fn, reply)
+        for pos, after in zip(positions, reply.args_after):
+            before = args[pos]
+            if not (isinstance(after, np.ndarray) and after.shape == before.shape
+                    and np.array_equal(after, before, equal_nan=True)):
+                raise CheckFailed(f"{fn} modified its input `{names[pos]}` in place; inputs must be left unchanged")
+        return value
+
+    def call_returning_args(self, fn: str, *args: Any, **kwargs: Any) -> tuple[Any, tuple[Any, ...]]:
+        """Call and also get back the post-call values of every argument (for in-place updates)."""
+        reply = self.raw_call({"fn": fn}, *args, return_args=list(range(len(args))), **kwargs)
+        return self._unwrap(fn, reply), reply.args_after
+
+    def new(self, cls: str, *args: Any, **kwargs: Any) -> Handle:
+        """Construct an object of the submission's class; it stays in the sandbox."""
+        return self._unwrap(f"{cls}(...)", self.raw_call({"fn": cls}, *args, keep="all", **kwargs))
+
+    def method(self, obj: Handle, name: str, *args: Any, keep: list[int] | str | None = None, **kwargs: Any) -> Any:
+        return self._unwrap(f"{obj.type}.{name}",
+                            self.raw_call({"handle": obj.id, "method": name}, *args, keep=keep, **kwargs))
+
+    def attr(self, obj: Handle, name: str, keep: bool = False) -> Any:
+        """Read an attribute of an object in the sandbox (keep=True: get a handle to it instead of its value)."""
+        return self._unwrap(f"{obj.type}.{name}",
+                            self.session.getattr(obj, name, timeout_s=self.remaining_s, keep=keep))
+
+    def helper(self, name: str, *args: Any, keep: list[int] | str | None = None, **kwargs: Any) -> Any:
+        """Call trusted builder code shipped in sandbox/builtins (e.g. "gan:build_models")."""
+        reply = self.raw_call({"helper": name}, *args, keep=keep, **kwargs)
+        if not reply.ok:
+            assert reply.error is not None
+            raise CandidateRaised(f"setting up ({name})", reply.error)
+        return reply.value
+
+    # the report -------------------------------------------------------------------------
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def figure(self, figure: Figure) -> None:
+        self.figures.append(figure)
+
+    # properties ---------------------------------------------------------------------------
+    def check_property(self, strategy: st.SearchStrategy[Any], check: Callable[[Any], None], *,
+                       max_examples: int = 25, describe: Callable[[Any], str] | None = None) -> None:
+        """Run `check` on hypothesis-generated cases; on failure, raise CheckFailed for the shrunk case.
+
+        Grading profile: derandomized (seeded by the test), no example database, no
+        deadline, a fixed number of examples, so the same submission gets the same report.
+        """
+        last_failure: list[tuple[Any, BaseException]] = []
+        first_fault: list[tuple[Any, SandboxFault]] = []
+
+        def body(example: Any) -> None:
+            if first_fault:
+                raise first_fault[0][1]  # the session is dead; do not start sandboxes while shrinking
+            try:
+                check(example)
+            except SandboxFault as exc:
+                first_fault.append((example, exc))
+                raise
+            except CheckFailed as exc:
+                last_failure.append((example, exc))
+                raise
+
+        body.__name__ = self.test_id  # part of hypothesis's derandomized seed
+        runner = settings(derandomize=True, database=None, deadline=None, max_examples=max_examples,
+                          suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet, print_blob=False,
+                          report_multiple_bugs=False,
+                          phases=(Phase.explicit, Phase.generate, Phase.shrink))(given(strategy)(body))
+        show = describe or describe_example
+        try:
+            runner()
+        except SandboxFault as exc:
+            if first_fault:
+                example, fault = first_fault[0]
+                fault.counterexample = show(example)  # type: ignore[attr-defined]
+                raise fault from None
+            raise exc
+        except CheckFailed:
+            example, failure = last_failure[-1]
+            assert isinstance(failure, CheckFailed)
+            raise CheckFailed(failure.message, counterexample=show(example), line=failure.line) from None
+
+
+def describe_example(example: Any, max_array: int = 24) -> str:
+    """A short, readable rendering of a generated case: shapes and hyper-parameters first, small arrays in full."""
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, np.ndarray):
+            if value.size <= max_array:
+                return np.array2string(value, precision=4, separator=", ", suppress_small=True).replace("\n", "")
+            return f"array of shape {value.shape}"
+        if isinstance(value, float):
+            return f"{value:.6g}"
+        return repr(value)
+
+    if isinstance(example, dict):
+        scalars = [f"{k}={fmt(v)}" for k, v in example.items() if not isinstance(v, np.ndarray)]
+        shapes = [f"{k}.shape={v.shape}" for k, v in example.items() if isinstance(v, np.ndarray)]
+        small = [f"{k}={fmt(v)}" for k, v in example.items() if isinstance(v, np.ndarray) and v.size <= max_array]
+        return ", ".join(scalars + shapes + small)
+    return fmt(example)

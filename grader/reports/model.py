@@ -1,0 +1,94 @@
+"""The report: data first (this pydantic model, serialized as JSON), then views of it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+TestStatus = Literal["passed", "failed", "error", "timeout", "skipped"]
+Category = Literal["conformance", "forward", "backward", "gradient check", "state", "statistics", "stability",
+                   "training", "static", "efficiency"]
+
+
+class ProblemRef(BaseModel):
+    id: str
+    version: str
+
+
+class Figure(BaseModel):
+    """Data for a plot a view may draw (training curve, samples, gradient norms); never an image."""
+
+    kind: Literal["line", "scatter", "bar"]
+    title: str
+    x_label: str = ""
+    y_label: str = ""
+    series: dict[str, list[list[float]]] = Field(default_factory=dict,
+                                                 description="name -> list of [x, y] points")
+
+
+class TestResult(BaseModel):
+    id: str
+    name: str
+    category: Category
+    points: float
+    earned: float
+    status: TestStatus
+    message: str = ""
+    counterexample: str | None = None
+    duration_s: float = 0.0
+    hidden: bool = Field(False, description="details are left out of the candidate-safe view")
+    details: dict[str, Any] = Field(default_factory=dict)
+    figures: list[Figure] = Field(default_factory=list)
+
+
+class Finding(BaseModel):
+    """Something noticed about the submission as a whole (static analysis, sandbox events)."""
+
+    kind: Literal["forbidden-import", "autograd", "syntax", "import-error", "stray-process", "sandbox", "note"]
+    severity: Literal["info", "warning", "error"]
+    message: str
+    line: int | None = None
+
+
+class Output(BaseModel):
+    text: str = ""
+    bytes_total: int = 0
+    truncated: bool = False
+
+
+class Environment(BaseModel):
+    grader_version: str
+    seed: int
+    sandbox_backend: str
+    isolation: list[str] = Field(default_factory=list)
+    isolation_weaker: list[str] = Field(default_factory=list)
+    python: str = ""
+    numpy: str = ""
+    torch: str = ""
+    hypothesis: str = ""
+
+
+class Report(BaseModel):
+    problem: ProblemRef
+    status: Literal["graded", "error"] = Field(
+        description="'error' only for a fault of the grader itself, never for a candidate's mistake")
+    score: float
+    max_score: float
+    tests: list[TestResult]
+    findings: list[Finding] = Field(default_factory=list)
+    output: Output = Field(default_factory=Output)
+    environment: Environment
+    error: str | None = Field(None, description="what went wrong in the grader when status is 'error'")
+    duration_s: float = 0.0
+
+    @property
+    def passed(self) -> int:
+        return sum(t.status == "passed" for t in self.tests)
+
+    def candidate_view(self) -> Report:
+        """The report a candidate may see: hidden tests keep their verdict, lose their details."""
+        tests = [t if not t.hidden else t.model_copy(update={"message": "hidden test", "counterexample": None,
+                                                             "details": {}, "figures": []})
+                 for t in self.tests]
+        return self.model_copy(update={"tests": tests})

@@ -1,0 +1,28 @@
+"""A short plain-text view of a report, for the command line."""
+
+from __future__ import annotations
+
+from grader.reports.model import Report
+
+MARKS = {"passed": "PASS", "failed": "FAIL", "error": "ERR ", "timeout": "TIME", "skipped": "SKIP"}
+
+
+def render_text(report: Report) -> str:
+    lines = [f"{report.problem.id} v{report.problem.version}: {report.score:g}/{report.max_score:g} points, "
+             f"{report.passed}/{len(report.tests)} tests passed ({report.duration_s:.1f} s, "
+             f"sandbox {report.environment.sandbox_backend})"]
+    if report.status == "error":
+        lines.append(f"GRADER ERROR: {report.error}")
+    for f in report.findings:
+        lines.append(f"  [{f.severity}] {f.message}")
+    for t in report.tests:
+        lines.append(f"  {MARKS[t.status]} {t.earned:g}/{t.points:g}  {t.id}  ({t.category})")
+        if t.status != "passed" and t.message:
+            lines.append(f"         {t.message}")
+        if t.counterexample:
+            lines.append(f"         smallest failing case: {t.counterexample}")
+    if report.output.bytes_total:
+        more = f" (first {len(report.output.text)} of {report.output.bytes_total} bytes)" if report.output.truncated else ""
+        lines.append(f"  candidate output{more}:")
+        lines.extend("    | " + line for line in report.output.text.splitlines()[:20])
+    return "\n".join(lines)

@@ -1,0 +1,223 @@
+"""Grading one submission: static findings, then every test of the plan against a sandbox.
+
+The engine owns the sandbox's life: a session is started lazily, loaded with the
+submission, and thrown away after any fault (hang, crash, garbage), so a fault
+costs only the test it happened in. A submission that cannot even be imported
+(syntax error, exit or hang at import) gets every test marked with that reason
+instead of paying the import again for each test.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import grader
+from grader.catalog import Problem, TestSpec, get_problem
+from grader.checks import static
+from grader.config import Settings, get_settings
+from grader.errors import GraderError, InvalidRequest
+from grader.plan import CandidateRaised, CheckFailed, Context, stable_seed
+from grader.reports.model import Environment, Finding, Output, ProblemRef, Report, TestResult
+from grader.sandbox import get_backend
+from grader.sandbox.base import Backend, CallTimeout, SandboxFault, Session
+
+log = logging.getLogger(__name__)
+
+GRADED_CATEGORIES_ZEROED_BY_AUTODIFF = ("backward", "gradient check")
+FAULT_GRACE_S = 0.5
+
+
+def validate_files(files: dict[str, str], entry: str, settings: Settings) -> None:
+    """Request-level checks; each failure says what to change."""
+    if not files:
+        raise InvalidRequest("the submission has no files; send solution.py")
+    if len(files) > settings.max_files:
+        raise InvalidRequest(f"too many files: {len(files)} (the limit is {settings.max_files})")
+    for name, text in files.items():
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".") \
+                or "\x00" in name or len(name) > 100:
+            raise InvalidRequest(f"file name {name!r} is not allowed: use a plain name like helpers.py "
+                                 "(no folders, no leading dot)")
+        if not isinstance(text, str):
+            raise InvalidRequest(f"{name}: file content must be UTF-8 text")
+    total = sum(len(t.encode("utf-8", errors="surrogatepass")) for t in files.values())
+    if total > settings.max_code_bytes:
+        raise InvalidRequest(f"the submission is {total} bytes; the limit is {settings.max_code_bytes} bytes")
+    if entry not in files:
+        raise InvalidRequest(f"the entry file {entry!r} is missing; name the main file {entry}")
+    if not files[entry].strip():
+        raise InvalidRequest(f"{entry} is empty")
+
+
+@dataclass
+class _Sessions:
+    """Starts, loads and replaces sandboxes for one submission."""
+
+    problem: Problem
+    files: dict[str, str]
+    entry: str
+    backend: Backend
+    session: Session | None = None
+    load_failure: str | None = None
+    load_line: int | None = None
+    started: int = 0
+    outputs: list[Any] = field(default_factory=list)
+    isolation: Any = None
+
+    def get(self) -> Session:
+        if self.load_failure is not None:
+            raise _LoadFailed(self.load_failure, self.load_line)
+        if self.session is None:
+            session = self.backend.start(self.problem.sandbox)
+            self.started += 1
+            self.isolation = session.isolation
+            self.outputs.append(session.output())
+            try:
+                reply = session.load(self.files, self.entry, self.problem.import_timeout_s)
+            except CallTimeout:
+                self.load_failure = (f"importing {self.entry} did not finish within "
+                                     f"{self.problem.import_timeout_s:.0f} s (slow or blocking code at import time)")
+                raise _LoadFailed(self.load_failure, None) from None
+            except SandboxFault as fault:
+                self.load_failure = f"importing {self.entry} ended the sandbox: {fault}"
+                raise _LoadFailed(self.load_failure, None) from None
+            if not reply.ok:
+                assert reply.error is not None
+                session.close()
+                self.load_failure = f"importing {self.entry} failed: {reply.error.summary()}"
+                self.load_line = reply.error.line
+                raise _LoadFailed(self.load_failure, self.load_line)
+            self.session = session
+        return self.session
+
+    def discard(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def output(self, cap: int) -> Output:
+        text = "".join(o.text for o in self.outputs)
+        total = sum(o.total for o in self.outputs)
+        return Output(text=text[:cap], bytes_total=total, truncated=total > len(text[:cap].encode()))
+
+
+class _LoadFailed(Exception):
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _environment(settings: Settings, backend: str, isolation: Any) -> Environment:
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return ""
+
+    return Environment(grader_version=grader.__version__, seed=settings.seed, sandbox_backend=backend,
+                       isolation=list(isolation.enforced) if isolation else [],
+                       isolation_weaker=list(isolation.weaker) if isolation else [],
+                       python=platform.python_version(), numpy=version("numpy"), torch=version("torch"),
+                       hypothesis=version("hypothesis"))
+
+
+def _run_test(spec: TestSpec, sessions: _Sessions, settings: Settings, problem: Problem,
+              budget_deadline: float) -> TestResult:
+    start = time.monotonic()
+    deadline = min(start + spec.timeout_s, budget_deadline)
+    base = dict(id=spec.id, name=spec.name, category=spec.category, points=spec.points, earned=0.0,
+                hidden=spec.hidden)
+    if deadline - start <= 0:
+        return TestResult(**base, status="skipped",
+                          message=f"not run: the submission's time budget of {problem.budget_s:.0f} s was used up")
+    ctx = Context(test_id=spec.id, seed=stable_seed(settings.seed, problem.id, problem.version), deadline=deadline,
+                  _session_factory=sessions.get)
+    status, message, counterexample, line = "passed", "", None, None
+    try:
+        problem.plan.tests[spec.id](ctx)
+    except _LoadFailed as exc:
+        status, message, line = "error", str(exc), exc.line
+    except CandidateRaised as exc:
+        status, message, counterexample, line = "error", exc.message, exc.counterexample, exc.line
+    except CheckFailed as exc:
+        status, message, counterexample, line = "failed", exc.message, exc.counterexample, exc.line
+    except CallTimeout as exc:
+        sessions.discard()
+        status = "timeout"
+        limit = "the submission's time budget" if deadline == budget_deadline else f"its {spec.timeout_s:.0f} s limit"
+        message = f"the candidate's code did not return within {limit} (an infinite loop or very slow code?)"
+        counterexample = getattr(exc, "counterexample", None)
+    except SandboxFault as exc:
+        sessions.discard()
+        status, message, counterexample = "error", f"{exc}; the test was stopped", getattr(exc, "counterexample", None)
+    except GraderError:
+        raise
+    except Exception as exc:  # a bug in a plan is a grader fault for this test, not the candidate's
+        log.exception("test %s/%s crashed in the grader", problem.id, spec.id)
+        status, message = "error", f"internal grader error in this test ({type(exc).__name__}); it earns no points"
+    details = dict(ctx.details)
+    if line is not None:
+        details["line"] = line
+    if ctx.notes:
+        message = "; ".join(filter(None, [message, *ctx.notes])) if status != "passed" else "; ".join(ctx.notes)
+    return TestResult(**{**base, "earned": spec.points if status == "passed" else 0.0}, status=status,
+                      message=message, counterexample=counterexample, duration_s=round(time.monotonic() - start, 3),
+                      details=details, figures=ctx.figures)
+
+
+def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settings | None = None,
+                     backend: str | None = None, entry: str = "solution.py") -> Report:
+    """Grade one submission and return its report. Safe to call from several threads at once."""
+    settings = settings or get_settings()
+    problem = get_problem(problem_id)
+    validate_files(files, entry, settings)
+    backend_name = backend or settings.sandbox_backend
+    started = time.monotonic()
+    findings: list[Finding] = []
+    syntax = static.parse_error(files, entry)
+    findings += static.forbidden_imports(files, problem.forbidden_imports)
+    sessions = _Sessions(problem, files, entry, get_backend(backend_name))
+    results: list[TestResult] = []
+    if syntax is not None:
+        findings.insert(0, syntax)
+        sessions.load_failure, sessions.load_line = syntax.message, syntax.line
+    budget_deadline = started + min(problem.budget_s, settings.submission_budget_s)
+    try:
+        for spec in problem.tests:
+            results.append(_run_test(spec, sessions, settings, problem, budget_deadline))
+            session = sessions.session
+            if session is not None:
+                strays = session.stray_processes()
+                if strays:
+                    findings.append(Finding(kind="stray-process", severity="warning",
+                                            message=f"{strays} process(es) started during '{spec.id}' were still "
+                                                    "running after the test and were killed"))
+    finally:
+        sessions.discard()
+    if sessions.load_failure and syntax is None:
+        findings.append(Finding(kind="import-error", severity="error", message=sessions.load_failure,
+                                line=sessions.load_line))
+    if sessions.isolation is not None and sessions.isolation.weaker:
+        for text in sessions.isolation.weaker:
+            findings.append(Finding(kind="sandbox", severity="warning", message=f"weaker sandbox: {text}"))
+    if problem.from_scratch and any(f.kind == "forbidden-import" for f in findings):
+        for i, result in enumerate(results):
+            if result.category in GRADED_CATEGORIES_ZEROED_BY_AUTODIFF and result.earned:
+                results[i] = result.model_copy(update={
+                    "earned": 0.0, "status": "failed",
+                    "message": "scored zero: the submission imports an autodiff library in a numpy-only exercise"})
+    report = Report(
+        problem=ProblemRef(id=problem.id, version=problem.version), status="graded",
+        score=round(sum(r.earned for r in results), 6), max_score=problem.max_score, tests=results,
+        findings=findings, output=sessions.output(problem.sandbox.limits.output_bytes),
+        environment=_environment(settings, backend_name, sessions.isolation),
+        duration_s=round(time.monotonic() - started, 3))
+    log.info("graded %s: %s/%s in %.1fs (%d sandbox(es))", problem.id, report.score, report.max_score,
+             report.duration_s, sessions.started)
+    return report
+

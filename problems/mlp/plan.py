@@ -1,0 +1,368 @@
+"""Test plan for `mlp`: a two-layer network from scratch in numpy.
+
+Every test follows GRADING.md's layers: conformance (exact shapes, dtypes,
+finite values, inputs untouched) before values; forward and backward against
+the reference on fixed and generated cases; finite differences of the
+candidate's own forward to tell a convention bug from wrong backward math;
+state over repeated calls; stability at logits of 1e4; training scored on
+held-out data with the grader's own forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from grader.checks import strategies as gst
+from grader.checks.compare import assert_close, check_output, compare, expect_array, expect_scalar, expect_tuple
+from grader.checks.gradcheck import self_consistency
+from grader.plan import CheckFailed, Context, Plan
+from grader.reports.model import Figure
+from reference import mlp as ref
+
+plan = Plan()
+
+# -- cases -------------------------------------------------------------------------------------
+
+
+@st.composite
+def affine_cases(draw: st.DrawFn) -> dict[str, Any]:
+    """x of 2 to 4 dims (N >= 2: N = 1 hides mean-vs-sum), D != M, Gaussian upstream gradient."""
+    n = draw(st.integers(2, 4))
+    rest = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=3)))
+    d = int(np.prod(rest))
+    m = draw(st.integers(1, 4).filter(lambda m: m != d))
+    return {"x": draw(gst.arrays((n, *rest))), "w": draw(gst.arrays((d, m))), "b": draw(gst.arrays((m,))),
+            "dout": draw(gst.arrays((n, m)))}
+
+
+@st.composite
+def relu_cases(draw: st.DrawFn) -> dict[str, Any]:
+    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=2, max_size=3)))
+    return {"x": draw(gst.arrays(shape, gst.away_from_zero())), "dout": draw(gst.arrays(shape))}
+
+
+@st.composite
+def softmax_cases(draw: st.DrawFn) -> dict[str, Any]:
+    n, c = draw(st.integers(2, 5)), draw(st.integers(2, 5))
+    return {"logits": draw(gst.arrays((n, c), gst.floats(-5, 5))),
+            "y": np.array(draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)), dtype=np.int64)}
+
+
+# -- affine ---------------------------------------------------------------------------------------
+
+
+def _affine_forward(ctx: Context, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Any]:
+    result = ctx.call_checked("affine_forward", x, w, b, keep=[1], arg_names=("x", "w", "b"))
+    out, cache = expect_tuple(result, 2, "affine_forward", "out, cache")
+    return out, cache
+
+
+@plan.test("affine_forward")
+def affine_forward(ctx: Context) -> None:
+    def check(case: dict[str, Any]) -> None:
+        out, _ = _affine_forward(ctx, case["x"], case["w"], case["b"])
+        expected, _ = ref.affine_forward(case["x"], case["w"], case["b"])
+        check_output(out, expected, "out")
+
+    rng = ctx.rng("fixed")
+    check({"x": rng.standard_normal((3, 2, 4, 2)), "w": rng.standard_normal((16, 5)), "b": rng.standard_normal(5)})
+    ctx.check_property(affine_cases(), check)
+
+
+@plan.test("affine_backward")
+def affine_backward(ctx: Context) -> None:
+    def check(case: dict[str, Any]) -> None:
+        x, w, b, dout = case["x"], case["w"], case["b"], case["dout"]
+        _, cache = _affine_forward(ctx, x, w, b)
+        result = ctx.call("affine_backward", dout, cache)
+        dx, dw, db = expect_tuple(result, 3, "affine_backward", "dx, dw, db")
+        _, ref_cache = ref.affine_forward(x, w, b)
+        rdx, rdw, rdb = ref.affine_backward(dout, ref_cache)
+        expect_array(dx, "dx", rdx.shape)
+        expect_array(dw, "dw", rdw.shape)
+        expect_array(db, "db", rdb.shape)
+        if not compare(db, rdb).ok and compare(db, rdb / x.shape[0]).ok:
+            raise CheckFailed("db is averaged over the batch; it must be summed (the mean is taken in the loss)")
+        assert_close(db, rdb, "db")
+        assert_close(dw, rdw, "dw")
+        assert_close(dx, rdx, "dx")
+
+    ctx.check_property(affine_cases(), check)
+
+
+@plan.test("affine_gradcheck")
+def affine_gradcheck(ctx: Context) -> None:
+    rng = ctx.rng("inputs")
+    inputs = {"x": rng.standard_normal((3, 2, 2)), "w": rng.standard_normal((4, 3)), "b": rng.standard_normal(3)}
+    dout = rng.standard_normal((3, 3))
+
+    def objective(v: dict[str, np.ndarray]) -> float:
+        out, _ = expect_tuple(ctx.call("affine_forward", v["x"], v["w"], v["b"], keep=[1]), 2, "affine_forward")
+        return float(np.sum(expect_array(out, "out", dout.shape) * dout))
+
+    _, cache = _affine_forward(ctx, inputs["x"], inputs["w"], inputs["b"])
+    dx, dw, db = expect_tuple(ctx.call("affine_backward", dout, cache), 3, "affine_backward", "dx, dw, db")
+    grads = {"x": expect_array(dx, "dx", inputs["x"].shape), "w": expect_array(dw, "dw", inputs["w"].shape),
+             "b": expect_array(db, "db", inputs["b"].shape)}
+    ctx.details["errors"] = self_consistency(objective, inputs, grads, rng, "affine_backward")
+
+
+# -- relu -------------------------------------------------------------------------------------------
+
+
+@plan.test("relu_forward")
+def relu_forward(ctx: Context) -> None:
+    def check(case: dict[str, Any]) -> None:
+        result = ctx.call_checked("relu_forward", case["x"], keep=[1], arg_names=("x",))
+        out, _ = expect_tuple(result, 2, "relu_forward", "out, cache")
+        check_output(out, ref.relu_forward(case["x"])[0], "out")
+
+    ctx.check_property(relu_cases(), check)
+
+
+@plan.test("relu_backward")
+def relu_backward(ctx: Context) -> None:
+    def check(case: dict[str, Any]) -> None:
+        x, dout = case["x"], case["dout"]
+        _, cache = expect_tuple(ctx.call("relu_forward", x, keep=[1]), 2, "relu_forward", "out, cache")
+        dx = expect_array(ctx.call("relu_backward", dout, cache), "dx", x.shape)
+        expected = ref.relu_backward(dout, ref.relu_forward(x)[1])
+        if not compare(dx, expected).ok and compare(dx, dout * (x < 0)).ok:
+            raise CheckFailed("the ReLU mask is inverted: the gradient must flow where x > 0 and stop where x < 0")
+        assert_close(dx, expected, "dx")
+
+    ctx.check_property(relu_cases(), check)
+
+
+# -- softmax cross-entropy ------------------------------------------------------------------------------
+
+
+def _softmax(ctx: Context, logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    result = ctx.call_checked("softmax_cross_entropy", logits, y, arg_names=("logits", "y"))
+    loss, dlogits = expect_tuple(result, 2, "softmax_cross_entropy", "loss, dlogits")
+    return expect_scalar(loss, "loss"), expect_array(dlogits, "dlogits", logits.shape)
+
+
+@plan.test("softmax_loss")
+def softmax_loss(ctx: Context) -> None:
+    def check(case: dict[str, Any]) -> None:
+        logits, y = case["logits"], case["y"]
+        loss, dlogits = _softmax(ctx, logits, y)
+        rloss, rdlogits = ref.softmax_cross_entropy(logits, y)
+        n = logits.shape[0]
+        if not compare(np.array(loss), np.array(rloss)).ok and compare(np.array(loss), np.array(rloss * n)).ok:
+            raise CheckFailed("the loss is summed over the batch; it must be the mean")
+        assert_close(np.array(loss), np.array(rloss), "loss")
+        if not compare(dlogits, rdlogits).ok and compare(dlogits, rdlogits * n).ok:
+            raise CheckFailed("dlogits is not divided by the batch size: the loss is a mean, so is its gradient")
+        assert_close(dlogits, rdlogits, "dlogits")
+
+    ctx.check_property(softmax_cases(), check)
+
+
+@plan.test("softmax_stability")
+def softmax_stability(ctx: Context) -> None:
+    rng = ctx.rng("logits")
+    for scale in (1e2, 1e3, 1e4):
+        logits = rng.standard_normal((4, 6)) * scale
+        logits[1] = [scale, -scale, 0.5 * scale, scale, 0.0, -0.5 * scale]  # a tie at the top
+        y = np.array([0, 1, 2, 5])
+        result = ctx.call("softmax_cross_entropy", logits, y)
+        loss, dlogits = expect_tuple(result, 2, "softmax_cross_entropy", "loss, dlogits")
+        try:
+            loss_value = expect_scalar(loss, f"loss at logits of magnitude {scale:g}")
+            expect_array(dlogits, f"dlogits at logits of magnitude {scale:g}", logits.shape)
+        except CheckFailed as exc:
+            raise CheckFailed(f"{exc.message}: exponentials overflow; subtract each row's maximum before "
+                              "exponentiating (log-sum-exp)") from None
+        rloss, rdlogits = ref.softmax_cross_entropy(logits, y)
+        assert_close(np.array(loss_value), np.array(rloss), f"loss at logits of magnitude {scale:g}")
+        assert_close(dlogits, rdlogits, f"dlogits at logits of magnitude {scale:g}")
+
+
+@plan.test("softmax_gradcheck")
+def softmax_gradcheck(ctx: Context) -> None:
+    rng = ctx.rng("inputs")
+    logits, y = rng.standard_normal((4, 5)), np.array([0, 3, 1, 4])
+
+    def objective(v: dict[str, np.ndarray]) -> float:
+        return _softmax(ctx, v["logits"], y)[0]
+
+    _, dlogits = _softmax(ctx, logits, y)
+    ctx.details["errors"] = self_consistency(objective, {"logits": logits}, {"logits": dlogits}, rng,
+                                             "softmax_cross_entropy")
+
+
+# -- TwoLayerNet ----------------------------------------------------------------------------------------
+
+NET = {"input_dim": 5, "hidden_dim": 7, "num_classes": 4}
+
+
+def _net(ctx: Context, reg: float) -> tuple[Any, dict[str, np.ndarray]]:
+    net = ctx.new("TwoLayerNet", NET["input_dim"], NET["hidden_dim"], NET["num_classes"], weight_scale=0.5,
+                  reg=reg, seed=3)
+    params = ctx.attr(net, "params")
+    if not isinstance(params, dict):
+        raise CheckFailed(f"TwoLayerNet.params must be a dict of arrays; got {type(params).__name__}")
+    d, h, c = NET["input_dim"], NET["hidden_dim"], NET["num_classes"]
+    shapes = {"W1": (d, h), "b1": (h,), "W2": (h, c), "b2": (c,)}
+    missing = sorted(set(shapes) - set(params))
+    if missing:
+        raise CheckFailed(f"TwoLayerNet.params is missing {missing}; it must hold W1, b1, W2, b2")
+    return net, {k: expect_array(params[k], f"params['{k}']", s) for k, s in shapes.items()}
+
+
+def _reference_net(params: dict[str, np.ndarray], reg: float) -> Any:
+    net = ref.TwoLayerNet(NET["input_dim"], NET["hidden_dim"], NET["num_classes"], reg=reg)
+    net.params = {k: v.copy() for k, v in params.items()}
+    return net
+
+
+def _batch(ctx: Context, n: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    rng = ctx.rng("batch")
+    return rng.standard_normal((n, NET["input_dim"])), rng.integers(0, NET["num_classes"], size=n)
+
+
+@plan.test("net_scores")
+def net_scores(ctx: Context) -> None:
+    net, params = _net(ctx, reg=0.0)
+    if np.allclose(params["W1"], 0) or np.allclose(params["W2"], 0):
+        raise CheckFailed("W1 and W2 must start random (scaled by weight_scale), not zero: zero weights never learn")
+    X, _ = _batch(ctx)
+    scores = ctx.method(net, "loss", X)
+    check_output(scores, _reference_net(params, 0.0).loss(X), "scores")
+
+
+@plan.test("net_loss")
+def net_loss(ctx: Context) -> None:
+    reg = 0.7
+    net, params = _net(ctx, reg=reg)
+    X, y = _batch(ctx)
+    loss, _ = expect_tuple(ctx.method(net, "loss", X, y), 2, "TwoLayerNet.loss", "loss, grads")
+    loss = expect_scalar(loss, "loss")
+    rloss, _ = _reference_net(params, reg).loss(X, y)
+    penalty = 0.5 * reg * (np.sum(params["W1"] ** 2) + np.sum(params["W2"] ** 2))
+    if not compare(np.array(loss), np.array(rloss)).ok:
+        if compare(np.array(loss), np.array(rloss - penalty)).ok:
+            raise CheckFailed("the loss leaves out the L2 penalty 0.5 * reg * (sum(W1**2) + sum(W2**2))")
+        if compare(np.array(loss), np.array(rloss + penalty)).ok:
+            raise CheckFailed("the L2 penalty is counted twice, or without the factor 0.5")
+    assert_close(np.array(loss), np.array(rloss), "loss")
+
+
+def _net_grads(ctx: Context, net: Any, X: np.ndarray, y: np.ndarray, params: dict[str, np.ndarray]) -> dict[str, Any]:
+    _, grads = expect_tuple(ctx.method(net, "loss", X, y), 2, "TwoLayerNet.loss", "loss, grads")
+    if not isinstance(grads, dict) or sorted(grads) != sorted(params):
+        raise CheckFailed(f"grads must be a dict keyed like params ({sorted(params)})")
+    return {k: expect_array(grads[k], f"grads['{k}']", params[k].shape) for k in params}
+
+
+@plan.test("net_grads")
+def net_grads(ctx: Context) -> None:
+    reg = 0.3
+    net, params = _net(ctx, reg=reg)
+    X, y = _batch(ctx)
+    _, expected = _reference_net(params, reg).loss(X, y)
+    for attempt in ("first", "second"):
+        grads = _net_grads(ctx, net, X, y, params)
+        for k in ("W1", "W2"):
+            if not compare(grads[k], expected[k]).ok and compare(grads[k], expected[k] - reg * params[k]).ok:
+                raise CheckFailed(f"grads['{k}'] leaves out the L2 term reg * {k}: the penalty is in the loss "
+                                  "but not in its gradient")
+        for k in ("b2", "W2", "b1", "W1"):
+            assert_close(grads[k], expected[k], f"grads['{k}'] on the {attempt} call")
+
+
+@plan.test("net_gradcheck")
+def net_gradcheck(ctx: Context) -> None:
+    reg = 0.3
+    net, params = _net(ctx, reg=reg)
+    X, y = _batch(ctx, n=4)
+    grads = _net_grads(ctx, net, X, y, params)
+    table = ctx.attr(net, "params", keep=True)  # the candidate's own dict, so perturbations reach its loss
+
+    def objective(v: dict[str, np.ndarray]) -> float:
+        for k, value in v.items():
+            ctx.helper("common:setitem", table, k, value)
+        loss, _ = expect_tuple(ctx.method(net, "loss", X, y), 2, "TwoLayerNet.loss")
+        return expect_scalar(loss, "loss")
+
+    ctx.details["errors"] = self_consistency(objective, params, grads, ctx.rng("probes"), "TwoLayerNet.loss",
+                                             full_max_elements=0)
+
+
+# -- SGD ------------------------------------------------------------------------------------------------
+
+
+@plan.test("sgd_step")
+def sgd_step(ctx: Context) -> None:
+    rng = ctx.rng("params")
+    params = {"W1": rng.standard_normal((3, 4)), "b1": rng.standard_normal(4)}
+    lr = 0.05
+    for step in ("first", "second"):
+        grads = {k: rng.standard_normal(v.shape) for k, v in params.items()}
+        _, (after, _, _) = ctx.call_returning_args("sgd_step", params, grads, lr)
+        if not isinstance(after, dict) or sorted(after) != sorted(params):
+            raise CheckFailed("sgd_step must keep the params dict's keys and update its values")
+        for k in params:
+            got = expect_array(after[k], f"params['{k}'] after the {step} step", params[k].shape)
+            expected = params[k] - lr * grads[k]
+            if compare(got, params[k]).ok:
+                raise CheckFailed(f"sgd_step left params['{k}'] unchanged: update the dict it is given "
+                                  "(rebinding a local name does not change the caller's params)")
+            if compare(got, params[k] + lr * grads[k]).ok:
+                raise CheckFailed("sgd_step moves along the gradient; it must subtract lr * grad")
+            assert_close(got, expected, f"params['{k}'] after the {step} step")
+        params = {k: after[k] for k in params}
+
+
+# -- training -------------------------------------------------------------------------------------------
+
+TRAIN = {"n_train": 1500, "n_test": 500, "features": 20, "classes": 10, "hidden_dim": 64}
+PASS_ACCURACY = 0.80
+
+
+def make_classification_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ten classes, two Gaussian clusters each in 20 dimensions: not linearly separable, learnable by an MLP."""
+    rng = np.random.default_rng(seed)
+    f, c = TRAIN["features"], TRAIN["classes"]
+    centers = rng.standard_normal((c, 2, f))
+    n = TRAIN["n_train"] + TRAIN["n_test"]
+    y = rng.integers(0, c, size=n)
+    X = centers[y, rng.integers(0, 2, size=n)] + rng.standard_normal((n, f))
+    cut = TRAIN["n_train"]
+    return X[:cut], y[:cut], X[cut:], y[cut:]
+
+
+def held_out_accuracy(params: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    hidden = np.maximum(X @ params["W1"] + params["b1"], 0.0)
+    predictions = np.argmax(hidden @ params["W2"] + params["b2"], axis=1)
+    per_class = np.array([np.mean(predictions[y == k] == k) if np.any(y == k) else 0.0
+                          for k in range(TRAIN["classes"])])
+    return float(np.mean(predictions == y)), per_class
+
+
+@plan.test("train_mlp")
+def train_mlp(ctx: Context) -> None:
+    X, y, X_test, y_test = make_classification_data(ctx.seed)
+    h, f, c = TRAIN["hidden_dim"], TRAIN["features"], TRAIN["classes"]
+    params = ctx.call("train_mlp", X, y, h, c, 0)
+    if not isinstance(params, dict):
+        raise CheckFailed(f"train_mlp must return the params dict; got {type(params).__name__}")
+    shapes = {"W1": (f, h), "b1": (h,), "W2": (h, c), "b2": (c,)}
+    missing = sorted(set(shapes) - set(params))
+    if missing:
+        raise CheckFailed(f"train_mlp's params are missing {missing}")
+    checked = {k: expect_array(params[k], f"params['{k}']", s) for k, s in shapes.items()}
+    accuracy, per_class = held_out_accuracy(checked, X_test, y_test)
+    ctx.details["held_out_accuracy"] = round(accuracy, 4)
+    ctx.figure(Figure(kind="bar", title="Held-out accuracy per class", x_label="class", y_label="accuracy",
+                      series={"accuracy": [[float(k), float(a)] for k, a in enumerate(per_class)]}))
+    if accuracy < PASS_ACCURACY:
+        hint = ": the returned params look untrained" if accuracy < 2.0 / c else ""
+        raise CheckFailed(f"held-out accuracy {accuracy:.3f} is under the pass mark {PASS_ACCURACY:.2f} "
+                          f"(chance is {1 / c:.2f}){hint}")
+    ctx.note(f"held-out accuracy {accuracy:.3f} (pass mark {PASS_ACCURACY:.2f}; chance is {1 / c:.2f})")
