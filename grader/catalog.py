@@ -10,6 +10,7 @@ Loading refuses an inconsistent folder with a message that says what to fix.
 from __future__ import annotations
 
 import importlib
+import logging
 import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,6 +21,8 @@ from grader.errors import ProblemSpecError, UnknownProblem
 from grader.plan import Plan
 from grader.reports.model import Category
 from grader.sandbox.base import SandboxLimits, SandboxSpec
+
+log = logging.getLogger(__name__)
 
 PROBLEMS_DIR = Path(__file__).resolve().parents[1] / "problems"
 CATEGORIES = frozenset(get_args(Category))
@@ -114,21 +117,35 @@ def load_problem(folder: Path) -> Problem:
 
 
 @lru_cache(maxsize=1)
-def _catalog() -> dict[str, Problem]:
-    problems = {}
+def _catalog() -> tuple[dict[str, Problem], dict[str, str]]:
+    """Problems that load, and the error of each folder that does not (one broken folder disables only itself)."""
+    problems: dict[str, Problem] = {}
+    errors: dict[str, str] = {}
     for folder in sorted(PROBLEMS_DIR.iterdir()):
         if (folder / "spec.toml").is_file():
-            problems[folder.name] = load_problem(folder)
-    return problems
+            try:
+                problems[folder.name] = load_problem(folder)
+            except Exception as exc:  # a broken folder is a deployment bug: logged, listed, never served
+                errors[folder.name] = f"{type(exc).__name__}: {exc}"
+                log.error("problem %s is disabled: %s", folder.name, errors[folder.name])
+    return problems, errors
 
 
 def list_problems() -> list[Problem]:
-    return list(_catalog().values())
+    return list(_catalog()[0].values())
+
+
+def catalog_errors() -> dict[str, str]:
+    """Folders that failed to load, with why; the catalog tests require this to be empty."""
+    return dict(_catalog()[1])
 
 
 def get_problem(problem_id: str) -> Problem:
+    problems, errors = _catalog()
+    if problem_id in errors:
+        raise ProblemSpecError(f"problem {problem_id!r} is unavailable: its folder is inconsistent")
     try:
-        return _catalog()[problem_id]
+        return problems[problem_id]
     except KeyError:
-        known = ", ".join(_catalog()) or "none"
+        known = ", ".join(problems) or "none"
         raise UnknownProblem(f"unknown problem {problem_id!r}; known problems: {known}") from None

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
                          description="submissions graded at once on this machine")
     seed: int = Field(20261123, description="master seed of every grading run")
     submission_budget_s: float = Field(600.0, gt=0, description="wall-clock budget of one submission")
+    test_timeout_cap_s: float | None = Field(None, gt=0, description="upper bound on every test's time limit")
+    import_timeout_cap_s: float | None = Field(None, gt=0, description="upper bound on the import time limit")
     max_code_bytes: int = Field(256 * 1024, gt=0, description="total size of a submission's files")
     max_files: int = Field(16, ge=1)
     webhook_secret: str = Field("dev-webhook-secret", description="HMAC-SHA256 key for webhook signatures")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from grader.catalog import get_problem, list_problems
+from grader.catalog import catalog_errors, get_problem, list_problems
 from grader.service.grading import grade_submission
 from tests.conftest import ROOT, Solution, solutions
 
@@ -17,6 +17,10 @@ pytestmark = pytest.mark.slow
 
 PROBLEMS = [p.id for p in list_problems()]
 GRADED = set(PROBLEMS)
+
+
+def test_every_problem_folder_loads() -> None:
+    assert catalog_errors() == {}
 
 
 @pytest.mark.parametrize("problem_id", PROBLEMS)

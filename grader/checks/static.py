@@ -20,7 +20,9 @@ def parse_error(files: dict[str, str], entry: str) -> Finding | None:
         if not name.endswith(".py"):
             continue
         try:
-            ast.parse(text, filename=name)
+            # A full compile (never run) also catches compile-time errors ast.parse lets through,
+            # such as a misplaced `from __future__` import.
+            compile(text, name, "exec", dont_inherit=True)
         except SyntaxError as exc:
             return Finding(kind="syntax", severity="error", line=exc.lineno,
                            message=f"{name} does not compile: {exc.msg} (line {exc.lineno})")

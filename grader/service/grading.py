@@ -62,6 +62,7 @@ class _Sessions:
     files: dict[str, str]
     entry: str
     backend: Backend
+    import_timeout_s: float
     session: Session | None = None
     load_failure: str | None = None
     load_line: int | None = None
@@ -78,10 +79,10 @@ class _Sessions:
             self.isolation = session.isolation
             self.outputs.append(session.output())
             try:
-                reply = session.load(self.files, self.entry, self.problem.import_timeout_s)
+                reply = session.load(self.files, self.entry, self.import_timeout_s)
             except CallTimeout:
                 self.load_failure = (f"importing {self.entry} did not finish within "
-                                     f"{self.problem.import_timeout_s:.0f} s (slow or blocking code at import time)")
+                                     f"{self.import_timeout_s:.0f} s (slow or blocking code at import time)")
                 raise _LoadFailed(self.load_failure, None) from None
             except SandboxFault as fault:
                 self.load_failure = f"importing {self.entry} ended the sandbox: {fault}"
@@ -129,7 +130,8 @@ def _environment(settings: Settings, backend: str, isolation: Any) -> Environmen
 def _run_test(spec: TestSpec, sessions: _Sessions, settings: Settings, problem: Problem,
               budget_deadline: float) -> TestResult:
     start = time.monotonic()
-    deadline = min(start + spec.timeout_s, budget_deadline)
+    timeout_s = min(spec.timeout_s, settings.test_timeout_cap_s or spec.timeout_s)
+    deadline = min(start + timeout_s, budget_deadline)
     base = dict(id=spec.id, name=spec.name, category=spec.category, points=spec.points, earned=0.0,
                 hidden=spec.hidden)
     if deadline - start <= 0:
@@ -149,7 +151,7 @@ def _run_test(spec: TestSpec, sessions: _Sessions, settings: Settings, problem: 
     except CallTimeout as exc:
         sessions.discard()
         status = "timeout"
-        limit = "the submission's time budget" if deadline == budget_deadline else f"its {spec.timeout_s:.0f} s limit"
+        limit = "the submission's time budget" if deadline == budget_deadline else f"its {timeout_s:.0f} s limit"
         message = f"the candidate's code did not return within {limit} (an infinite loop or very slow code?)"
         counterexample = getattr(exc, "counterexample", None)
     except SandboxFault as exc:
@@ -181,7 +183,8 @@ def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settin
     findings: list[Finding] = []
     syntax = static.parse_error(files, entry)
     findings += static.forbidden_imports(files, problem.forbidden_imports)
-    sessions = _Sessions(problem, files, entry, get_backend(backend_name))
+    import_timeout_s = min(problem.import_timeout_s, settings.import_timeout_cap_s or problem.import_timeout_s)
+    sessions = _Sessions(problem, files, entry, get_backend(backend_name), import_timeout_s)
     results: list[TestResult] = []
     if syntax is not None:
         findings.insert(0, syntax)
