@@ -44,10 +44,10 @@ def expect_array(value: Any, name: str, shape: tuple[int, ...], dtype: Any = np.
         raise CheckFailed(f"{name} must be a numpy array of shape {shape}; got {kind_of(value)}{hint}")
     if value.shape != tuple(shape):
         hint = ""
-        if value.ndim == len(shape) - 1 or (len(shape) == 1 and value.ndim == 2):
-            hint = " (a sum over the batch axis missing, or an extra axis kept?)"
-        elif value.size == int(np.prod(shape)):
+        if value.size == int(np.prod(shape)):
             hint = " (right number of values: reshape it back to the input's shape)"
+        elif value.ndim == len(shape) + 1:
+            hint = " (a sum over the batch axis missing, or an extra axis kept?)"
         raise CheckFailed(f"{name} has shape {value.shape}; expected {tuple(shape)}{hint}")
     if dtype is not None and value.dtype != np.dtype(dtype):
         raise CheckFailed(f"{name} has dtype {value.dtype}; expected {np.dtype(dtype)} (grading is in float64)")

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets everything up (system packages, .venv, browser for the page tests) and runs the whole test suite.
+# Extra arguments go to pytest, e.g. `scripts/test.sh -m "not slow"` for the fast suite only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+if [ -x scripts/setup-browser.sh ]; then scripts/setup-browser.sh; fi
+exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

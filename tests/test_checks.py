@@ -1,0 +1,145 @@
+"""The shared check library on its own: each check catches a planted bug and passes correct code.
+
+Fast, in-process: the objectives here are plain numpy functions, not sandbox calls.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+
+from grader.checks import statistics, strategies as gst
+from grader.checks.compare import assert_close, compare, expect_array, expect_scalar, expect_tuple, normwise_error
+from grader.checks.gradcheck import self_consistency
+from grader.checks.static import forbidden_imports, parse_error
+from grader.plan import CheckFailed, Context
+
+
+def ctx() -> Context:
+    def no_sandbox():
+        raise AssertionError("these checks must not touch a sandbox")
+
+    return Context(test_id="unit", seed=1, deadline=time.monotonic() + 60, _session_factory=no_sandbox)
+
+
+# T0 -----------------------------------------------------------------------------------------------
+def test_shape_first_catches_unsummed_db_with_a_hint() -> None:
+    with pytest.raises(CheckFailed, match=r"shape \(4, 3\); expected \(3,\).*sum over the batch"):
+        expect_array(np.ones((4, 3)), "db", (3,))
+
+
+def test_shape_hint_for_dx_not_reshaped() -> None:
+    with pytest.raises(CheckFailed, match="reshape it back"):
+        expect_array(np.ones((2, 6)), "dx", (2, 3, 2))
+
+
+def test_dtype_and_finiteness() -> None:
+    with pytest.raises(CheckFailed, match="float32"):
+        expect_array(np.ones(3, dtype=np.float32), "out", (3,))
+    with pytest.raises(CheckFailed, match="non-finite"):
+        expect_array(np.array([1.0, np.nan]), "out", (2,))
+    with pytest.raises(CheckFailed, match="must return 2 values"):
+        expect_tuple(np.ones(2), 2, "f")
+    assert expect_scalar(np.float64(2.0), "loss") == 2.0
+    assert expect_scalar(np.array(2.0), "loss") == 2.0
+    with pytest.raises(CheckFailed, match="scalar"):
+        expect_scalar(np.ones(3), "loss")
+
+
+# T1/T2 -------------------------------------------------------------------------------------------------
+def test_compare_is_normwise_and_names_the_worst_element() -> None:
+    ref = np.arange(6.0).reshape(2, 3)
+    got = ref.copy()
+    got[1, 2] += 0.5
+    result = compare(got, ref)
+    assert not result.ok and result.worst_index == (1, 2)
+    assert result.normwise == pytest.approx(normwise_error(got, ref))
+    with pytest.raises(CheckFailed, match=r"worst element at index \(1, 2\): got 5.5, expected 5"):
+        assert_close(got, ref, "out")
+
+
+def test_compare_accepts_rounding_differences_of_another_style() -> None:
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((5, 7)), rng.standard_normal((7, 3))
+    loops = np.array([[sum(x[i, k] * w[k, j] for k in range(7)) for j in range(3)] for i in range(5)])
+    assert compare(loops, x @ w).ok
+    assert compare(np.einsum("ik,kj->ij", x, w), x @ w).ok
+
+
+def test_atol_scales_with_the_reference_magnitude() -> None:
+    big = np.array([1e4, -1e4, 3.0])
+    assert compare(big + 1e-7, big).ok
+    assert not compare(big + 1e-2, big).ok
+
+
+# T3 ---------------------------------------------------------------------------------------------------
+def _tanh_layer(inputs, upstream):
+    return float(np.sum(np.tanh(inputs["x"] @ inputs["w"]) * upstream))
+
+
+def _tanh_grads(inputs, upstream, planted: bool = False):
+    a = np.tanh(inputs["x"] @ inputs["w"])
+    da = upstream * ((1 - a) if planted else (1 - a**2))
+    return {"x": da @ inputs["w"].T, "w": inputs["x"].T @ da}
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 2), (10, 9, 8)], ids=["full", "directional"])
+def test_finite_differences_pass_a_correct_backward_and_catch_a_wrong_one(shape) -> None:
+    rng = np.random.default_rng(1)
+    n, d, m = shape
+    inputs = {"x": rng.standard_normal((n, d)), "w": rng.standard_normal((d, m))}
+    upstream = rng.standard_normal((n, m))
+    objective = lambda v: _tanh_layer(v, upstream)  # noqa: E731
+    errors = self_consistency(objective, inputs, _tanh_grads(inputs, upstream), rng, "layer")
+    assert max(errors.values()) < 1e-7
+    with pytest.raises(CheckFailed, match="dx .* dw .*the backward math is wrong"):
+        self_consistency(objective, inputs, _tanh_grads(inputs, upstream, planted=True), rng, "layer")
+
+
+# properties -------------------------------------------------------------------------------------------
+def test_property_failure_reports_the_shrunk_case_deterministically() -> None:
+    def buggy_sum(x: np.ndarray) -> float:
+        return float(np.sum(x[:3]))  # wrong once there are more than three elements
+
+    def check(case) -> None:
+        if abs(buggy_sum(case["x"]) - float(np.sum(case["x"]))) > 1e-9:
+            raise CheckFailed("sum is wrong")
+
+    strategy = st.integers(1, 8).flatmap(lambda n: st.fixed_dictionaries({"x": gst.arrays((n,))}))
+    found = []
+    for _ in range(2):
+        with pytest.raises(CheckFailed) as info:
+            ctx().check_property(strategy, check, max_examples=50)
+        found.append(info.value.counterexample)
+    assert found[0] == found[1]
+    assert "x.shape=(4,)" in found[0]  # the smallest failing size
+
+
+def test_property_passes_a_correct_function() -> None:
+    ctx().check_property(gst.arrays((3,)), lambda x: None, max_examples=10)
+
+
+# statistics -------------------------------------------------------------------------------------------
+def test_five_sigma_bounds_catch_keep_probability_confusion() -> None:
+    rng = np.random.default_rng(0)
+    n, p_drop = 20_000, 0.2
+    kept_right = float(np.mean(rng.random(n) >= p_drop))
+    statistics.check_fraction(kept_right, n, 1 - p_drop, "kept share")
+    kept_wrong = float(np.mean(rng.random(n) < p_drop))  # p used as the keep probability
+    with pytest.raises(CheckFailed, match="5-sigma"):
+        statistics.check_fraction(kept_wrong, n, 1 - p_drop, "kept share")
+
+
+# static -----------------------------------------------------------------------------------------------
+def test_static_findings_name_the_line() -> None:
+    files = {"solution.py": "import numpy as np\nimport torch.nn as nn\nfrom jax import grad\n"
+                            "m = __import__('autograd')\nimport importlib\nimportlib.import_module('tensorflow')\n"}
+    found = forbidden_imports(files, ("torch", "jax", "autograd", "tensorflow"))
+    assert sorted((f.line, f.message.split(" imports ")[1].split(" ")[0]) for f in found) == [
+        (2, "torch"), (3, "jax"), (4, "autograd"), (6, "tensorflow")]
+    assert parse_error({"solution.py": "def f(:\n  pass"}, "solution.py").line == 1
+    assert parse_error({"solution.py": "x = 1\nfrom __future__ import annotations\n"}, "solution.py") is not None
+    assert parse_error({"solution.py": "x = 1\n"}, "solution.py") is None

@@ -1,0 +1,88 @@
+"""The engine end to end on `mlp` in the real sandbox: determinism, scoring rules, the CLI contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grader.errors import InvalidRequest
+from grader.reports.model import Report
+from grader.service.grading import grade_submission
+from tests.conftest import ROOT
+
+REFERENCE = (ROOT / "reference" / "mlp.py").read_text()
+
+
+def stable(report: Report) -> dict:
+    """A report without what legitimately varies between runs: timings and the sandbox's uid."""
+    data = report.model_dump()
+    data.pop("duration_s")
+    data["environment"].pop("isolation")
+    for t in data["tests"]:
+        t.pop("duration_s")
+    return data
+
+
+@pytest.mark.slow
+def test_same_submission_same_report() -> None:
+    wrong = REFERENCE.replace("db = dout.sum(axis=0)", "db = dout.mean(axis=0)")
+    assert wrong != REFERENCE
+    first = grade_submission("mlp", {"solution.py": wrong})
+    second = grade_submission("mlp", {"solution.py": wrong})
+    assert first.score < first.max_score
+    assert stable(first) == stable(second)
+
+
+@pytest.mark.slow
+def test_autodiff_import_zeroes_the_gradient_tests() -> None:
+    report = grade_submission("mlp", {"solution.py": "import torch\n" + REFERENCE})
+    assert any(f.kind == "forbidden-import" and f.line == 1 for f in report.findings)
+    for t in report.tests:
+        if t.category in ("backward", "gradient check"):
+            assert t.earned == 0, t.id
+    assert report.score == 0  # torch is not even importable in this sandbox
+
+
+def test_bad_requests_say_what_to_fix() -> None:
+    for files, match in [({}, "no files"), ({"../x.py": "x"}, "not allowed"), ({"a/b.py": "x"}, "not allowed"),
+                         ({"helpers.py": "x = 1"}, "entry file"), ({"solution.py": "  \n"}, "empty"),
+                         ({"solution.py": "x" * 300_000}, "limit is")]:
+        with pytest.raises(InvalidRequest, match=match):
+            grade_submission("mlp", files)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grader.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+
+
+def test_cli_lists_problems() -> None:
+    proc = run_cli("problems")
+    assert proc.returncode == 0
+    assert any(line.split()[:2] == ["mlp", "v1.0.0"] for line in proc.stdout.splitlines())
+    assert "A neural network from scratch" in proc.stdout
+
+
+@pytest.mark.slow
+def test_cli_grade_json_exit_codes(tmp_path: Path) -> None:
+    good = tmp_path / "good.py"
+    good.write_text(REFERENCE)
+    proc = run_cli("grade", "mlp", str(good), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["score"] == report["max_score"] == 100
+    assert report["problem"] == {"id": "mlp", "version": "1.0.0"}
+    assert {"grader_version", "seed", "sandbox_backend"} <= set(report["environment"])
+    template = tmp_path / "template.py"
+    template.write_text((ROOT / "problems" / "mlp" / "template.py").read_text())
+    proc = run_cli("grade", "mlp", str(template), "--min-score", "50")
+    assert proc.returncode == 1 and "under --min-score" in proc.stderr
+    assert run_cli("grade", "nope", str(good)).returncode == 2
+    assert run_cli("grade", "mlp", str(tmp_path / "missing.py")).returncode == 2
+    assert run_cli("grade", "mlp", str(good), "--sandbox", "nope").returncode == 2
+    proc = run_cli("grade", "mlp", str(good), "--format", "text")
+    assert proc.returncode == 0 and "100/100 points" in proc.stdout
