@@ -60,7 +60,8 @@ def directional_derivatives(objective: Objective, inputs: dict[str, np.ndarray],
 
 def self_consistency(objective: Objective, inputs: dict[str, np.ndarray], grads: dict[str, np.ndarray],
                      rng: np.random.Generator, what: str, tolerance: float = TOLERANCE,
-                     full_max_elements: int = FULL_MAX_ELEMENTS) -> dict[str, float]:
+                     full_max_elements: int = FULL_MAX_ELEMENTS,
+                     verdict: str = "the backward math is wrong") -> dict[str, float]:
     """Check each candidate gradient against finite differences of the candidate's forward.
 
     Returns the error per input; raises CheckFailed naming the gradients that disagree.
@@ -76,6 +77,5 @@ def self_consistency(objective: Objective, inputs: dict[str, np.ndarray], grads:
     wrong = [n for n, e in errors.items() if not e <= tolerance]
     if wrong:
         listed = ", ".join(f"d{n} (error {errors[n]:.1e})" for n in wrong)
-        raise CheckFailed(f"{what}: {listed} disagree with finite differences of your own forward pass: "
-                          f"the backward math is wrong")
+        raise CheckFailed(f"{what}: {listed} disagree with finite differences of your own forward pass: {verdict}")
     return errors

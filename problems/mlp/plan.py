@@ -201,9 +201,16 @@ def softmax_gradcheck(ctx: Context) -> None:
 NET = {"input_dim": 5, "hidden_dim": 7, "num_classes": 4}
 
 
-def _net(ctx: Context, reg: float) -> tuple[Any, dict[str, np.ndarray]]:
+def _net(ctx: Context, reg: float, random_biases: bool = True) -> tuple[Any, dict[str, np.ndarray]]:
+    """A candidate TwoLayerNet and its params. Biases start at zero, which hides a penalty on them,
+    so they are set to random values first (in the candidate's own dict)."""
     net = ctx.new("TwoLayerNet", NET["input_dim"], NET["hidden_dim"], NET["num_classes"], weight_scale=0.5,
                   reg=reg, seed=3)
+    if random_biases:
+        table = ctx.attr(net, "params", keep=True)
+        rng = ctx.rng("biases")
+        ctx.helper("common:setitem", table, "b1", rng.standard_normal(NET["hidden_dim"]))
+        ctx.helper("common:setitem", table, "b2", rng.standard_normal(NET["num_classes"]))
     params = ctx.attr(net, "params")
     if not isinstance(params, dict):
         raise CheckFailed(f"TwoLayerNet.params must be a dict of arrays; got {type(params).__name__}")
@@ -228,7 +235,7 @@ def _batch(ctx: Context, n: int = 6) -> tuple[np.ndarray, np.ndarray]:
 
 @plan.test("net_scores")
 def net_scores(ctx: Context) -> None:
-    net, params = _net(ctx, reg=0.0)
+    net, params = _net(ctx, reg=0.0, random_biases=False)
     if np.allclose(params["W1"], 0) or np.allclose(params["W2"], 0):
         raise CheckFailed("W1 and W2 must start random (scaled by weight_scale), not zero: zero weights never learn")
     X, _ = _batch(ctx)
@@ -246,6 +253,9 @@ def net_loss(ctx: Context) -> None:
     rloss, _ = _reference_net(params, reg).loss(X, y)
     penalty = 0.5 * reg * (np.sum(params["W1"] ** 2) + np.sum(params["W2"] ** 2))
     if not compare(np.array(loss), np.array(rloss)).ok:
+        with_biases = penalty + 0.5 * reg * (np.sum(params["b1"] ** 2) + np.sum(params["b2"] ** 2))
+        if compare(np.array(loss), np.array(rloss - penalty + with_biases)).ok:
+            raise CheckFailed("the L2 penalty also covers the biases; it applies to W1 and W2 only")
         if compare(np.array(loss), np.array(rloss - penalty)).ok:
             raise CheckFailed("the loss leaves out the L2 penalty 0.5 * reg * (sum(W1**2) + sum(W2**2))")
         if compare(np.array(loss), np.array(rloss + penalty)).ok:
@@ -290,8 +300,10 @@ def net_gradcheck(ctx: Context) -> None:
         loss, _ = expect_tuple(ctx.method(net, "loss", X, y), 2, "TwoLayerNet.loss")
         return expect_scalar(loss, "loss")
 
-    ctx.details["errors"] = self_consistency(objective, params, grads, ctx.rng("probes"), "TwoLayerNet.loss",
-                                             full_max_elements=0)
+    ctx.details["errors"] = self_consistency(
+        objective, params, grads, ctx.rng("probes"), "TwoLayerNet.loss", full_max_elements=0,
+        verdict="the loss and its gradients are inconsistent: a term of the loss (the L2 penalty included) "
+                "is missing from the gradients, or the gradients have a term the loss does not")
 
 
 # -- SGD ------------------------------------------------------------------------------------------------
@@ -356,7 +368,10 @@ def train_mlp(ctx: Context) -> None:
     missing = sorted(set(shapes) - set(params))
     if missing:
         raise CheckFailed(f"train_mlp's params are missing {missing}")
-    checked = {k: expect_array(params[k], f"params['{k}']", s) for k, s in shapes.items()}
+    checked = {k: expect_array(params[k], f"params['{k}']", s, finite=False) for k, s in shapes.items()}
+    if not all(np.all(np.isfinite(v)) for v in checked.values()):
+        raise CheckFailed("train_mlp returned non-finite params: training diverged (learning rate too high, "
+                          "or a gradient not averaged over the batch?)")
     accuracy, per_class = held_out_accuracy(checked, X_test, y_test)
     ctx.details["held_out_accuracy"] = round(accuracy, 4)
     ctx.figure(Figure(kind="bar", title="Held-out accuracy per class", x_label="class", y_label="accuracy",

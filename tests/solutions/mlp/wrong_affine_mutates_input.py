@@ -1,5 +1,5 @@
 """Known-wrong: affine_forward flattens x by assigning x.shape, which reshapes the caller's array in place.
-Expect: TBD
+Expect: affine_forward
 """
 
 import numpy as np

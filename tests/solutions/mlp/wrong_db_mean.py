@@ -1,5 +1,5 @@
 """Known-wrong: affine_backward averages db over the batch instead of summing it.
-Expect: TBD
+Expect: affine_backward, affine_gradcheck
 """
 
 import numpy as np

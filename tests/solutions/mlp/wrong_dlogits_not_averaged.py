@@ -1,5 +1,5 @@
 """Known-wrong: softmax_cross_entropy returns the mean loss but forgets to divide dlogits by the batch size.
-Expect: TBD
+Expect: softmax_loss, softmax_gradcheck
 """
 
 import numpy as np

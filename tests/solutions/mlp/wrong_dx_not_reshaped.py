@@ -1,5 +1,5 @@
 """Known-wrong: affine_backward returns dx flattened to (N, D) instead of reshaping it back to x's shape.
-Expect: TBD
+Expect: affine_backward
 """
 
 import numpy as np

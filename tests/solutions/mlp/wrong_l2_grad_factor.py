@@ -1,5 +1,5 @@
 """Known-wrong: TwoLayerNet's L2 gradient is 2 * reg * W although the penalty is 0.5 * reg * sum(W**2), whose gradient is reg * W.
-Expect: TBD
+Expect: net_grads, net_gradcheck
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: TwoLayerNet adds the L2 penalty to the loss but leaves reg * W out of the gradients.
-Expect: TBD
+Expect: net_grads, net_gradcheck
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: softmax_cross_entropy sums the loss over the batch instead of averaging it (and its gradient consistently, without the 1/N).
-Expect: TBD
+Expect: softmax_loss, net_loss
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: TwoLayerNet.loss leaves the L2 penalty out of the loss although its gradients include reg * W.
-Expect: TBD
+Expect: net_loss, net_gradcheck
 """
 
 import numpy as np

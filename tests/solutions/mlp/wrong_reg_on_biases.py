@@ -1,5 +1,5 @@
 """Known-wrong: TwoLayerNet also applies the L2 penalty (and its gradient) to the biases b1 and b2.
-Expect: TBD
+Expect: net_loss, net_grads
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: relu_backward inverts the mask: it passes the gradient where x < 0 and blocks it where x > 0.
-Expect: TBD
+Expect: relu_backward
 """
 
 import numpy as np

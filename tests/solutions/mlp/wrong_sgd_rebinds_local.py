@@ -1,5 +1,5 @@
 """Known-wrong: sgd_step builds a new dict and rebinds the local name, so the caller's params never change.
-Expect: TBD
+Expect: sgd_step
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: sgd_step adds lr * grad instead of subtracting it (gradient ascent).
-Expect: TBD
+Expect: sgd_step
 """
 
 import numpy as np

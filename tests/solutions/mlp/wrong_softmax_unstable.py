@@ -1,5 +1,5 @@
 """Known-wrong: softmax_cross_entropy exponentiates the raw logits without subtracting the row maximum, so it overflows at logits of 1e4.
-Expect: TBD
+Expect: softmax_stability
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: the gradients are computed with torch autograd in a numpy-only, from-scratch exercise.
-Expect: TBD
+Expect: affine_backward, affine_gradcheck
 """
 
 import numpy as np

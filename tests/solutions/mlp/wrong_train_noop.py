@@ -1,5 +1,5 @@
 """Known-wrong: train_mlp runs SGD on a copy of the params, so the network never changes and it returns the initial params.
-Expect: TBD
+Expect: train_mlp
 """
 
 import numpy as np
