@@ -92,7 +92,8 @@ class Encoder:
 
     def array(self, arr: np.ndarray, tensor: bool = False, scalar: bool = False,
               requires_grad: bool = False) -> dict[str, Any]:
-        arr = np.ascontiguousarray(arr)
+        if not arr.flags.c_contiguous:
+            arr = arr.copy(order="C")  # not ascontiguousarray: it turns 0-d arrays into 1-d ones
         if arr.dtype.str not in ALLOWED_DTYPES and arr.dtype.newbyteorder("=").str in ALLOWED_DTYPES:
             arr = arr.astype(arr.dtype.newbyteorder("="))
         if arr.dtype.str not in ALLOWED_DTYPES:

@@ -35,6 +35,13 @@ def test_plain_values_and_arrays_round_trip() -> None:
     assert out["b"][1].dtype == np.int32 and out["s"] == 3.5 and out["empty"].shape == (0, 3)
 
 
+def test_scalars_keep_their_shape() -> None:
+    out = roundtrip((np.float64(2.5), np.array(3.0), np.array([4.0])))
+    assert type(out[0]) is np.float64 and out[0] == 2.5
+    assert isinstance(out[1], np.ndarray) and out[1].shape == ()
+    assert out[2].shape == (1,)
+
+
 def test_decoded_arrays_are_private_writable_copies() -> None:
     out = roundtrip(np.ones(4))
     out[0] = 7.0
