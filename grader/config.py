@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     max_files: int = Field(16, ge=1)
     webhook_secret: str = Field("dev-webhook-secret", description="HMAC-SHA256 key for webhook signatures")
     webhook_attempts: int = Field(5, ge=1)
+    webhook_backoff_s: float = Field(2.0, gt=0, description="wait after the first failed delivery; doubles each time")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="time limit of one webhook request")
+    max_request_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest HTTP request body accepted")
+    job_max_attempts: int = Field(3, ge=1, description="gradings started for one submission before it is failed")
+    job_lease_s: float = Field(60.0, gt=0, description="a running job whose owner stops renewing it for this "
+                                                       "long is taken over by another worker")
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:

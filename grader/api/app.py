@@ -1,0 +1,63 @@
+"""The FastAPI application: `create_app(settings)` wires the store, the worker pool, webhooks and the routes."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import grader
+from grader.api.errors import install_error_handlers
+from grader.api.routes import health, problems, submissions, tokens
+from grader.config import Settings, get_settings
+from grader.queue.pool import GradeFn, WorkerPool, engine_grade
+from grader.service.metrics import Metrics
+from grader.service.webhooks import WebhookDispatcher
+from grader.store.db import open_store
+
+log = logging.getLogger(__name__)
+
+PAGES_MODULE = "grader.api.pages"
+
+
+def create_app(settings: Settings | None = None, *, grade: GradeFn = engine_grade,
+               run_workers: bool = True) -> FastAPI:
+    """The service: the schema is migrated here; workers and webhooks run while the app's lifespan does."""
+    settings = settings or get_settings()
+    store = open_store(settings)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        dispatcher = WebhookDispatcher(store, settings, metrics)
+        pool = WorkerPool(store, settings, grade=grade, metrics=metrics, on_finished=dispatcher.wake)
+        if run_workers:
+            dispatcher.start()
+            pool.start()
+            app.state.pool = pool
+        try:
+            yield
+        finally:
+            app.state.pool = None
+            if run_workers:
+                pool.stop()
+                dispatcher.stop()
+            store.close()
+
+    app = FastAPI(title="dl-grader", version=grader.__version__, lifespan=lifespan,
+                  description="Grades deep-learning interview exercises in a sandbox against reference "
+                              "implementations. Authenticate with `Authorization: Bearer <token>`.")
+    app.state.settings = settings
+    app.state.store = store
+    app.state.metrics = metrics
+    app.state.pool = None
+    install_error_handlers(app)
+    for module in (submissions, problems, tokens, health):
+        app.include_router(module.router)
+    if importlib.util.find_spec(PAGES_MODULE) is not None:
+        app.include_router(importlib.import_module(PAGES_MODULE).router)
+    return app

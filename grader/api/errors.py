@@ -1,0 +1,58 @@
+"""The one place where errors become HTTP answers: {"detail": message, "error": kind} with the error's status."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from grader.errors import GraderError, InvalidRequest
+
+MAX_REASONS = 5
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    error: str
+
+
+def _answer(exc: GraderError, status_code: int | None = None) -> JSONResponse:
+    status = status_code or exc.status_code
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(ErrorBody(detail=exc.message, error=type(exc).__name__).model_dump(), status_code=status,
+                        headers=headers)
+
+
+def _validation(exc: RequestValidationError) -> tuple[GraderError, int]:
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        ctx = next(e.get("ctx", {}) for e in errors if e.get("type") == "json_invalid")
+        return InvalidRequest(f"malformed JSON: {ctx.get('error', 'cannot be parsed')}"), 400
+    parts = []
+    for err in errors[:MAX_REASONS]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return InvalidRequest("invalid request: " + "; ".join(parts)), 422
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map GraderError (and FastAPI's own request validation) to one JSON error shape."""
+
+    @app.exception_handler(GraderError)
+    async def grader_error(_request: Request, exc: GraderError) -> JSONResponse:
+        return _answer(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        error, status = _validation(exc)
+        return _answer(error, status)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorBody, "description": "the request is malformed; the message says what to change"},
+    401: {"model": ErrorBody, "description": "no valid API token"},
+    403: {"model": ErrorBody, "description": "the token's role may not do this"},
+    404: {"model": ErrorBody, "description": "not found (or not yours)"},
+    422: {"model": ErrorBody, "description": "a parameter has the wrong type or range"},
+}

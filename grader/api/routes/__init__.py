@@ -1,0 +1,1 @@
+"""Thin HTTP routes under /v1: parse, call grader.service, shape the answer."""

@@ -1,0 +1,230 @@
+"""Submissions: submit (JSON or multipart), poll, list, read the report as JSON, HTML or JUnit XML, annotate."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from grader.api.deps import get_app_settings, get_store, require_role
+from grader.api.errors import ERROR_RESPONSES, ErrorBody
+from grader.config import Settings
+from grader.errors import InvalidRequest
+from grader.reports.junit import render_junit
+from grader.reports.model import Report
+from grader.service import submissions as subs
+from grader.service.auth import Principal
+from grader.service.schemas import (
+    NoteIn,
+    NoteOut,
+    OverrideIn,
+    OverrideOut,
+    Status,
+    SubmissionCreate,
+    SubmissionDetail,
+    SubmissionFilter,
+    SubmissionPage,
+    SubmissionSummary,
+)
+from grader.store.db import Store
+
+router = APIRouter(prefix="/v1/submissions", tags=["submissions"], responses=ERROR_RESPONSES)
+
+MULTIPART_FIELDS = ("problem", "code", "files", "candidate", "metadata", "callback_url")
+
+_create_schema = SubmissionCreate.model_json_schema()
+_multipart_schema = {
+    "type": "object", "required": ["problem"],
+    "properties": {
+        "problem": {"type": "string"},
+        "code": {"type": "string", "description": "the solution as text or as an uploaded file (solution.py)"},
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                  "description": "uploaded .py files, named by their file names; solution.py is the entry"},
+        "candidate": {"type": "string"},
+        "metadata": {"type": "string", "description": "a JSON object, as text"},
+        "callback_url": {"type": "string"},
+    },
+}
+CREATE_OPENAPI: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _create_schema},
+                                                  "multipart/form-data": {"schema": _multipart_schema}}},
+    "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                    "schema": {"type": "string", "maxLength": 200},
+                    "description": "a retry with the same key and body returns the same submission"}],
+}
+
+
+async def _read_capped(request: Request, limit_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit_bytes:
+        raise InvalidRequest(f"the request is {int(declared)} bytes; the limit is {limit_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise InvalidRequest(f"the request is larger than the limit of {limit_bytes} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # lets request.form() parse what was already read
+    return body
+
+
+def _upload_text(upload: UploadFile, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"{upload.filename or 'the uploaded file'} is not UTF-8 text "
+                             f"(invalid byte at offset {exc.start}); save it as UTF-8") from None
+
+
+async def _parse_multipart(request: Request, settings: Settings) -> SubmissionCreate:
+    try:
+        form = await request.form(max_files=settings.max_files + 1, max_fields=64,
+                                  max_part_size=settings.max_code_bytes + 1)
+    except HTTPException as exc:
+        raise InvalidRequest(f"malformed multipart body: {exc.detail}") from None
+    unknown = sorted(set(form.keys()) - set(MULTIPART_FIELDS))
+    if unknown:
+        raise InvalidRequest(f"unknown form fields {unknown}; the fields are {', '.join(MULTIPART_FIELDS)}")
+    data: dict[str, Any] = {}
+    for key in ("problem", "candidate", "callback_url"):
+        value = form.get(key)
+        if isinstance(value, UploadFile):
+            raise InvalidRequest(f"{key} must be a text field, not a file")
+        if value is not None:
+            data[key] = value
+    metadata = form.get("metadata")
+    if metadata is not None:
+        if isinstance(metadata, UploadFile):
+            raise InvalidRequest("metadata must be a text field holding a JSON object")
+        data["metadata"] = subs.decode_json_body(metadata.encode("utf-8"))
+    code = form.get("code")
+    if code is not None:
+        data["code"] = _upload_text(code, await code.read()) if isinstance(code, UploadFile) else code
+    uploads = form.getlist("files")
+    if uploads:
+        files: dict[str, str] = {}
+        for upload in uploads:
+            if not isinstance(upload, UploadFile):
+                raise InvalidRequest("files must be uploaded files (multipart parts with a filename)")
+            name = upload.filename or ""
+            if name in files:
+                raise InvalidRequest(f"file {name!r} was uploaded twice")
+            files[name] = _upload_text(upload, await upload.read())
+        data["files"] = files
+    return subs.parse_create(data)
+
+
+@router.post("", status_code=202, response_model=SubmissionSummary, openapi_extra=CREATE_OPENAPI,
+             responses={409: {"model": ErrorBody, "description": "Idempotency-Key reused with another body"}})
+async def create_submission(request: Request, response: Response, store: Store = Depends(get_store),
+                            settings: Settings = Depends(get_app_settings),
+                            me: Principal = Depends(require_role("submitter"))) -> SubmissionSummary:
+    """Submit code for grading; answers 202 at once with the id and links to poll."""
+    body = await _read_capped(request, settings.max_request_bytes)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        payload = await _parse_multipart(request, settings)
+    elif content_type in ("application/json", "") or content_type.endswith("+json"):
+        payload = subs.parse_create(subs.decode_json_body(body))
+    else:
+        raise InvalidRequest(f"unsupported content type {content_type!r}: send application/json "
+                             "or multipart/form-data")
+    key = request.headers.get("idempotency-key")
+    created, is_new = await run_in_threadpool(subs.create_submission, store, settings, me, payload,
+                                              idempotency_key=key)
+    response.headers["Location"] = created.links.self
+    if is_new:
+        request.app.state.metrics.count("grader_submissions_accepted_total")
+        pool = getattr(request.app.state, "pool", None)
+        if pool is not None:
+            pool.wake()
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    return created
+
+
+@router.get("", response_model=SubmissionPage)
+def list_submissions(problem: str | None = Query(None, max_length=64),
+                     candidate: str | None = Query(None, max_length=200),
+                     status: Status | None = None,
+                     created_after: datetime | None = Query(None, description="ISO 8601; inclusive"),
+                     created_before: datetime | None = Query(None, description="ISO 8601; exclusive"),
+                     limit: int = Query(50, ge=1, le=subs.MAX_PAGE), offset: int = Query(0, ge=0, le=10**9),
+                     store: Store = Depends(get_store),
+                     me: Principal = Depends(require_role("submitter"))) -> SubmissionPage:
+    """Submissions, newest first, filtered by problem, candidate, status and creation time; submitters see their own."""
+    filters = SubmissionFilter(problem=problem, candidate=candidate, status=status, created_after=created_after,
+                               created_before=created_before)
+    return subs.list_submissions(store, me, filters, limit=limit, offset=offset)
+
+
+@router.get("/{submission_id}", response_model=SubmissionSummary)
+def get_submission(submission_id: str, store: Store = Depends(get_store),
+                   me: Principal = Depends(require_role("submitter"))) -> SubmissionSummary:
+    """Status (queued, running, done, failed) and score."""
+    return subs.get_submission(store, me, submission_id)
+
+
+REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "not graded yet, or the grader failed"}}
+
+
+@router.get("/{submission_id}/report", response_model=Report, responses=REPORT_RESPONSES)
+def get_report(submission_id: str, store: Store = Depends(get_store),
+               me: Principal = Depends(require_role("submitter"))) -> Report:
+    """The report as JSON: the full report for interviewers, the candidate-safe view for submitters."""
+    return subs.get_report(store, me, submission_id).report
+
+
+@router.get("/{submission_id}/report.html", response_class=HTMLResponse,
+            responses={**REPORT_RESPONSES, 200: {"content": {"text/html": {}}}})
+def get_report_html(submission_id: str, store: Store = Depends(get_store),
+                    me: Principal = Depends(require_role("submitter"))) -> HTMLResponse:
+    """The report as a stand-alone HTML document (escaped throughout, runs no script)."""
+    from grader.reports.html import SubmissionRow, content_security_policy, render_report_page
+
+    view = subs.get_report(store, me, submission_id)
+    s = view.submission
+    row = SubmissionRow(id=s.id, problem=s.problem, candidate=s.candidate or "", status=s.status,
+                        created_at=s.created_at, score=s.score, max_score=s.max_score, error=s.error)
+    html = render_report_page(submission=row, report=view.report, files=view.files, entry=view.entry)
+    return HTMLResponse(html, headers={"Content-Security-Policy": content_security_policy(),
+                                       "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+
+
+@router.get("/{submission_id}/report.junit.xml", response_class=Response,
+            responses={**REPORT_RESPONSES, 200: {"content": {"application/xml": {}}}})
+def get_report_junit(submission_id: str, store: Store = Depends(get_store),
+                     me: Principal = Depends(require_role("submitter"))) -> Response:
+    """The report as JUnit XML, for CI systems."""
+    view = subs.get_report(store, me, submission_id)
+    return Response(render_junit(view.report), media_type="application/xml")
+
+
+@router.get("/{submission_id}/detail", response_model=SubmissionDetail)
+def get_detail(submission_id: str, store: Store = Depends(get_store),
+               me: Principal = Depends(require_role("interviewer"))) -> SubmissionDetail:
+    """Everything about a submission: files, full report, notes, overrides, audit events, webhook outcome."""
+    return subs.get_submission_detail(store, me, submission_id)
+
+
+@router.post("/{submission_id}/notes", response_model=NoteOut, status_code=201)
+def add_note(submission_id: str, body: NoteIn, store: Store = Depends(get_store),
+             me: Principal = Depends(require_role("interviewer"))) -> NoteOut:
+    """Add a note to a submission."""
+    return subs.add_note(store, me, submission_id, body.text)
+
+
+@router.post("/{submission_id}/overrides", response_model=OverrideOut, status_code=201,
+             responses=REPORT_RESPONSES)
+def add_override(submission_id: str, body: OverrideIn, store: Store = Depends(get_store),
+                 me: Principal = Depends(require_role("interviewer"))) -> OverrideOut:
+    """Override the points of one test, with a reason; the report keeps the grader's verdict."""
+    return subs.override_test(store, me, submission_id, body.test_id, body.points, body.reason)

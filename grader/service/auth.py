@@ -1,0 +1,102 @@
+"""API tokens: created once and shown once, stored as SHA-256, each with a role."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import get_args
+
+from sqlalchemy import select
+
+from grader.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from grader.service.audit import record
+from grader.service.schemas import Role, TokenCreated, TokenOut
+from grader.store.db import Store
+from grader.store.models import Token, utcnow
+
+TOKEN_PREFIX = "grd_"
+ROLE_RANK: dict[str, int] = {"submitter": 0, "interviewer": 1, "admin": 2}
+ROLES: tuple[str, ...] = get_args(Role)
+LAST_USED_RESOLUTION_S = 60.0  # write last_used_at at most once a minute per token, not on every request
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's id, name and role."""
+
+    token_id: int
+    name: str
+    role: Role
+
+    def can(self, role: Role) -> bool:
+        """Whether this caller has `role` or a higher one (submitter < interviewer < admin)."""
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+    def require(self, role: Role) -> None:
+        """Raise Forbidden unless the caller has `role` or a higher one."""
+        if not self.can(role):
+            raise Forbidden(f"this needs the {role} role; your token ({self.name}) has the {self.role} role")
+
+
+SYSTEM = Principal(token_id=0, name="system", role="admin")
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def _out(row: Token) -> TokenOut:
+    return TokenOut(id=row.id, name=row.name, role=row.role, prefix=row.prefix,  # type: ignore[arg-type]
+                    created_at=row.created_at, last_used_at=row.last_used_at, revoked_at=row.revoked_at)
+
+
+def create_token(store: Store, role: str, name: str = "", *, actor: Principal = SYSTEM) -> TokenCreated:
+    """A new token with `role`; the returned `.token` is the only time the secret is visible."""
+    actor.require("admin")
+    if role not in ROLES:
+        raise InvalidRequest(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    if len(name) > 100:
+        raise InvalidRequest("token name is too long: at most 100 characters")
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with store.session() as db:
+        row = Token(name=name or f"{role}-{raw[4:10]}", role=role, token_hash=hash_token(raw), prefix=raw[:8])
+        db.add(row)
+        db.flush()
+        record(db, actor, "token.created", detail={"token_id": row.id, "name": row.name, "role": role})
+        return TokenCreated(**_out(row).model_dump(), token=raw)
+
+
+def authenticate(store: Store, raw: str | None) -> Principal:
+    """The principal a raw token stands for; Unauthorized when it is missing, unknown or revoked."""
+    if not raw:
+        raise Unauthorized("no API token: send 'Authorization: Bearer <token>' (create one with "
+                           "`grader tokens create --role submitter`)")
+    with store.session() as db:
+        row = db.scalar(select(Token).where(Token.token_hash == hash_token(raw.strip())))
+        if row is None or row.revoked_at is not None:
+            raise Unauthorized("the API token is unknown or revoked")
+        now = utcnow()
+        if row.last_used_at is None or (now - row.last_used_at).total_seconds() > LAST_USED_RESOLUTION_S:
+            row.last_used_at = now
+        return Principal(token_id=row.id, name=row.name, role=row.role)  # type: ignore[arg-type]
+
+
+def list_tokens(store: Store, actor: Principal) -> list[TokenOut]:
+    """Every token, newest first (no secrets: only their prefixes)."""
+    actor.require("admin")
+    with store.session() as db:
+        return [_out(t) for t in db.scalars(select(Token).order_by(Token.id.desc()))]
+
+
+def revoke_token(store: Store, actor: Principal, token_id: int) -> TokenOut:
+    """Revoke a token; requests with it get 401 from now on."""
+    actor.require("admin")
+    with store.session() as db:
+        row = db.get(Token, token_id)
+        if row is None:
+            raise NotFound(f"no token with id {token_id}")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+            record(db, actor, "token.revoked", detail={"token_id": row.id, "name": row.name})
+        return _out(row)

@@ -1,0 +1,180 @@
+"""Pydantic models where data crosses the service's boundary: requests in, views out (API and pages alike)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from grader.reports.model import Report
+
+Role = Literal["submitter", "interviewer", "admin"]
+Status = Literal["queued", "running", "done", "failed"]
+
+MAX_CANDIDATE_CHARS = 200
+MAX_CALLBACK_URL_CHARS = 2000
+MAX_METADATA_BYTES = 16 * 1024
+MAX_NOTE_CHARS = 10_000
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+
+
+class SubmissionCreate(BaseModel):
+    """A new submission: either `code` (sent as solution.py) or `files` with solution.py as the entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    problem: str = Field(description="problem id, see GET /v1/problems")
+    code: str | None = Field(None, description="the whole solution as one file (becomes solution.py)")
+    files: dict[str, str] | None = Field(None, description="file name -> text; solution.py is the entry")
+    candidate: str | None = Field(None, description="who wrote it, as the hiring team names them")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="free-form JSON kept with the submission")
+    callback_url: str | None = Field(None, description="http(s) URL that receives the signed report summary")
+
+
+class Links(BaseModel):
+    self: str
+    report: str
+    report_html: str
+    report_junit: str
+
+
+class SubmissionSummary(BaseModel):
+    id: str
+    problem: str
+    problem_version: str
+    candidate: str | None
+    status: Status
+    score: float | None = Field(description="the grader's score, once graded")
+    final_score: float | None = Field(None, description="the score after interviewers' overrides "
+                                                        "(interviewers only; equals score when none)")
+    max_score: float | None
+    passed: int | None = None
+    tests: int | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    error: str | None = Field(None, description="why the grader could not grade it (status 'failed')")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    links: Links
+
+
+class SubmissionPage(BaseModel):
+    items: list[SubmissionSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class SubmissionFilter(BaseModel):
+    problem: str | None = None
+    candidate: str | None = None
+    status: Status | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_NOTE_CHARS)
+
+
+class NoteOut(BaseModel):
+    id: int
+    author: str
+    text: str
+    created_at: datetime
+
+
+class OverrideIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    test_id: str = Field(min_length=1, max_length=100)
+    points: float = Field(description="the points the test earns from now on, between 0 and its maximum")
+    reason: str = Field(min_length=1, max_length=MAX_NOTE_CHARS)
+
+
+class OverrideOut(BaseModel):
+    id: int
+    test_id: str
+    points: float
+    previous_points: float
+    reason: str
+    author: str
+    created_at: datetime
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    submission_id: str | None
+    detail: dict[str, Any]
+
+
+class WebhookOut(BaseModel):
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
+class SubmissionDetail(BaseModel):
+    """Everything an interviewer sees about one submission."""
+
+    submission: SubmissionSummary
+    files: dict[str, str]
+    report: Report | None
+    notes: list[NoteOut]
+    overrides: list[OverrideOut]
+    effective_points: dict[str, float]
+    audit: list[AuditEventOut]
+    webhook: WebhookOut | None
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    name: str = Field("", max_length=100)
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    role: Role
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="the token itself: shown once, only its hash is kept")
+
+
+class TestOutline(BaseModel):
+    id: str
+    name: str
+    category: str
+    points: float
+    hidden: bool
+
+
+class ProblemSummary(BaseModel):
+    id: str
+    title: str
+    version: str
+    max_score: float
+    test_count: int
+
+
+class ProblemDetail(ProblemSummary):
+    statement: str = Field(description="markdown")
+    template: str = Field(description="the candidate's starter file")
+    tests: list[TestOutline] = Field(description="interviewers and admins only; empty for submitters")

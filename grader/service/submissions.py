@@ -1,0 +1,406 @@
+"""Submissions: accept (validated up front, idempotent), list, read, and the interviewers' notes and overrides.
+
+Every function takes the Store and the caller's Principal, checks what the caller
+may see, and opens its own transaction. A submitter sees only its own
+submissions (others' are "not found", not "forbidden": their ids are not its
+business) and only the candidate-safe view of a report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from grader.catalog import get_problem
+from grader.config import Settings
+from grader.errors import Conflict, InvalidRequest, NotFound
+from grader.reports.model import Report
+from grader.service.audit import event_out, record
+from grader.service.auth import Principal
+from grader.service.schemas import (
+    MAX_CALLBACK_URL_CHARS,
+    MAX_CANDIDATE_CHARS,
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_METADATA_BYTES,
+    Links,
+    NoteOut,
+    OverrideOut,
+    SubmissionCreate,
+    SubmissionDetail,
+    SubmissionFilter,
+    SubmissionPage,
+    SubmissionSummary,
+    WebhookOut,
+)
+from grader.store.db import Store
+from grader.store.models import AuditEvent, Note, Override, ReportRow, Submission, SubmissionFile, WebhookDelivery
+
+ENTRY = "solution.py"
+# A plain Python module name: this rules out folders, '..', leading dots, spaces and NULs in one rule.
+FILE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,95}\.py$")
+MAX_PAGE = 200
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One readable sentence per problem in a pydantic error: where, and what is wrong."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _require_utf8(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(f"{what} is not valid UTF-8 text: unpaired surrogate {text[exc.start]!r} at "
+                             f"character {exc.start}; send the text as UTF-8") from None
+
+
+def _require_utf8_json(value: Any, what: str) -> None:
+    if isinstance(value, str):
+        _require_utf8(value, what)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _require_utf8(str(k), f"{what} key")
+            _require_utf8_json(v, f"{what}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _require_utf8_json(v, f"{what}[{i}]")
+
+
+def parse_create(data: Any) -> SubmissionCreate:
+    """A SubmissionCreate from decoded JSON, with a message that says what to fix when it does not fit."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object like "
+                             '{"problem": "mlp", "code": "..."} or {"problem": "mlp", "files": {"solution.py": "..."}}')
+    try:
+        return SubmissionCreate.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(f"invalid submission: {describe_validation_error(exc)}") from None
+
+
+def decode_json_body(body: bytes) -> Any:
+    """Decoded JSON, or InvalidRequest that says where the JSON broke."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"the request body is not UTF-8 (invalid byte at offset {exc.start})") from None
+    if not text.strip():
+        raise InvalidRequest('the request body is empty: send JSON like {"problem": "mlp", "code": "..."}')
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    problem_id: str
+    problem_version: str
+    files: dict[str, str]
+    candidate: str | None
+    metadata: dict[str, Any]
+    callback_url: str | None
+    request_hash: str
+
+
+def validate_submission(payload: SubmissionCreate, settings: Settings) -> _Accepted:
+    """Check a submission before accepting it; each refusal says what to change."""
+    problem = get_problem(payload.problem)  # UnknownProblem (404) lists the known ids
+    if payload.code is not None and payload.files is not None:
+        raise InvalidRequest("send either 'code' (one file) or 'files' (several), not both")
+    if payload.code is None and payload.files is None:
+        raise InvalidRequest("no code: send 'code' with the solution, or 'files' with solution.py among them")
+    files = {ENTRY: payload.code} if payload.code is not None else dict(payload.files or {})
+    if len(files) > settings.max_files:
+        raise InvalidRequest(f"too many files: {len(files)}; the limit is {settings.max_files}")
+    for name, text in files.items():
+        if not FILE_NAME.match(name):
+            raise InvalidRequest(f"file name {name!r} is not allowed: use a plain module name like helpers.py "
+                                 "(letters, digits and underscores, ending in .py; no folders, no '..')")
+        _require_utf8(text, name)
+        if "\x00" in text:
+            raise InvalidRequest(f"{name} contains a NUL character: send the source as plain text")
+    if ENTRY not in files:
+        raise InvalidRequest(f"the entry file {ENTRY} is missing: name the main file {ENTRY} "
+                             f"(got {', '.join(sorted(files)) or 'no files'})")
+    if not files[ENTRY].strip():
+        raise InvalidRequest(f"{ENTRY} is empty: send the code of the solution")
+    total_bytes = sum(len(t.encode("utf-8")) for t in files.values())
+    if total_bytes > settings.max_code_bytes:
+        raise InvalidRequest(f"the code is too large: {total_bytes} bytes; the limit is "
+                             f"{settings.max_code_bytes} bytes for all files together")
+    candidate = payload.candidate.strip() if payload.candidate else None
+    if candidate is not None:
+        _require_utf8(candidate, "candidate")
+        if len(candidate) > MAX_CANDIDATE_CHARS or "\x00" in candidate:
+            raise InvalidRequest(f"candidate must be at most {MAX_CANDIDATE_CHARS} characters of plain text")
+    _require_utf8_json(payload.metadata, "metadata")
+    metadata_bytes = len(json.dumps(payload.metadata, ensure_ascii=False).encode("utf-8"))
+    if metadata_bytes > MAX_METADATA_BYTES:
+        raise InvalidRequest(f"metadata is {metadata_bytes} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+    callback_url = payload.callback_url or None
+    if callback_url is not None:
+        _require_utf8(callback_url, "callback_url")
+        parts = urlsplit(callback_url)
+        if (parts.scheme not in ("http", "https") or not parts.hostname or len(callback_url) > MAX_CALLBACK_URL_CHARS
+                or any(c.isspace() or ord(c) < 32 for c in callback_url)):
+            raise InvalidRequest("callback_url must be an absolute http:// or https:// URL "
+                                 f"of at most {MAX_CALLBACK_URL_CHARS} characters")
+    canonical = json.dumps({"problem": problem.id, "files": files, "candidate": candidate,
+                            "metadata": payload.metadata, "callback_url": callback_url},
+                           sort_keys=True, ensure_ascii=False)
+    return _Accepted(problem_id=problem.id, problem_version=problem.version, files=files, candidate=candidate,
+                     metadata=payload.metadata, callback_url=callback_url,
+                     request_hash=hashlib.sha256(canonical.encode("utf-8")).hexdigest())
+
+
+def links(submission_id: str) -> Links:
+    base = f"/v1/submissions/{submission_id}"
+    return Links(self=base, report=f"{base}/report", report_html=f"{base}/report.html",
+                 report_junit=f"{base}/report.junit.xml")
+
+
+def summary(row: Submission, viewer: Principal) -> SubmissionSummary:
+    """The submission as `viewer` may see it (final_score only for interviewers)."""
+    return SubmissionSummary(
+        id=row.id, problem=row.problem_id, problem_version=row.problem_version, candidate=row.candidate,
+        status=row.status, score=row.score,  # type: ignore[arg-type]
+        final_score=row.final_score if viewer.can("interviewer") else None, max_score=row.max_score,
+        passed=row.passed, tests=row.test_count, created_at=row.created_at, started_at=row.started_at,
+        finished_at=row.finished_at, attempts=row.attempts, error=row.error, metadata=row.metadata_json or {},
+        links=links(row.id))
+
+
+def create_submission(store: Store, settings: Settings, principal: Principal, payload: SubmissionCreate, *,
+                      idempotency_key: str | None = None) -> tuple[SubmissionSummary, bool]:
+    """Accept a submission into the queue; returns it and whether it is new (False: an idempotent replay)."""
+    principal.require("submitter")
+    accepted = validate_submission(payload, settings)
+    if idempotency_key is not None:
+        idempotency_key = idempotency_key.strip()
+        if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS \
+                or not idempotency_key.isprintable() or not idempotency_key.isascii():
+            raise InvalidRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII "
+                                 "characters (a UUID is a good choice)")
+        replay = _replay(store, principal, idempotency_key, accepted.request_hash)
+        if replay is not None:
+            return replay, False
+    sid = uuid.uuid4().hex
+    try:
+        with store.session() as db:
+            row = Submission(id=sid, problem_id=accepted.problem_id, problem_version=accepted.problem_version,
+                             candidate=accepted.candidate, metadata_json=accepted.metadata,
+                             callback_url=accepted.callback_url, token_id=principal.token_id or None,
+                             idempotency_key=idempotency_key, request_hash=accepted.request_hash, entry=ENTRY,
+                             status="queued", attempts=0)
+            row.files = [SubmissionFile(name=n, text=t) for n, t in sorted(accepted.files.items())]
+            db.add(row)
+            db.flush()
+            record(db, principal, "submission.created", submission_id=sid,
+                   detail={"problem": accepted.problem_id, "files": sorted(accepted.files),
+                           "candidate": accepted.candidate})
+            return summary(row, principal), True
+    except IntegrityError:
+        # Two requests with one Idempotency-Key raced; the other one's insert won.
+        if idempotency_key is None:
+            raise
+        replay = _replay(store, principal, idempotency_key, accepted.request_hash)
+        if replay is None:
+            raise
+        return replay, False
+
+
+def _replay(store: Store, principal: Principal, key: str, request_hash: str) -> SubmissionSummary | None:
+    with store.session() as db:
+        row = db.scalar(select(Submission).where(Submission.token_id == (principal.token_id or None),
+                                                 Submission.idempotency_key == key))
+        if row is None:
+            return None
+        if row.request_hash != request_hash:
+            raise Conflict(f"Idempotency-Key {key!r} was already used for a different submission ({row.id}); "
+                           "use a new key for new code")
+        return summary(row, principal)
+
+
+def _visible(db: Session, principal: Principal, submission_id: str) -> Submission:
+    row = db.get(Submission, submission_id) if len(submission_id) <= 64 else None
+    if row is None or (not principal.can("interviewer") and row.token_id != principal.token_id):
+        raise NotFound(f"no submission with id {submission_id!r}")
+    return row
+
+
+def get_submission(store: Store, principal: Principal, submission_id: str) -> SubmissionSummary:
+    """One submission's status and score."""
+    principal.require("submitter")
+    with store.session() as db:
+        return summary(_visible(db, principal, submission_id), principal)
+
+
+def list_submissions(store: Store, principal: Principal, filters: SubmissionFilter | None = None, *,
+                     limit: int = 50, offset: int = 0) -> SubmissionPage:
+    """Submissions newest first, filtered; a submitter sees only its own."""
+    principal.require("submitter")
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}")
+    if offset < 0:
+        raise InvalidRequest("offset must be 0 or more")
+    f = filters or SubmissionFilter()
+    conditions = []
+    if not principal.can("interviewer"):
+        conditions.append(Submission.token_id == principal.token_id)
+    if f.problem:
+        conditions.append(Submission.problem_id == f.problem)
+    if f.candidate:
+        conditions.append(Submission.candidate == f.candidate)
+    if f.status:
+        conditions.append(Submission.status == f.status)
+    if f.created_after:
+        conditions.append(Submission.created_at >= _aware(f.created_after))
+    if f.created_before:
+        conditions.append(Submission.created_at < _aware(f.created_before))
+    with store.session() as db:
+        total = db.scalar(select(func.count()).select_from(Submission).where(*conditions)) or 0
+        rows = db.scalars(select(Submission).where(*conditions)
+                          .order_by(Submission.created_at.desc(), Submission.id.desc()).limit(limit).offset(offset))
+        return SubmissionPage(items=[summary(r, principal) for r in rows], total=total, limit=limit, offset=offset)
+
+
+def _aware(value: Any) -> Any:
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _load_report(db: Session, row: Submission) -> Report:
+    report_row = db.get(ReportRow, row.id)
+    if report_row is None:  # 'done' is only ever written together with its report
+        hint = f": {row.error}" if row.status == "failed" and row.error else \
+            f"; poll GET /v1/submissions/{row.id} until its status is 'done'"
+        raise Conflict(f"submission {row.id} has no report (status {row.status}){hint}")
+    return Report.model_validate_json(report_row.report_json)
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """A report as its reader may see it, with the submission it belongs to and the submitted files."""
+
+    submission: SubmissionSummary
+    report: Report
+    files: dict[str, str]
+    entry: str
+
+
+def get_report(store: Store, principal: Principal, submission_id: str) -> ReportView:
+    """The report: the full one for interviewers, the candidate-safe view for submitters."""
+    principal.require("submitter")
+    with store.session() as db:
+        row = _visible(db, principal, submission_id)
+        report = _load_report(db, row)
+        return ReportView(submission=summary(row, principal),
+                          report=report if principal.can("interviewer") else report.candidate_view(),
+                          files={f.name: f.text for f in row.files}, entry=row.entry)
+
+
+def _overrides(db: Session, submission_id: str) -> list[Override]:
+    return list(db.scalars(select(Override).where(Override.submission_id == submission_id).order_by(Override.id)))
+
+
+def effective_points(report: Report, overrides: list[Override]) -> dict[str, float]:
+    """Test id -> points after overrides; the latest override of a test wins."""
+    points = {t.id: t.earned for t in report.tests}
+    for o in overrides:
+        if o.test_id in points:
+            points[o.test_id] = o.points
+    return points
+
+
+def _override_out(o: Override) -> OverrideOut:
+    return OverrideOut(id=o.id, test_id=o.test_id, points=o.points, previous_points=o.previous_points,
+                       reason=o.reason, author=o.author, created_at=o.created_at)
+
+
+def get_submission_detail(store: Store, principal: Principal, submission_id: str) -> SubmissionDetail:
+    """Everything about a submission for an interviewer: files, report, notes, overrides, audit, webhook."""
+    principal.require("interviewer")
+    with store.session() as db:
+        row = _visible(db, principal, submission_id)
+        report_row = db.get(ReportRow, row.id)
+        report = Report.model_validate_json(report_row.report_json) if report_row else None
+        overrides = _overrides(db, row.id)
+        notes = db.scalars(select(Note).where(Note.submission_id == row.id).order_by(Note.id))
+        events = db.scalars(select(AuditEvent).where(AuditEvent.submission_id == row.id).order_by(AuditEvent.id))
+        hook = db.scalar(select(WebhookDelivery).where(WebhookDelivery.submission_id == row.id))
+        return SubmissionDetail(
+            submission=summary(row, principal), files={f.name: f.text for f in row.files}, report=report,
+            notes=[NoteOut(id=n.id, author=n.author, text=n.text, created_at=n.created_at) for n in notes],
+            overrides=[_override_out(o) for o in overrides],
+            effective_points=effective_points(report, overrides) if report else {},
+            audit=[event_out(e) for e in events],
+            webhook=WebhookOut(url=hook.url, status=hook.status, attempts=hook.attempts,  # type: ignore[arg-type]
+                               last_status_code=hook.last_status_code, last_error=hook.last_error,
+                               delivered_at=hook.delivered_at) if hook else None)
+
+
+def add_note(store: Store, principal: Principal, submission_id: str, text: str) -> NoteOut:
+    """Add an interviewer's note to a submission (kept, with an audit event)."""
+    principal.require("interviewer")
+    text = text.strip()
+    if not text:
+        raise InvalidRequest("the note is empty: write something")
+    _require_utf8(text, "the note")
+    if "\x00" in text:
+        raise InvalidRequest("the note contains a NUL character: send plain text")
+    with store.session() as db:
+        row = _visible(db, principal, submission_id)
+        note = Note(submission_id=row.id, author=principal.name, token_id=principal.token_id or None, text=text)
+        db.add(note)
+        db.flush()
+        record(db, principal, "note.added", submission_id=row.id, detail={"note_id": note.id, "text": text})
+        return NoteOut(id=note.id, author=note.author, text=note.text, created_at=note.created_at)
+
+
+def override_test(store: Store, principal: Principal, submission_id: str, test_id: str, points: float,
+                  reason: str) -> OverrideOut:
+    """Set the points a test earns, with a reason; the report stays as graded, final_score follows."""
+    principal.require("interviewer")
+    reason = reason.strip()
+    if not reason:
+        raise InvalidRequest("an override needs a reason: say why the points change")
+    _require_utf8(reason, "the reason")
+    if "\x00" in reason:
+        raise InvalidRequest("the reason contains a NUL character: send plain text")
+    with store.session() as db:
+        row = _visible(db, principal, submission_id)
+        report = _load_report(db, row)
+        test = next((t for t in report.tests if t.id == test_id), None)
+        if test is None:
+            raise InvalidRequest(f"no test {test_id!r} in this report; its tests are: "
+                                 f"{', '.join(t.id for t in report.tests)}")
+        if not math.isfinite(points) or not 0 <= points <= test.points:
+            raise InvalidRequest(f"points for {test_id!r} must be between 0 and {test.points:g}")
+        overrides = _overrides(db, row.id)
+        previous = effective_points(report, overrides)[test_id]
+        override = Override(submission_id=row.id, test_id=test_id, points=float(points), previous_points=previous,
+                            reason=reason, author=principal.name, token_id=principal.token_id or None)
+        db.add(override)
+        db.flush()
+        row.final_score = round(sum(effective_points(report, [*overrides, override]).values()), 6)
+        record(db, principal, "override.set", submission_id=row.id,
+               detail={"test_id": test_id, "points": float(points), "previous_points": previous, "reason": reason,
+                       "final_score": row.final_score})
+        return _override_out(override)

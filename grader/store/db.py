@@ -1,0 +1,97 @@
+"""The Store: one engine and its sessions, with the schema brought up to date by Alembic at start-up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from grader.config import Settings
+
+log = logging.getLogger(__name__)
+
+STORE_DIR = Path(__file__).resolve().parent
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _make_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, future=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                           future=True)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a killed process
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # A deferred transaction that later writes can fail at once with "database is locked" instead of
+        # waiting; taking the write lock up front makes concurrent writers queue on busy_timeout.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Store:
+    """Database access for the service: `with store.session() as db:` commits on success, rolls back on error."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A unit of work: committed when the block ends normally, rolled back when it raises."""
+        with self._sessions() as db:
+            try:
+                yield db
+                db.commit()
+            except BaseException:
+                db.rollback()
+                raise
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration; a no-op when it already is."""
+        from alembic import command
+
+        with self.engine.begin() as connection:
+            cfg = alembic_config(self.url)
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(url: str) -> Any:
+    """The Alembic configuration shipped inside the package (grader/store/alembic.ini)."""
+    from alembic.config import Config
+
+    cfg = Config(str(STORE_DIR / "alembic.ini"))
+    cfg.set_main_option("script_location", str(STORE_DIR / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def open_store(settings: Settings, *, migrate: bool = True) -> Store:
+    """The store the settings point at, its data directory created and its schema migrated."""
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.sqlalchemy_url)
+    if migrate:
+        store.migrate()
+    return store
