@@ -1,5 +1,5 @@
 """Known-wrong: lstm_backward does not carry the cell-state gradient back through time (dc restarts at zero every step).
-Expect: TBD
+Expect: lstm_backward, lstm_gradcheck
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: db is averaged over the batch instead of summed.
-Expect: TBD
+Expect: rnn_step_backward, rnn_step_gradcheck, lstm_step_backward, lstm_step_gradcheck, lstm_backward, lstm_gradcheck
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: lstm_step_backward returns dc_prev = dc, forgetting to multiply by the forget gate.
-Expect: TBD
+Expect: lstm_step_backward, lstm_step_gradcheck, lstm_backward, lstm_gradcheck, saturation, gradient_through_time
 """
 
 import numpy as np

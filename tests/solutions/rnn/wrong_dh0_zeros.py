@@ -1,5 +1,5 @@
 """Known-wrong: lstm_backward never returns the gradient of h0: dh0 comes back as zeros.
-Expect: TBD
+Expect: lstm_backward, lstm_gradcheck
 """
 
 import numpy as np

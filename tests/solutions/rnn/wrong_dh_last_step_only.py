@@ -1,5 +1,5 @@
 """Known-wrong: lstm_backward uses the upstream gradient dh only at the last time step, ignoring the loss on earlier hidden states.
-Expect: TBD
+Expect: lstm_backward, lstm_gradcheck
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: LSTM gates read in the course order i, f, o, g instead of PyTorch's i, f, g, o.
-Expect: TBD
+Expect: lstm_step_forward, lstm_step_backward, lstm_forward, lstm_backward, saturation, gradient_through_time
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: The LSTM output is h = o * c instead of o * tanh(c) (backward consistent with that forward).
-Expect: TBD
+Expect: lstm_step_forward, lstm_step_backward, lstm_forward, lstm_backward, saturation, gradient_through_time
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: rnn_step_backward computes dWh from h_next instead of h_prev.
-Expect: TBD
+Expect: rnn_step_backward, rnn_step_gradcheck
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: The derivative of tanh is written as 1 - tanh instead of 1 - tanh**2.
-Expect: TBD
+Expect: rnn_step_backward, rnn_step_gradcheck, lstm_step_backward, lstm_step_gradcheck, lstm_backward, lstm_gradcheck, saturation, gradient_through_time
 """
 
 import numpy as np

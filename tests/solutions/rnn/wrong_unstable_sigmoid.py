@@ -1,5 +1,5 @@
 """Known-wrong: sigmoid computed as exp(x) / (1 + exp(x)), which overflows to nan for pre-activations of 1e3.
-Expect: TBD
+Expect: saturation
 """
 
 import numpy as np

@@ -1,0 +1,88 @@
+"""Known-mistake diagnosis: name the mistaken formula that a wrong answer reproduces.
+
+"dh0 differs from the reference" leaves an interviewer to debug the code; "dh0
+is all zeros: the gradient reaching h0 is never returned" does not. A problem's
+plan lists its common mistakes as `Variant`s, each the outputs the mistaken
+formula gives on the same inputs (computed by trusted code, usually the
+reference on transformed inputs), and `check_outputs` checks shapes first,
+then the reference, and when that fails names the first variant that every
+listed output matches and that explains at least one difference from the
+reference, before falling back to the generic comparison.
+
+A variant is only consulted once the reference has been ruled out, so a
+variant that happens to coincide with the reference on some input (a gate
+swap on all-zero weights) can never fail a correct answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence, Union
+
+import numpy as np
+
+from grader.checks.compare import ATOL, RTOL, assert_close, compare, expect_array
+from grader.plan import CheckFailed
+
+Outputs = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A known mistake: the message to show and the outputs it produces (or a function computing them lazily)."""
+
+    message: str
+    outputs: Union[Outputs, Callable[[], Outputs]]
+
+    def expected(self) -> Outputs:
+        return self.outputs() if callable(self.outputs) else self.outputs
+
+
+def matches(got: Outputs, expected: Outputs, rtol: float = RTOL, atol: float = ATOL) -> bool:
+    """True when every output named in `expected` is present in `got` with its shape and close to it."""
+    for name, want in expected.items():
+        have = got.get(name)
+        if not isinstance(have, np.ndarray) or have.shape != want.shape or not np.all(np.isfinite(have)):
+            return False
+        if not compare(have, want, rtol, atol).ok:
+            return False
+    return True
+
+
+def matching_variant(got: Outputs, variants: Sequence[Variant], reference: Outputs | None = None,
+                     rtol: float = RTOL, atol: float = ATOL) -> Variant | None:
+    """The first variant whose every listed output `got` reproduces, or None.
+
+    With `reference`, a variant must also explain a difference: at least one
+    of its listed outputs must differ from the reference. A variant naming
+    only db cannot claim an answer whose db is right and whose dx is wrong,
+    even on an input where the mistaken db happens to equal the right one.
+    """
+    for variant in variants:
+        outputs = variant.expected()
+        if not matches(got, outputs, rtol, atol):
+            continue
+        if reference is not None and matches(got, {k: reference[k] for k in outputs if k in reference}, rtol, atol):
+            continue
+        return variant
+    return None
+
+
+def check_outputs(got: Mapping[str, object], expected: Outputs, variants: Sequence[Variant] = (), *,
+                  rtol: float = RTOL, atol: float = ATOL, hint: str = "") -> dict[str, np.ndarray]:
+    """T0 then T1/T2 for several named outputs, with known mistakes named before a generic mismatch.
+
+    Outputs are checked for type, shape, dtype and finiteness in the order of
+    `expected`, then compared; on a mismatch the first matching variant's
+    message is raised, else the first differing output is described (plus `hint`).
+    Returns the validated arrays.
+    """
+    arrays = {name: expect_array(got.get(name), name, want.shape, want.dtype) for name, want in expected.items()}
+    if matches(arrays, expected, rtol, atol):
+        return arrays
+    variant = matching_variant(arrays, variants, expected, rtol, atol)
+    if variant is not None:
+        raise CheckFailed(variant.message)
+    for name, want in expected.items():
+        assert_close(arrays[name], want, name, rtol, atol, hint)
+    raise AssertionError("unreachable: matches() and assert_close disagree")  # pragma: no cover
