@@ -150,7 +150,9 @@ def format_detail(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, Mapping):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
+        return ", ".join(f"{k}={format_detail(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_detail(v) for v in value) + "]"
     return str(value)
 
 
@@ -172,6 +174,14 @@ class CodeLine:
     number: int
     spans: list[tuple[str, str]]
     marks: list[Mark] = field(default_factory=list)
+
+    @property
+    def mark_groups(self) -> list[tuple[str, list[str]]]:
+        """The marks as (message, labels): several tests failing the same way on a line say it once."""
+        groups: dict[str, list[str]] = {}
+        for mark in self.marks:
+            groups.setdefault(mark.message, []).append(mark.label)
+        return list(groups.items())
 
 
 @dataclass

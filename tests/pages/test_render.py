@@ -136,6 +136,20 @@ def test_failing_lines_are_marked_in_the_file_they_belong_to() -> None:
     assert html.count('class="marked"') == 3
 
 
+def test_tests_failing_the_same_way_on_a_line_share_one_note() -> None:
+    same = [Result(id=f"t{i}", name=f"test {i}", category="backward", points=1, earned=0, status="error",
+                   message="f raised ValueError: x (solution.py, line 2)", details={"line": 2}) for i in range(3)]
+    files, _ = build_code_files({"solution.py": "a = 1\nraise ValueError('x')\n"}, "solution.py", same, [])
+    assert files[0].lines[1].mark_groups == [("f raised ValueError: x (solution.py, line 2)",
+                                              ["test 0", "test 1", "test 2"])]
+    html = render_report_page(submission=SubmissionRow(id="s", problem="rnn", candidate="c", status="done"),
+                              report=make_report().model_copy(update={"tests": same, "findings": []}),
+                              files={"solution.py": "a = 1\nraise ValueError('x')\n"})
+    note = re.search(r'<tr class="mark-note">(.*?)</tr>', html, re.S)
+    assert note is not None and note.group(1).count("f raised ValueError") == 1
+    assert '<div class="tests">test 0; test 1; test 2</div>' in note.group(1)
+
+
 def test_passed_tests_mark_nothing() -> None:
     report = make_report()
     passed = [t.model_copy(update={"status": "passed", "earned": t.points}) for t in report.tests]
