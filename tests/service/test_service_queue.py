@@ -1,0 +1,220 @@
+"""The durable queue: orphaned jobs are taken back, stale workers' results are void, one report per submission."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_settings, standin_grade
+from sqlalchemy import func, select
+
+from grader.config import Settings
+from grader.errors import SandboxUnavailable
+from grader.queue import jobs
+from grader.queue.pool import WorkerPool
+from grader.reports.model import Report
+from grader.service import submissions as subs
+from grader.service.auth import SYSTEM
+from grader.service.schemas import SubmissionCreate
+from grader.store.db import Store, open_store
+from grader.store.models import AuditEvent, ReportRow, Submission, utcnow
+
+
+@pytest.fixture
+def store(settings: Settings) -> Store:
+    return open_store(settings)
+
+
+def new_submission(store: Store, settings: Settings, code: str = "affine_forward\n") -> str:
+    created, _ = subs.create_submission(store, settings, SYSTEM, SubmissionCreate(problem="mlp", code=code))
+    return created.id
+
+
+def wait_done(store: Store, sid: str, timeout_s: float = 20.0) -> Submission:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with store.session() as db:
+            row = db.get(Submission, sid)
+            assert row is not None
+            if row.status in ("done", "failed"):
+                return row
+        time.sleep(0.05)
+    raise AssertionError(f"{sid} not finished after {timeout_s} s")
+
+
+def reports(store: Store, sid: str) -> int:
+    with store.session() as db:
+        return db.scalar(select(func.count()).select_from(ReportRow).where(ReportRow.submission_id == sid)) or 0
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_job_of_a_dead_process_is_regraded_once(store: Store, settings: Settings) -> None:
+    sid = new_submission(store, settings)
+    import socket
+
+    ghost = f"{socket.gethostname()}:{dead_pid()}:deadbeef"
+    job = jobs.claim(store, ghost, lease_s=3600)  # a lease far in the future: only the dead pid frees it
+    assert job is not None and job.attempt == 1
+    pool = WorkerPool(store, settings, grade=standin_grade)
+    pool.start()
+    try:
+        row = wait_done(store, sid)
+    finally:
+        pool.stop()
+    assert row.status == "done" and row.attempts == 2 and reports(store, sid) == 1
+    # The ghost comes back to life with its old result: it is not counted.
+    assert jobs.complete(store, job, ghost, standin_grade("mlp", {"solution.py": ""}, settings, "solution.py")) \
+        is False
+    assert reports(store, sid) == 1 and wait_done(store, sid).score == 8.0
+    with store.session() as db:
+        actions = list(db.scalars(select(AuditEvent.action).where(AuditEvent.submission_id == sid)
+                                  .order_by(AuditEvent.id)))
+    assert actions == ["submission.created", "job.requeued", "submission.graded"]
+
+
+def test_expired_lease_is_taken_over_and_the_slow_worker_is_fenced(store: Store, settings: Settings) -> None:
+    sid = new_submission(store, settings)
+    slow = jobs.owner_id("slow")  # a live process on this host: only the lease can free its job
+    job_a = jobs.claim(store, slow, lease_s=0.01)
+    assert job_a is not None
+    time.sleep(0.05)
+    assert jobs.recover_orphans(store, max_attempts=3) == (1, 0)
+    job_b = jobs.claim(store, jobs.owner_id("fast"), lease_s=60)
+    assert job_b is not None and job_b.attempt == 2
+    report = standin_grade("mlp", job_b.files, settings, "solution.py")
+    assert jobs.complete(store, job_b, jobs.owner_id("fast"), report) is True
+    assert jobs.complete(store, job_a, slow, report) is False
+    assert jobs.fail(store, job_a, slow, "late failure") is False
+    with store.session() as db:
+        row = db.get(Submission, sid)
+        assert row is not None and (row.status, row.error) == ("done", None)
+        assert db.get(ReportRow, sid).attempt == 2  # type: ignore[union-attr]
+
+
+def test_live_lease_is_left_alone(store: Store, settings: Settings) -> None:
+    new_submission(store, settings)
+    assert jobs.claim(store, jobs.owner_id("other"), lease_s=60) is not None
+    assert jobs.recover_orphans(store, max_attempts=3) == (0, 0)
+
+
+def test_a_submission_that_keeps_killing_workers_is_failed(store: Store, settings: Settings) -> None:
+    sid = new_submission(store, settings)
+    import socket
+
+    for attempt in range(1, settings.job_max_attempts + 1):
+        assert jobs.claim(store, f"{socket.gethostname()}:{dead_pid()}:x", lease_s=60).attempt == attempt  # type: ignore[union-attr]
+        jobs.recover_orphans(store, settings.job_max_attempts)
+    row = wait_done(store, sid, timeout_s=1)
+    assert row.status == "failed" and f"interrupted {settings.job_max_attempts} times" in (row.error or "")
+    assert reports(store, sid) == 0
+
+
+def test_grader_faults_fail_the_submission_and_the_worker_lives_on(store: Store, settings: Settings) -> None:
+    def grade(problem_id: str, files: dict[str, str], s: Settings, entry: str) -> Report:
+        code = files["solution.py"]
+        if "sandbox" in code:
+            raise SandboxUnavailable("bubblewrap cannot create namespaces here")
+        if "bug" in code:
+            raise RuntimeError("plan bug")
+        if "error-report" in code:
+            return standin_grade(problem_id, files, s, entry).model_copy(update={"status": "error",
+                                                                                 "error": "reference crashed"})
+        return standin_grade(problem_id, files, s, entry)
+
+    ids = [new_submission(store, settings, code) for code in ("sandbox", "bug", "error-report", "fine")]
+    pool = WorkerPool(store, settings, grade=grade)
+    pool.start()
+    try:
+        rows = [wait_done(store, sid) for sid in ids]
+    finally:
+        pool.stop()
+    assert [r.status for r in rows] == ["failed", "failed", "failed", "done"]
+    assert rows[0].error == "bubblewrap cannot create namespaces here"
+    assert rows[1].error is not None and "internal grader error (RuntimeError)" in rows[1].error
+    assert rows[2].error == "reference crashed" and reports(store, ids[2]) == 1  # kept for the interviewers
+    assert [reports(store, sid) for sid in ids] == [0, 0, 1, 1]
+
+
+def test_concurrency_limit_from_settings(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, workers=2)
+    store = open_store(settings)
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def grade(*args: object) -> Report:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return standin_grade(*args)  # type: ignore[arg-type]
+
+    ids = [new_submission(store, settings) for _ in range(5)]
+    pool = WorkerPool(store, settings, grade=grade)
+    pool.start()
+    try:
+        for sid in ids:
+            assert wait_done(store, sid).status == "done"
+    finally:
+        pool.stop()
+    assert peak[0] == 2
+
+
+def test_many_workers_claim_each_job_once(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, workers=4)
+    store = open_store(settings)
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def grade(problem_id: str, files: dict[str, str], s: Settings, entry: str) -> Report:
+        with lock:
+            calls.append(files["solution.py"])
+        return standin_grade(problem_id, files, s, entry)
+
+    ids = [new_submission(store, settings, f"# {i}\n") for i in range(20)]
+    pools = [WorkerPool(store, settings, grade=grade) for _ in range(2)]  # two pools on one database
+    for p in pools:
+        p.start()
+    try:
+        for sid in ids:
+            wait_done(store, sid)
+    finally:
+        for p in pools:
+            p.stop()
+    assert sorted(calls) == sorted(f"# {i}\n" for i in range(20))
+    assert all(reports(store, sid) == 1 for sid in ids)
+
+
+def test_lease_is_renewed_while_grading(tmp_path: Path, gate: threading.Event) -> None:
+    settings = make_settings(tmp_path, job_lease_s=0.4)
+    store = open_store(settings)
+
+    def grade(*args: object) -> Report:
+        gate.wait(10)
+        return standin_grade(*args)  # type: ignore[arg-type]
+
+    sid = new_submission(store, settings)
+    pool = WorkerPool(store, settings, grade=grade)
+    pool.start()
+    try:
+        time.sleep(1.2)  # three leases long: without renewal a sweep would have requeued it
+        assert jobs.recover_orphans(store, settings.job_max_attempts) == (0, 0)
+        with store.session() as db:
+            row = db.get(Submission, sid)
+            assert row is not None and row.status == "running" and row.attempts == 1
+            assert row.lease_expires_at is not None and row.lease_expires_at > utcnow()
+        gate.set()
+        assert wait_done(store, sid).attempts == 1
+    finally:
+        gate.set()
+        pool.stop()
