@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from grader.api.deps import clear_login_cookie, get_store, optional_principal, set_login_cookie
@@ -28,6 +28,7 @@ from grader.store.db import Store
 
 PREFIX = "/ui"
 PAGE_SIZE = 50
+MAX_PAGE_NUMBER = 100_000
 STATUSES = ("queued", "running", "done", "failed")
 # Fixed texts chosen by a query flag after a redirect: the page never echoes what the URL says.
 SAVED_MESSAGES = {"note": "Note added.", "override": "Override saved; the score shown includes it."}
@@ -72,15 +73,16 @@ def _safe_next(url: str | None) -> str:
     return LINKS.submissions()
 
 
-def _login_redirect(request: Request) -> RedirectResponse:
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+def _login_redirect(request: Request, next_url: str | None) -> RedirectResponse:
+    target = next_url or request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return _redirect(f"{LINKS.login()}?{urlencode({'next': target})}")
 
 
-def _gate(request: Request, me: Principal | None) -> Response | None:
-    """A redirect to sign in, or a 403 page for a token below interviewer; None when the caller may go on."""
+def _gate(request: Request, me: Principal | None, *, next_url: str | None = None) -> Response | None:
+    """A redirect to sign in (and back to `next_url` or here), or a 403 page for a token below interviewer;
+    None when the caller may go on."""
     if me is None:
-        return _login_redirect(request)
+        return _login_redirect(request, next_url)
     if not me.can("interviewer"):
         return _html(render_error_page(status_code=403, links=LINKS, viewer=_viewer(me),
                                        message=f"these pages need the interviewer role; your token ({me.name}) "
@@ -179,12 +181,14 @@ def _parse_date(value: str, field: str, *, end_of_day: bool = False) -> datetime
 @router.get(PREFIX + "/submissions")
 def submissions_page(request: Request, store: StoreDep, me: Caller, problem: str = "", candidate: str = "",
                      status: str = "", created_after: str = "", created_before: str = "",
-                     page: Annotated[int, Query(ge=1, le=100_000)] = 1) -> Response:
+                     page: str = "1") -> Response:
     """Submissions newest first, filtered by problem, candidate, status and dates."""
     gate = _gate(request, me)
     if gate is not None:
         return gate
     assert me is not None
+    # A hand-edited page number falls back to the first page rather than an error body.
+    page_number = int(page) if page.isdigit() and 1 <= int(page) <= MAX_PAGE_NUMBER else 1
     filters = {"problem": problem.strip(), "candidate": candidate.strip(), "status": status.strip(),
                "created_after": created_after.strip(), "created_before": created_before.strip()}
     error = None
@@ -201,13 +205,13 @@ def submissions_page(request: Request, store: StoreDep, me: Caller, problem: str
         if query is None:
             rows, total = [], None
         else:
-            result = subs.list_submissions(store, me, query, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+            result = subs.list_submissions(store, me, query, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
             rows, total = [_row(s) for s in result.items], result.total
     except GraderError as exc:
         return _error(exc, me)
-    pager = Pager(prev_url=LINKS.submissions(**filters, page=str(page - 1)) if page > 1 else None,
-                  next_url=LINKS.submissions(**filters, page=str(page + 1))
-                  if total is not None and page * PAGE_SIZE < total else None, total=total)
+    pager = Pager(prev_url=LINKS.submissions(**filters, page=str(page_number - 1)) if page_number > 1 else None,
+                  next_url=LINKS.submissions(**filters, page=str(page_number + 1))
+                  if total is not None and page_number * PAGE_SIZE < total else None, total=total)
     problems = sorted({p.id for p in list_problems()} | ({filters["problem"]} if filters["problem"] else set()))
     return _html(render_submissions_page(rows=rows, filters=filters, problems=problems, statuses=STATUSES,
                                          pager=pager, viewer=_viewer(me), links=LINKS, error=error),
@@ -245,7 +249,8 @@ def add_note(request: Request, submission_id: str, store: StoreDep, me: Caller,
     """Add a note, then show the report again (post, redirect, get)."""
     if not _same_origin(request):
         return _cross_site()
-    gate = _gate(request, me)
+    # A form posted after the session ended comes back to the report, not to this POST-only address.
+    gate = _gate(request, me, next_url=LINKS.report(submission_id))
     if gate is not None:
         return gate
     assert me is not None
@@ -275,7 +280,8 @@ def override(request: Request, submission_id: str, store: StoreDep, me: Caller,
     """Override one test's points with a reason, then show the report again."""
     if not _same_origin(request):
         return _cross_site()
-    gate = _gate(request, me)
+    # A form posted after the session ended comes back to the report, not to this POST-only address.
+    gate = _gate(request, me, next_url=LINKS.report(submission_id))
     if gate is not None:
         return gate
     assert me is not None

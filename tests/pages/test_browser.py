@@ -1,6 +1,6 @@
 """The interviewers' pages in a real browser against a real server: sign in, read a report, add a note, override.
 
-Everything is real: the service's app under uvicorn on loopback with its SQLite data dir, the local
+Everything is real: `grader serve` (uvicorn) on loopback with its SQLite data dir, the local
 sandbox grading the submission, Debian's chromium driven by Playwright. The
 submission prints a script tag and raises with an HTML payload; the test proves
 the browser shows both as text and runs nothing, and leaves a screenshot in
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,10 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from grader.config import Settings
-from grader.service.auth import create_token
-from grader.store.db import open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 
@@ -58,13 +55,13 @@ def _get_json(url: str, token: str) -> dict[str, object]:
         return json.loads(response.read())
 
 
-def _create_tokens(data_dir: Path) -> tuple[str, str]:
-    """An interviewer's and a submitter's token, written to the server's own SQLite file."""
-    store = open_store(Settings(data_dir=data_dir))
-    try:
-        return create_token(store, "interviewer", "alice").token, create_token(store, "submitter", "ci").token
-    finally:
-        store.close()
+def _create_token(env: dict[str, str], role: str, name: str) -> str:
+    """A new token from `grader tokens create`, as an admin would make one."""
+    done = subprocess.run([sys.executable, "-m", "grader.cli", "tokens", "create", "--role", role, "--name", name],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    found = re.search(r"grd_[A-Za-z0-9_-]{20,}", done.stdout)
+    assert done.returncode == 0 and found, f"`grader tokens create` failed: {done.stdout!r} {done.stderr!r}"
+    return found.group(0)
 
 
 def _submission_code() -> tuple[str, int]:
@@ -90,9 +87,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {**os.environ, "GRADER_DATA_DIR": str(data_dir), "GRADER_WORKERS": "1"}
     log_path = data_dir / "server.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "grader.api.app:create_app",
-                                    "--host", "127.0.0.1", "--port", str(port)],
-                                   env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "grader.cli", "serve", "--host", "127.0.0.1",
+                                    "--port", str(port)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + SERVER_START_S
@@ -106,7 +102,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 pass
             assert time.monotonic() < deadline, f"no /healthz within {SERVER_START_S} s: {log_path.read_text()[-3000:]}"
             time.sleep(0.3)
-        interviewer, submitter = _create_tokens(data_dir)
+        interviewer = _create_token(env, "interviewer", "alice")
+        submitter = _create_token(env, "submitter", "ci")
         code, raise_line = _submission_code()
         body = json.dumps({"problem": "rnn", "code": code, "candidate": "Ada <b>Lovelace</b>"}).encode()
         request = urllib.request.Request(f"{base_url}/v1/submissions", data=body, method="POST",

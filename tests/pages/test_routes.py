@@ -68,6 +68,12 @@ def test_anonymous_visitors_are_sent_to_sign_in_and_back(site: Site) -> None:
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
 
 
+def test_a_form_posted_after_the_session_ended_returns_to_the_report(site: Site) -> None:
+    response = site.client.post(f"/ui/submissions/{site.submission_id}/notes", data={"text": "x"})
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/ui/login?next=%2Fui%2Fsubmissions%2F{site.submission_id}"
+
+
 @pytest.mark.parametrize("next_url", ["https://evil.example/", "//evil.example/ui/x", "/ui\\..\\x", "/v1/tokens"])
 def test_sign_in_never_redirects_off_the_pages(site: Site, next_url: str) -> None:
     response = site.client.post("/ui/login", data={"token": site.interviewer, "next": next_url})
@@ -105,8 +111,25 @@ def test_list_filters(site: Site) -> None:
     assert site.submission_id in site.client.get("/ui/submissions", params={"created_after": "2000-01-01"}).text
     assert site.submission_id not in site.client.get("/ui/submissions",
                                                      params={"created_before": "2000-01-01"}).text
+    for page in ("0", "x", "-1", "9" * 30):
+        assert site.client.get("/ui/submissions", params={"page": page}).status_code == 200
+    assert site.submission_id not in site.client.get("/ui/submissions", params={"page": "2"}).text
     response = site.client.get("/ui/submissions", params={"created_after": "yesterday"})
     assert response.status_code == 400 and "must be a date like" in response.text
+
+
+def test_paging_links_keep_the_filters(site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    second, _ = subs.create_submission(site.store, settings, authenticate(site.store, site.submitter),
+                                       SubmissionCreate(problem="rnn", code="x = 2\n", candidate="b"))
+    monkeypatch.setattr(pages, "PAGE_SIZE", 1)
+    sign_in(site, site.interviewer)
+    first_page = site.client.get("/ui/submissions", params={"problem": "rnn"}).text
+    assert second.id in first_page and site.submission_id not in first_page  # newest first
+    assert 'href="/ui/submissions?problem=rnn&amp;page=2"' in first_page and "Newer" not in first_page
+    second_page = site.client.get("/ui/submissions", params={"problem": "rnn", "page": "2"}).text
+    assert site.submission_id in second_page and "Older" not in second_page
+    assert 'href="/ui/submissions?problem=rnn&amp;page=1"' in second_page
 
 
 def test_a_note_is_kept_logged_and_shown_as_text(site: Site) -> None:
