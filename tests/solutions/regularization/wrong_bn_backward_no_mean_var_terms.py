@@ -1,5 +1,5 @@
 """Known-wrong: batchnorm_backward treats the batch mean and variance as constants (dx = dx_hat / std).
-Expect: TBD
+Expect: bn_backward, bn_gradcheck, bn_stability
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: batch norm uses the course convention for momentum: running = momentum * running + (1 - momentum) * batch.
-Expect: TBD
+Expect: bn_running_stats
 """
 
 import numpy as np

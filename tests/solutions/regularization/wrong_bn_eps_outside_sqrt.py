@@ -1,5 +1,5 @@
 """Known-wrong: batch norm divides by sqrt(var) + eps instead of sqrt(var + eps).
-Expect: TBD
+Expect: bn_forward, bn_backward, bn_stability
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: batch norm in eval mode normalizes with the batch statistics instead of the running ones.
-Expect: TBD
+Expect: bn_eval
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: batch norm puts the biased batch variance into running_var instead of the unbiased one.
-Expect: TBD
+Expect: bn_running_stats
 """
 
 import numpy as np

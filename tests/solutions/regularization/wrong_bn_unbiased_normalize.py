@@ -1,5 +1,5 @@
 """Known-wrong: batch norm normalizes the batch with the unbiased variance instead of the biased one.
-Expect: TBD
+Expect: bn_forward, bn_backward, bn_gradcheck, bn_stability
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: dropout still drops units in eval mode (train=False is ignored).
-Expect: TBD
+Expect: dropout_eval
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: dropout_backward draws a new random mask instead of reusing the forward one.
-Expect: TBD
+Expect: dropout_backward
 """
 
 import numpy as np

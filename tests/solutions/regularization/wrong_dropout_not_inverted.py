@@ -1,5 +1,5 @@
 """Known-wrong: dropout does not scale the kept units by 1/(1-p) (not inverted dropout).
-Expect: TBD
+Expect: dropout_forward, dropout_backward
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: dropout treats p as the probability of keeping a unit, not of dropping it.
-Expect: TBD
+Expect: dropout_forward, dropout_statistics, dropout_backward
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: dropout ignores the seed, so the same seed gives a different mask on every call.
-Expect: TBD
+Expect: dropout_seed
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: EarlyStopping counts epochs from 1, so best_epoch is one too high.
-Expect: TBD
+Expect: es_min, es_min_delta, es_max
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: EarlyStopping resets its patience counter on an improvement over the previous epoch instead of over the best value.
-Expect: TBD
+Expect: es_min, es_min_delta, es_max
 """
 
 import numpy as np

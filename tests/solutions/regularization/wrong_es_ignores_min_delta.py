@@ -1,5 +1,5 @@
 """Known-wrong: EarlyStopping counts any improvement, however small: min_delta is ignored.
-Expect: TBD
+Expect: es_min_delta, es_max
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: EarlyStopping always treats lower as better, ignoring mode='max'.
-Expect: TBD
+Expect: es_max
 """
 
 import numpy as np

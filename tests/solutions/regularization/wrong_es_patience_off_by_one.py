@@ -1,5 +1,5 @@
 """Known-wrong: EarlyStopping stops one epoch late: it waits for patience + 1 epochs without improvement.
-Expect: TBD
+Expect: es_min, es_min_delta, es_max
 """
 
 import numpy as np

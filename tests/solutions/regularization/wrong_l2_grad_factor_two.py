@@ -1,5 +1,5 @@
 """Known-wrong: the L2 gradient is 2 * reg * W, the derivative without the 0.5 of the loss.
-Expect: TBD
+Expect: l2_grads, l2_gradcheck
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: the L2 gradient is W instead of reg * W (the factor reg is missing).
-Expect: TBD
+Expect: l2_grads, l2_gradcheck
 """
 
 import numpy as np

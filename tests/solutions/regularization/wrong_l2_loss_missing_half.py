@@ -1,5 +1,5 @@
 """Known-wrong: the L2 loss is reg * sum(W**2), without the factor 0.5.
-Expect: TBD
+Expect: l2_loss, l2_gradcheck
 """
 
 import numpy as np

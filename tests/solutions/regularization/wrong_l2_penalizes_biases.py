@@ -1,5 +1,5 @@
 """Known-wrong: l2_penalty also penalises the biases (keys starting with b), not only the weights.
-Expect: TBD
+Expect: l2_loss, l2_grads
 """
 
 import numpy as np
