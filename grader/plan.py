@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis.errors import Flaky
 from hypothesis import strategies as st
 
 from grader.reports.model import Figure
@@ -206,6 +207,13 @@ class Context:
             example, failure = last_failure[-1]
             assert isinstance(failure, CheckFailed)
             raise CheckFailed(failure.message, counterexample=show(example), line=failure.line) from None
+        except Flaky:
+            # The same generated case failed once and passed when replayed: the candidate's answers
+            # depend on something other than its inputs (an unseeded random draw, hidden state).
+            detail = f" (first failure: {last_failure[0][1]})" if last_failure else ""
+            raise CheckFailed("the results change between calls with the same inputs: the code is not "
+                              f"deterministic (an unseeded random draw, or state kept between calls?){detail}",
+                              counterexample=show(last_failure[0][0]) if last_failure else None) from None
 
 
 def describe_example(example: Any, max_array: int = 24) -> str:

@@ -118,6 +118,20 @@ def test_property_failure_reports_the_shrunk_case_deterministically() -> None:
     assert "x.shape=(4,)" in found[0]  # the smallest failing size
 
 
+def test_property_flags_answers_that_change_for_the_same_input() -> None:
+    seen: set[bytes] = set()
+
+    def check(x) -> None:
+        key = x.tobytes()
+        if key not in seen and x.size > 1:  # fails the first time, passes when replayed
+            seen.add(key)
+            raise CheckFailed("mask differs from the forward's")
+
+    with pytest.raises(CheckFailed, match="not deterministic") as info:
+        ctx().check_property(gst.arrays(st.integers(1, 6).map(lambda n: (n,))), check, max_examples=30)
+    assert info.value.counterexample
+
+
 def test_property_passes_a_correct_function() -> None:
     ctx().check_property(gst.arrays((3,)), lambda x: None, max_examples=10)
 
