@@ -150,18 +150,32 @@ async def create_submission(request: Request, response: Response, store: Store =
     return created
 
 
+def _iso_datetime(value: str | None, name: str) -> datetime | None:
+    # Parsed by hand: pydantic would also take a bare number as a Unix time, which the schema does not promise.
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an ISO 8601 date or date-time, like 2026-01-31 or "
+                             f"2026-01-31T12:00:00Z (got {value[:40]!r})") from None
+
+
 @router.get("", response_model=SubmissionPage)
 def list_submissions(problem: str | None = Query(None, max_length=64),
                      candidate: str | None = Query(None, max_length=200),
                      status: Status | None = None,
-                     created_after: datetime | None = Query(None, description="ISO 8601; inclusive"),
-                     created_before: datetime | None = Query(None, description="ISO 8601; exclusive"),
+                     created_after: str | None = Query(None, description="ISO 8601; inclusive",
+                                                       json_schema_extra={"format": "date-time"}),
+                     created_before: str | None = Query(None, description="ISO 8601; exclusive",
+                                                        json_schema_extra={"format": "date-time"}),
                      limit: int = Query(50, ge=1, le=subs.MAX_PAGE), offset: int = Query(0, ge=0, le=10**9),
                      store: Store = Depends(get_store),
                      me: Principal = Depends(require_role("submitter"))) -> SubmissionPage:
     """Submissions, newest first, filtered by problem, candidate, status and creation time; submitters see their own."""
-    filters = SubmissionFilter(problem=problem, candidate=candidate, status=status, created_after=created_after,
-                               created_before=created_before)
+    filters = SubmissionFilter(problem=problem, candidate=candidate, status=status,
+                               created_after=_iso_datetime(created_after, "created_after"),
+                               created_before=_iso_datetime(created_before, "created_before"))
     return subs.list_submissions(store, me, filters, limit=limit, offset=offset)
 
 
@@ -183,8 +197,8 @@ def get_report(submission_id: str, store: Store = Depends(get_store),
     return subs.get_report(store, me, submission_id).report
 
 
-@router.get("/{submission_id}/report.html", response_class=HTMLResponse,
-            responses={**REPORT_RESPONSES, 200: {"content": {"text/html": {}}}})
+@router.get("/{submission_id}/report.html", response_model=None,
+            responses={**REPORT_RESPONSES, 200: {"content": {"text/html": {"schema": {"type": "string"}}}}})
 def get_report_html(submission_id: str, store: Store = Depends(get_store),
                     me: Principal = Depends(require_role("submitter"))) -> HTMLResponse:
     """The report as a stand-alone HTML document (escaped throughout, runs no script)."""
@@ -199,8 +213,8 @@ def get_report_html(submission_id: str, store: Store = Depends(get_store),
                                        "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
 
-@router.get("/{submission_id}/report.junit.xml", response_class=Response,
-            responses={**REPORT_RESPONSES, 200: {"content": {"application/xml": {}}}})
+@router.get("/{submission_id}/report.junit.xml", response_model=None,
+            responses={**REPORT_RESPONSES, 200: {"content": {"application/xml": {"schema": {"type": "string"}}}}})
 def get_report_junit(submission_id: str, store: Store = Depends(get_store),
                      me: Principal = Depends(require_role("submitter"))) -> Response:
     """The report as JUnit XML, for CI systems."""
