@@ -1,5 +1,5 @@
 """Known-wrong: conv2d_forward refuses sizes where H + 2*pad - KH is not a multiple of the stride (an assert), which are valid.
-Expect: TBD
+Expect: conv_forward, conv_backward, conv_gradcheck
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: conv2d_backward forgets the stride when locating each window: dx and dw are wrong only when stride > 1.
-Expect: TBD
+Expect: conv_backward, conv_gradcheck
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: dx is cropped with dxp[:, :, pad:-pad, pad:-pad], which is empty when pad is 0.
-Expect: TBD
+Expect: conv_backward
 """
 
 import numpy as np

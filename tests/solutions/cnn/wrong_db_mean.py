@@ -1,5 +1,5 @@
 """Known-wrong: db is averaged over the batch and positions instead of summed.
-Expect: TBD
+Expect: conv_backward, conv_gradcheck
 """
 
 import numpy as np

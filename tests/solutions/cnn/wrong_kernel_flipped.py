@@ -1,5 +1,5 @@
 """Known-wrong: the kernel is flipped: this is a true convolution, the contract is cross-correlation (as PyTorch's conv2d).
-Expect: TBD
+Expect: conv_forward, conv_backward, train_cnn
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: the output size rounds up (ceil) instead of down when H + 2*pad - KH is not a multiple of the stride.
-Expect: TBD
+Expect: conv_forward, conv_backward, conv_gradcheck, pool_forward, pool_backward, pool_ties
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Known-wrong: conv2d_backward returns the gradient of the padded input: the padding is never cropped from dx.
-Expect: TBD
+Expect: conv_backward, conv_gradcheck
 """
 
 import numpy as np

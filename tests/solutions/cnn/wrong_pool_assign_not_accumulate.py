@@ -1,5 +1,5 @@
 """Known-wrong: maxpool2d_backward assigns each window's gradient instead of adding it: wrong where overlapping windows share a maximum.
-Expect: TBD
+Expect: pool_backward, pool_gradcheck
 """
 
 import numpy as np

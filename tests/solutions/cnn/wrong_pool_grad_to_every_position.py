@@ -1,5 +1,5 @@
 """Known-wrong: maxpool2d_backward sends each window's gradient to every position of the window, not only to its maximum.
-Expect: TBD
+Expect: pool_backward, pool_ties, pool_gradcheck
 """
 
 import numpy as np

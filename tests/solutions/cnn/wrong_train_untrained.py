@@ -1,5 +1,5 @@
 """Known-wrong: train_cnn returns its freshly initialized params: the training loop never updates them.
-Expect: TBD
+Expect: train_cnn
 """
 
 import numpy as np
