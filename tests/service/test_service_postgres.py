@@ -1,0 +1,105 @@
+"""The same store, queue and API on PostgreSQL (a throwaway local cluster), selected by GRADER_DATABASE_URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from conftest import Tokens, make_settings, standin_grade, wait_for_status
+from fastapi.testclient import TestClient
+from pg_cluster import PgCluster, find_initdb
+from sqlalchemy import func, select
+
+from grader.api.app import create_app
+from grader.config import Settings
+from grader.queue.pool import WorkerPool
+from grader.service import submissions as subs
+from grader.service.auth import SYSTEM
+from grader.service.schemas import SubmissionCreate
+from grader.store.db import open_store
+from grader.store.models import Base, ReportRow
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PgCluster]:
+    initdb = find_initdb()
+    if initdb is None:
+        pytest.skip("PostgreSQL server binaries are not installed (Debian: apt-get install postgresql)")
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver: pip install '.[postgres]'")
+    c = PgCluster(initdb).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def pg_settings(cluster: PgCluster, tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, database_url=cluster.new_database(), workers=4)
+
+
+def test_migrations_build_exactly_the_models_on_postgres(pg_settings: Settings) -> None:
+    store = open_store(pg_settings)
+    assert store.engine.dialect.name == "postgresql"
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
+    store.migrate()
+
+
+def test_api_flow_on_postgres(pg_settings: Settings) -> None:
+    with TestClient(create_app(pg_settings, grade=standin_grade)) as client:
+        tokens = Tokens(client.app.state.store)  # type: ignore[attr-defined]
+        h = {**Tokens.auth(tokens.submitter), "Idempotency-Key": "k1"}
+        body = {"problem": "mlp", "code": "affine_forward\n", "candidate": "ada", "metadata": {"a": "\x00é"}}
+        first = client.post("/v1/submissions", json=body, headers=h)
+        again = client.post("/v1/submissions", json=body, headers=h)
+        assert first.status_code == again.status_code == 202 and first.json()["id"] == again.json()["id"]
+        sid = first.json()["id"]
+        done = wait_for_status(client, sid, tokens.submitter)
+        assert done["status"] == "done" and done["score"] == 8.0
+        ih = Tokens.auth(tokens.interviewer)
+        page = client.get("/v1/submissions", params={"candidate": "ada", "status": "done",
+                                                     "created_after": "2000-01-01T00:00:00+02:00"}, headers=ih).json()
+        assert [i["id"] for i in page["items"]] == [sid]
+        assert client.post(f"/v1/submissions/{sid}/notes", json={"text": "ok"}, headers=ih).status_code == 201
+        r = client.post(f"/v1/submissions/{sid}/overrides", headers=ih,
+                        json={"test_id": "affine_backward", "points": 5, "reason": "partial"})
+        assert r.status_code == 201
+        detail = client.get(f"/v1/submissions/{sid}/detail", headers=ih).json()
+        assert detail["submission"]["final_score"] == 13.0 and detail["submission"]["metadata"] == {"a": "\x00é"}
+        assert [e["action"] for e in detail["audit"]] == ["submission.created", "submission.graded", "note.added",
+                                                          "override.set"]
+        assert client.get(f"/v1/submissions/{sid}", headers=Tokens.auth(tokens.other_submitter)).status_code == 404
+
+
+def test_two_pools_claim_each_job_once_on_postgres(pg_settings: Settings) -> None:
+    store = open_store(pg_settings)
+    ids = [subs.create_submission(store, pg_settings, SYSTEM, SubmissionCreate(problem="mlp", code=f"# {i}\n"))[0].id
+           for i in range(24)]
+    graded: list[str] = []
+
+    def grade(problem_id: str, files: dict[str, str], s: Settings, entry: str):  # type: ignore[no-untyped-def]
+        graded.append(files["solution.py"])
+        return standin_grade(problem_id, files, s, entry)
+
+    pools = [WorkerPool(store, pg_settings, grade=grade) for _ in range(2)]
+    for p in pools:
+        p.start()
+    try:
+        import time
+
+        deadline = time.monotonic() + 30
+        while True:
+            with store.session() as db:
+                n = db.scalar(select(func.count()).select_from(ReportRow)) or 0
+            if n == len(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        for p in pools:
+            p.stop()
+    assert n == len(ids)
+    assert sorted(graded) == sorted(f"# {i}\n" for i in range(24))  # eight workers, each job graded once
