@@ -112,9 +112,12 @@ def test_best_time_is_the_minimum_and_respects_the_budget() -> None:
 def test_verdicts_say_vectorized_or_how_much_slower() -> None:
     assert SpeedComparison(0.0012, 0.001).verdict("im2col").startswith("vectorized")
     slow = SpeedComparison(0.040, 0.001)
-    assert slow.verdict("im2col").startswith("40x slower than the reference's im2col (40.00 ms against 1.00 ms)")
-    assert SpeedComparison(0.0055, 0.001).verdict("im2col").startswith("5.5x slower")
+    assert slow.verdict("im2col").startswith("10-100x slower than the reference's im2col")
+    assert SpeedComparison(0.0055, 0.001).verdict("im2col").startswith("4-10x slower")
+    assert SpeedComparison(5.0, 0.001).verdict("im2col").startswith("over 1000x slower")
     assert slow.details()["ratio"] == 40.0
+    # the message is a class of the ratio, so run-to-run noise does not change it
+    assert SpeedComparison(0.041, 0.001).verdict("im2col") == slow.verdict("im2col")
 
 
 def test_round_trip_is_subtracted_from_the_candidate() -> None:
