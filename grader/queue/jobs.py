@@ -82,10 +82,17 @@ def claim(store: Store, owner: str, lease_s: float) -> Job | None:
     return None
 
 
-def renew(store: Store, owner: str, lease_s: float) -> int:
-    """Extend the lease of every job this owner is running; returns how many."""
+def renew(store: Store, owner: str, lease_s: float, submission_ids: list[str]) -> int:
+    """Extend the leases of the jobs this owner is grading right now; returns how many were extended.
+
+    Only the jobs a worker is actually busy with: a job whose worker thread died
+    must let its lease run out, so that it is taken back and graded again.
+    """
+    if not submission_ids:
+        return 0
     with store.session() as db:
-        result = db.execute(update(Submission).where(Submission.status == "running", Submission.owner == owner)
+        result = db.execute(update(Submission).where(Submission.status == "running", Submission.owner == owner,
+                                                     Submission.id.in_(submission_ids))
                             .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
                             .execution_options(synchronize_session=False))
         return result.rowcount or 0

@@ -44,6 +44,8 @@ class WorkerPool:
         self._pending_wakes = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._active_lock = threading.Lock()
+        self._active: set[str] = set()
 
     def start(self) -> None:
         """Take back jobs orphaned by a dead process, then start the workers and the lease keeper."""
@@ -93,7 +95,18 @@ class WorkerPool:
             if job is None:
                 self._idle_wait()
                 continue
-            self._run(job)
+            with self._active_lock:
+                self._active.add(job.submission_id)
+            try:
+                self._run(job)
+            except Exception:
+                # Storing the outcome failed (database gone, disk full): the lease lapses and the job is
+                # taken back and graded again; this worker goes on with the next one.
+                log.exception("finishing %s failed; it will be graded again", job.submission_id)
+                self.metrics.count("grader_gradings_total", {"outcome": "lost"})
+            finally:
+                with self._active_lock:
+                    self._active.discard(job.submission_id)
 
     def _run(self, job: jobs.Job) -> None:
         started = time.monotonic()
@@ -121,7 +134,9 @@ class WorkerPool:
         last_sweep = time.monotonic()
         while not self._stop.wait(self.heartbeat_s):
             try:
-                jobs.renew(self.store, self.owner, self.settings.job_lease_s)
+                with self._active_lock:
+                    active = sorted(self._active)
+                jobs.renew(self.store, self.owner, self.settings.job_lease_s, active)
                 if time.monotonic() - last_sweep > self.settings.job_lease_s / 2:
                     jobs.recover_orphans(self.store, self.settings.job_max_attempts)
                     last_sweep = time.monotonic()

@@ -16,7 +16,7 @@ STATUSES = ("queued", "running", "done", "failed")
 HELP = {
     "grader_submissions_accepted_total": ("counter", "Submissions accepted with 202 by this process."),
     "grader_gradings_total": ("counter", "Gradings finished by this process, by outcome "
-                                         "(graded, failed, requeued, stale)."),
+                                         "(graded, failed, requeued, stale, lost)."),
     "grader_webhooks_total": ("counter", "Webhook deliveries that reached a final state, by outcome."),
 }
 

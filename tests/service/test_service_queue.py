@@ -218,3 +218,30 @@ def test_lease_is_renewed_while_grading(tmp_path: Path, gate: threading.Event) -
     finally:
         gate.set()
         pool.stop()
+
+
+def test_a_worker_that_fails_to_store_its_result_loses_nothing(store: Store, settings: Settings,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    real_complete = jobs.complete
+    failures = [0]
+    sid = new_submission(store, settings)
+
+    def flaky_complete(store_: Store, job: jobs.Job, owner: str, report: Report) -> bool:
+        if job.submission_id == sid and failures[0] == 0:
+            failures[0] += 1
+            raise OSError("disk full")  # as if the database write failed after grading
+        return real_complete(store_, job, owner, report)
+
+    monkeypatch.setattr(jobs, "complete", flaky_complete)
+    later = new_submission(store, settings, "relu_forward\n")
+    pool = WorkerPool(store, settings, grade=standin_grade)
+    started = time.monotonic()
+    pool.start()
+    try:
+        row = wait_done(store, sid, timeout_s=settings.job_lease_s * 4 + 5)
+        assert wait_done(store, later).status == "done"  # the worker lived on
+    finally:
+        pool.stop()
+    assert failures[0] == 1 and row.status == "done" and row.attempts == 2 and reports(store, sid) == 1
+    # Taken back only once its lease ran out, not while the first attempt could still be finishing.
+    assert time.monotonic() - started >= settings.job_lease_s
