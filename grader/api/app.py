@@ -13,6 +13,7 @@ from fastapi import FastAPI
 import grader
 from grader.api.errors import install_error_handlers
 from grader.api.routes import health, problems, submissions, tokens
+from grader.catalog import list_problems
 from grader.config import Settings, get_settings
 from grader.queue.pool import GradeFn, WorkerPool, engine_grade
 from grader.service.metrics import Metrics
@@ -29,6 +30,8 @@ def create_app(settings: Settings | None = None, *, grade: GradeFn = engine_grad
     """The service: the schema is migrated here; workers and webhooks run while the app's lifespan does."""
     settings = settings or get_settings()
     store = open_store(settings)
+    # Load the catalog now: the first submission should not pay for importing every test plan.
+    list_problems()
     metrics = Metrics()
 
     @asynccontextmanager

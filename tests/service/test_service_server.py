@@ -163,3 +163,37 @@ def test_real_grading_over_http(server: LiveServer) -> None:
     finally:
         receiver.httpd.shutdown()
         receiver.httpd.server_close()
+
+
+def test_throughput_and_the_concurrency_limit_on_a_real_server(server: LiveServer) -> None:
+    from datetime import datetime
+
+    submitter = server.token("submitter", "load")
+    server.start()  # --workers 2
+    n = 8
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        latencies_s, ids = [], []
+        started = time.monotonic()
+        for i in range(n):
+            t0 = time.monotonic()
+            r = client.post("/v1/submissions", json={"problem": "mlp", "code": CORRECT, "candidate": f"c{i}"},
+                            headers=auth(submitter))
+            latencies_s.append(time.monotonic() - t0)
+            assert r.status_code == 202
+            ids.append(r.json()["id"])
+        results = [wait_status(client, sid, submitter, ("done", "failed")) for sid in ids]
+        drain_s = time.monotonic() - started
+        metrics = client.get("/metrics").text
+    assert all(r["status"] == "done" and r["score"] == 100.0 for r in results)
+    spans = [(datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"])) for r in results]
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda x: (x[0], x[1]))
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert peak == server.workers == 2
+    assert f'grader_gradings_total{{outcome="graded"}} {n}' in metrics
+    assert 'grader_queue_depth{status="done"} 8' in metrics
+    print(f"\n{n} correct mlp submissions, {server.workers} workers: drained in {drain_s:.1f} s "
+          f"({n / drain_s * 60:.0f} per minute); POST -> 202 median {statistics.median(latencies_s) * 1000:.0f} ms, "
+          f"max {max(latencies_s) * 1000:.0f} ms")
