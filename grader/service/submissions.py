@@ -14,6 +14,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -280,9 +281,8 @@ def list_submissions(store: Store, principal: Principal, filters: SubmissionFilt
         return SubmissionPage(items=[summary(r, principal) for r in rows], total=total, limit=limit, offset=offset)
 
 
-def _aware(value: Any) -> Any:
-    from datetime import UTC
-
+def _aware(value: datetime) -> datetime:
+    """A filter's datetime in UTC; one without a zone is taken as UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
