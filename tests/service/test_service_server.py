@@ -197,3 +197,24 @@ def test_throughput_and_the_concurrency_limit_on_a_real_server(server: LiveServe
     print(f"\n{n} correct mlp submissions, {server.workers} workers: drained in {drain_s:.1f} s "
           f"({n / drain_s * 60:.0f} per minute); POST -> 202 median {statistics.median(latencies_s) * 1000:.0f} ms, "
           f"max {max(latencies_s) * 1000:.0f} ms")
+
+
+def test_multipart_files_and_the_candidate_safe_view_on_a_real_server(server: LiveServer) -> None:
+    submitter, interviewer = server.token("submitter", "ci"), server.token("interviewer", "ivy")
+    server.start()
+    helpers = (SOLUTIONS / "wrong_train_noop.py").read_text()  # everything right except training
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        r = client.post("/v1/submissions", headers=auth(submitter), data={"problem": "mlp", "candidate": "bo"},
+                        files=[("files", ("solution.py", b"from helpers import *  # noqa\n")),
+                               ("files", ("helpers.py", helpers.encode()))])
+        assert r.status_code == 202, r.text
+        sid = r.json()["id"]
+        done = wait_status(client, sid, submitter, ("done", "failed"))
+        mine = client.get(f"/v1/submissions/{sid}/report", headers=auth(submitter)).json()
+        full = client.get(f"/v1/submissions/{sid}/report", headers=auth(interviewer)).json()
+    assert done["status"] == "done" and done["score"] == 100.0 - 16.0  # only the hidden training test lost
+    train_mine = next(t for t in mine["tests"] if t["id"] == "train_mlp")
+    train_full = next(t for t in full["tests"] if t["id"] == "train_mlp")
+    assert train_full["hidden"] and train_full["status"] == train_mine["status"] == "failed"
+    assert train_full["message"] and train_full["message"] != "hidden test"
+    assert (train_mine["message"], train_mine["details"], train_mine["figures"]) == ("hidden test", {}, [])
