@@ -51,6 +51,8 @@ ENTRY = "solution.py"
 # A plain Python module name: this rules out folders, '..', leading dots, spaces and NULs in one rule.
 FILE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,95}\.py$")
 MAX_PAGE = 200
+MAX_JSON_DEPTH = 32
+SUBMISSION_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex; anything else cannot exist, and never reaches SQL
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -83,11 +85,26 @@ def _require_utf8_json(value: Any, what: str) -> None:
             _require_utf8_json(v, f"{what}[{i}]")
 
 
+def _json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in decoded JSON; iterative, so any depth is safe to measure."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def parse_create(data: Any) -> SubmissionCreate:
     """A SubmissionCreate from decoded JSON, with a message that says what to fix when it does not fit."""
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object like "
                              '{"problem": "mlp", "code": "..."} or {"problem": "mlp", "files": {"solution.py": "..."}}')
+    depth = _json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"the JSON nests {depth} levels deep; at most {MAX_JSON_DEPTH} levels are accepted "
+                             "(flatten the metadata)")
     try:
         return SubmissionCreate.model_validate(data)
     except ValidationError as exc:
@@ -106,6 +123,8 @@ def decode_json_body(body: bytes) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidRequest(f"the JSON nests too deeply; at most {MAX_JSON_DEPTH} levels are accepted") from None
 
 
 @dataclass(frozen=True)
@@ -239,7 +258,7 @@ def _replay(store: Store, principal: Principal, key: str, request_hash: str) -> 
 
 
 def _visible(db: Session, principal: Principal, submission_id: str) -> Submission:
-    row = db.get(Submission, submission_id) if len(submission_id) <= 64 else None
+    row = db.get(Submission, submission_id) if SUBMISSION_ID.fullmatch(submission_id) else None
     if row is None or (not principal.can("interviewer") and row.token_id != principal.token_id):
         raise NotFound(f"no submission with id {submission_id!r}")
     return row
@@ -261,6 +280,9 @@ def list_submissions(store: Store, principal: Principal, filters: SubmissionFilt
     if offset < 0:
         raise InvalidRequest("offset must be 0 or more")
     f = filters or SubmissionFilter()
+    for name, value in (("problem", f.problem), ("candidate", f.candidate)):
+        if value is not None and ("\x00" in value or not value.isprintable()):
+            raise InvalidRequest(f"the {name} filter must be printable text")
     conditions = []
     if not principal.can("interviewer"):
         conditions.append(Submission.token_id == principal.token_id)

@@ -87,6 +87,14 @@ def test_malformed_and_non_utf8_json(client: TestClient, tokens: Tokens, raw: by
     assert r.status_code == 400 and words in r.json()["detail"], r.text
 
 
+@pytest.mark.parametrize("depth", [40, 900, 100_000])
+def test_deeply_nested_json_is_refused_not_a_crash(client: TestClient, tokens: Tokens, depth: int) -> None:
+    raw = b'{"problem": "mlp", "code": "x", "metadata": {"a": ' + b"[" * depth + b"]" * depth + b"}}"
+    r = client.post("/v1/submissions", content=raw,
+                    headers={**Tokens.auth(tokens.submitter), "Content-Type": "application/json"})
+    assert r.status_code == 400 and "at most 32 levels" in r.json()["detail"], r.text
+
+
 def test_unsupported_content_type(client: TestClient, tokens: Tokens) -> None:
     r = client.post("/v1/submissions", content=b"problem=mlp",
                     headers={**Tokens.auth(tokens.submitter), "Content-Type": "text/plain"})

@@ -103,3 +103,23 @@ def test_two_pools_claim_each_job_once_on_postgres(pg_settings: Settings) -> Non
             p.stop()
     assert n == len(ids)
     assert sorted(graded) == sorted(f"# {i}\n" for i in range(24))  # eight workers, each job graded once
+
+
+def test_text_postgres_cannot_store_is_a_4xx_not_a_500(pg_settings: Settings) -> None:
+    # PostgreSQL text cannot hold NUL: every client string that could reach SQL is checked first.
+    with TestClient(create_app(pg_settings, grade=standin_grade), raise_server_exceptions=False) as client:
+        tokens = Tokens(client.app.state.store)  # type: ignore[attr-defined]
+        ih = Tokens.auth(tokens.interviewer)
+        assert client.get("/v1/submissions/ab%00cd", headers=ih).status_code == 404
+        assert client.post("/v1/submissions/ab%00cd/notes", json={"text": "x"}, headers=ih).status_code == 404
+        for param in ("candidate", "problem"):
+            r = client.get("/v1/submissions", params={param: "a\x00b"}, headers=ih)
+            assert r.status_code == 400 and "printable" in r.json()["detail"]
+        r = client.post("/v1/tokens", json={"role": "submitter", "name": "a\x00b"}, headers=Tokens.auth(tokens.admin))
+        assert r.status_code == 400 and "printable" in r.json()["detail"]
+        r = client.post("/v1/submissions", json={"problem": "mlp", "code": "x", "candidate": "a\x00"},
+                        headers=Tokens.auth(tokens.submitter))
+        assert r.status_code == 400
+        r = client.post("/v1/submissions", json={"problem": "mlp", "code": "x"},
+                        headers={**Tokens.auth(tokens.submitter), "Idempotency-Key": "a\x01b"})
+        assert r.status_code == 400
