@@ -6,8 +6,29 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grader.config import Settings
+    from grader.store.db import Store
 
 EXIT_OK = 0
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    """Settings from the environment and the command line; a bad value is a usage error that names it."""
+    from pydantic import ValidationError
+
+    from grader.config import Settings
+    from grader.errors import InvalidRequest
+
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequest(f"invalid settings: {reasons}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -15,14 +36,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from grader.api.app import create_app
-    from grader.config import Settings
 
-    overrides: dict[str, object] = {}
-    if args.data_dir:
-        overrides["data_dir"] = Path(args.data_dir)
-    if args.workers:
-        overrides["workers"] = args.workers
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = _settings(args, **({"workers": args.workers} if args.workers is not None else {}))
     app = create_app(settings)
     print(f"grader: serving on http://{args.host}:{args.port} (data in {settings.data_dir.resolve()}, "
           f"{settings.workers} workers, sandbox {settings.sandbox_backend})", flush=True)
@@ -31,12 +46,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from grader.config import Settings
+def _store(args: argparse.Namespace) -> Store:
     from grader.store.db import open_store
 
-    settings = Settings(data_dir=Path(args.data_dir)) if args.data_dir else Settings()
-    return open_store(settings)
+    return open_store(_settings(args))
 
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:
@@ -72,9 +85,13 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     """Revoke a token by id."""
     from grader.service.auth import SYSTEM, revoke_token
 
+    from grader.errors import InvalidRequest, NotFound
+
     store = _store(args)
     try:
         t = revoke_token(store, SYSTEM, args.id)
+    except NotFound as exc:  # a wrong id on the command line is a usage error (exit 2), not a fault
+        raise InvalidRequest(f"{exc.message}; see `grader tokens list`") from None
     finally:
         store.close()
     print(f"revoked token {t.id} ({t.name})")
