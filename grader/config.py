@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(10.0, gt=0, description="time limit of one webhook request")
     max_request_bytes: int = Field(4 * 1024 * 1024, gt=0, description="largest HTTP request body accepted")
     job_max_attempts: int = Field(3, ge=1, description="gradings started for one submission before it is failed")
+    webhook_allowed_hosts: list[str] = Field(default_factory=list,
+                                             description="host names a callback_url may point at; empty: any "
+                                                         "(JSON list, e.g. '[\"ci.example.com\"]')")
     job_lease_s: float = Field(60.0, gt=0, description="a running job whose owner stops renewing it for this "
                                                        "long is taken over by another worker")
 

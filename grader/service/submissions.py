@@ -181,6 +181,11 @@ def validate_submission(payload: SubmissionCreate, settings: Settings) -> _Accep
                 or any(c.isspace() or ord(c) < 32 for c in callback_url)):
             raise InvalidRequest("callback_url must be an absolute http:// or https:// URL "
                                  f"of at most {MAX_CALLBACK_URL_CHARS} characters")
+        allowed = [h.lower() for h in settings.webhook_allowed_hosts]
+        # The service posts from inside the hiring team's network: operators can fence where it may post.
+        if allowed and parts.hostname.lower() not in allowed:
+            raise InvalidRequest(f"callback_url host {parts.hostname!r} is not allowed; allowed hosts: "
+                                 f"{', '.join(allowed)}")
     canonical = json.dumps({"problem": problem.id, "files": files, "candidate": candidate,
                             "metadata": payload.metadata, "callback_url": callback_url},
                            sort_keys=True, ensure_ascii=False)

@@ -155,3 +155,14 @@ def test_notes_and_paths_reject_junk(client: TestClient, tokens: Tokens) -> None
     assert client.get("/v1/submissions", params={"created_before": "0.5"}, headers=h).status_code == 400
     r = client.get("/v1/problems", headers={"Authorization": "Basic abc"})
     assert r.status_code == 401 and "Bearer" in r.json()["detail"]
+
+
+def test_callback_hosts_can_be_fenced(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path, webhook_allowed_hosts=["ci.example.com"])
+    with TestClient(create_app(settings, run_workers=False)) as client:
+        tokens = Tokens(client.app.state.store)  # type: ignore[attr-defined]
+        status, detail = post(client, tokens, {"problem": "mlp", "code": "x",
+                                               "callback_url": "http://169.254.169.254/latest"})
+        assert status == 400 and "allowed hosts: ci.example.com" in detail
+        status, _ = post(client, tokens, {"problem": "mlp", "code": "x", "callback_url": "https://CI.example.com/h"})
+        assert status == 202
