@@ -3,6 +3,9 @@
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m "not slow"` for the fast suite only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+# The PostgreSQL tests start a throwaway cluster of their own: they need the server programs.
+extra=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || extra+=(postgresql)
+scripts/setup.sh "${extra[@]}"
 if [ -x scripts/setup-browser.sh ]; then scripts/setup-browser.sh; fi
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
