@@ -102,8 +102,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `serve` and `tokens` to the `grader` command."""
     data_dir_help = "data directory (default: GRADER_DATA_DIR, else ./data)"
     p = sub.add_parser("serve", help="run the HTTP API with embedded workers (SQLite, local sandbox by default)")
-    p.add_argument("--host", default=os.environ.get("GRADER_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADER_PORT", "8000")))
+    p.add_argument("--host", default=os.environ.get("GRADER_HOST", "127.0.0.1"),
+                   help="address to listen on (default: GRADER_HOST, else 127.0.0.1)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADER_PORT", "8000")),
+                   help="port (default: GRADER_PORT, else 8000)")
     p.add_argument("--data-dir", default=None, help=data_dir_help)
     p.add_argument("--workers", type=int, default=None, help="submissions graded at once (default: GRADER_WORKERS, "
                                                              "else the number of cores)")
