@@ -1,5 +1,5 @@
 """Known-wrong: discriminator_loss averages the real and fake terms (a factor 1/2) instead of summing them.
-Expect: TBD
+Expect: discriminator_loss, losses_backward
 """
 
 import torch

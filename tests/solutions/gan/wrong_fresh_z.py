@@ -1,5 +1,5 @@
 """Known-wrong: the G update draws a fresh z instead of reusing the z of the D update.
-Expect: TBD
+Expect: same_z, train_step_params
 """
 
 import torch

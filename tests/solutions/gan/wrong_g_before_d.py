@@ -1,5 +1,5 @@
 """Known-wrong: train_step updates G before D, so G is trained against the old discriminator.
-Expect: TBD
+Expect: d_before_g, train_step_params
 """
 
 import torch

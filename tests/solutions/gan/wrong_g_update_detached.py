@@ -1,5 +1,5 @@
 """Known-wrong: the G update also uses the detached fake batch, so no gradient ever reaches G and G never learns.
-Expect: TBD
+Expect: train_step_params, train_gan
 """
 
 import torch

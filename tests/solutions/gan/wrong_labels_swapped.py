@@ -1,5 +1,5 @@
 """Known-wrong: discriminator_loss labels real samples 0 and fakes 1 (the labels are swapped).
-Expect: TBD
+Expect: discriminator_loss, losses_backward, train_gan
 """
 
 import torch

@@ -1,5 +1,5 @@
 """Known-wrong: the losses take log(sigmoid(x)) and log(1 - sigmoid(x)) directly: infinite for logits of magnitude 100.
-Expect: TBD
+Expect: losses_stability
 """
 
 import torch

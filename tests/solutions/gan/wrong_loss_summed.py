@@ -1,5 +1,5 @@
 """Known-wrong: both losses are summed over the batch instead of averaged (reduction='sum').
-Expect: TBD
+Expect: discriminator_loss, generator_loss, losses_backward
 """
 
 import torch

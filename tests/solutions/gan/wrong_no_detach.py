@@ -1,5 +1,5 @@
 """Known-wrong: the fake batch is not detached in the D update, so d_loss.backward() sends gradients into G.
-Expect: TBD
+Expect: d_update_isolated
 """
 
 import torch

@@ -1,5 +1,5 @@
 """Known-wrong: train_step never zeroes the gradients, so they accumulate from one call to the next.
-Expect: TBD
+Expect: train_step_params, train_gan
 """
 
 import torch

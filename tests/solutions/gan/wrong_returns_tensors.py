@@ -1,5 +1,5 @@
 """Known-wrong: train_step returns the loss tensors instead of Python floats.
-Expect: TBD
+Expect: train_step_conformance
 """
 
 import torch

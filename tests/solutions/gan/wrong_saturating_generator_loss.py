@@ -1,5 +1,5 @@
 """Known-wrong: generator_loss is the saturating minimax loss mean(log(1 - D(G(z)))) instead of the non-saturating BCE against label 1.
-Expect: TBD
+Expect: generator_loss, losses_backward
 """
 
 import torch

@@ -1,5 +1,5 @@
 """Known-wrong: train_gan creates its optimizers and returns without training.
-Expect: TBD
+Expect: train_gan
 """
 
 import torch
