@@ -198,6 +198,13 @@ class Context:
         try:
             runner()
         except SandboxFault as exc:
+            if last_failure:
+                # A wrong answer was already found; the limit ran out while shrinking it. The verdict
+                # stays a failure, with the smallest failing case found so far.
+                example, failure = last_failure[-1]
+                assert isinstance(failure, CheckFailed)
+                raise CheckFailed(f"{failure.message} (shrinking stopped at the test's time limit)",
+                                  counterexample=show(example), line=failure.line) from None
             if first_fault:
                 example, fault = first_fault[0]
                 fault.counterexample = show(example)  # type: ignore[attr-defined]

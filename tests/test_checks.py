@@ -157,3 +157,20 @@ def test_static_findings_name_the_line() -> None:
     assert parse_error({"solution.py": "def f(:\n  pass"}, "solution.py").line == 1
     assert parse_error({"solution.py": "x = 1\nfrom __future__ import annotations\n"}, "solution.py") is not None
     assert parse_error({"solution.py": "x = 1\n"}, "solution.py") is None
+
+
+def test_a_failure_found_before_the_time_limit_stays_a_failure() -> None:
+    from grader.sandbox.base import CallTimeout
+
+    calls = {"n": 0}
+
+    def check(x) -> None:
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise CallTimeout("call did not finish")  # the limit runs out while shrinking
+        if x.size > 1:
+            raise CheckFailed("wrong answer")
+
+    with pytest.raises(CheckFailed, match="shrinking stopped") as info:
+        ctx().check_property(gst.arrays(st.integers(1, 6).map(lambda n: (n,))), check, max_examples=30)
+    assert info.value.counterexample

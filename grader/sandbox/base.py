@@ -140,6 +140,9 @@ class Session(Protocol):
 
     def stray_processes(self) -> int: ...
 
+    @property
+    def dead(self) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -322,6 +325,11 @@ class PipeSession:
 
     def output(self) -> OutputCapture:
         return self._output
+
+    @property
+    def dead(self) -> bool:
+        """True once the session faulted or was closed; it never runs anything again."""
+        return self._dead is not None
 
     def close(self) -> None:
         if self._dead is None:

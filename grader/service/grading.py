@@ -193,6 +193,8 @@ def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settin
     try:
         for spec in problem.tests:
             results.append(_run_test(spec, sessions, settings, problem, budget_deadline))
+            if sessions.session is not None and sessions.session.dead:
+                sessions.discard()  # faulted inside a test that still reached a verdict
             session = sessions.session
             if session is not None:
                 strays = session.stray_processes()

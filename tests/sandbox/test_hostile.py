@@ -46,9 +46,20 @@ def others_pass(report: Report, broken: set[str]) -> None:
 
 
 def sandbox_processes() -> list[str]:
-    """Processes of sandbox uids still alive on the host (there must be none after grading)."""
-    out = subprocess.run(["ps", "-eo", "uid=,pid=,comm="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if 100_000 <= int(line.split()[0]) < 165_000]
+    """Processes still alive in a cgroup of a sandbox this test process started (none may be, after grading).
+
+    Scoped by cgroup rather than by uid: other graders on the machine run sandboxes of their own.
+    """
+    mine = f"/dl-grader/s{os.getpid()}-"
+    alive = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if mine in (proc / "cgroup").read_text():
+                    alive.append(f"{proc.name} {(proc / 'comm').read_text().strip()}")
+            except OSError:
+                pass
+    return alive
 
 
 @pytest.fixture(autouse=True)
