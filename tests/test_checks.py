@@ -174,3 +174,14 @@ def test_a_failure_found_before_the_time_limit_stays_a_failure() -> None:
     with pytest.raises(CheckFailed, match="shrinking stopped") as info:
         ctx().check_property(gst.arrays(st.integers(1, 6).map(lambda n: (n,))), check, max_examples=30)
     assert info.value.counterexample
+
+
+def test_five_sigma_mean_catches_dropout_without_inverted_scaling() -> None:
+    rng = np.random.default_rng(3)
+    n, p = 50_000, 0.3
+    keep = rng.random(n) >= p
+    inverted = keep / (1 - p)  # kept units scaled by 1/(1-p): mean 1, sd sqrt(p/(1-p))
+    sd = float(np.sqrt(p / (1 - p)))
+    statistics.check_mean(float(inverted.mean()), 1.0, sd, n, "mean of dropout(ones)")
+    with pytest.raises(CheckFailed, match="5 sigma"):
+        statistics.check_mean(float(keep.mean()), 1.0, sd, n, "mean of dropout(ones)")  # no scaling

@@ -7,8 +7,6 @@ from it, because a subgradient there is a convention, not a bug.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -43,11 +41,3 @@ def unique_spread(shape: tuple[int, ...], rng: np.random.Generator, gap: float =
 
 def seeds() -> st.SearchStrategy[int]:
     return st.integers(0, 2**31 - 1)
-
-
-def gaussian(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
-    return rng.standard_normal(shape) * scale
-
-
-def as_dict(**values: Any) -> dict[str, Any]:
-    return values
