@@ -20,6 +20,7 @@ for the next one.
 
 from __future__ import annotations
 
+import logging
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -34,6 +35,31 @@ from grader.reports.model import Figure
 from grader.sandbox.base import CandidateError, Handle, Reply, SandboxFault, Session
 
 TestFunction = Callable[["Context"], None]
+log = logging.getLogger(__name__)
+
+
+def _ignore_local_constants() -> None:
+    """Make generated cases independent of which modules happen to be loaded.
+
+    Hypothesis mixes constants read from the source of every local module in
+    sys.modules into its draws, so the cases (and the shrunk counterexample) of
+    the same submission would change as a long-running server imports more of
+    its own code. Grading must be reproducible, so the pool stays empty. This
+    reaches into a private module: hypothesis is pinned exactly, and
+    tests/test_checks.py fails if the behaviour comes back.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+
+        empty = providers.Constants()
+        providers._get_local_constants = lambda: empty
+        providers._local_constants = empty
+        providers.CONSTANTS_CACHE = type(providers.CONSTANTS_CACHE)(providers.CONSTANTS_CACHE.max_size)
+    except (ImportError, AttributeError, TypeError) as exc:  # another hypothesis version
+        log.warning("could not pin hypothesis's constant pool (%s): generated cases may vary", exc)
+
+
+_ignore_local_constants()
 
 
 class CheckFailed(Exception):

@@ -185,3 +185,19 @@ def test_five_sigma_mean_catches_dropout_without_inverted_scaling() -> None:
     statistics.check_mean(float(inverted.mean()), 1.0, sd, n, "mean of dropout(ones)")
     with pytest.raises(CheckFailed, match="5 sigma"):
         statistics.check_mean(float(keep.mean()), 1.0, sd, n, "mean of dropout(ones)")  # no scaling
+
+
+def test_generated_cases_do_not_depend_on_which_modules_are_loaded(tmp_path, monkeypatch) -> None:
+    """Hypothesis can mix constants from loaded local modules into its draws; grading must not."""
+    def draws() -> list[float]:
+        seen: list[float] = []
+        ctx().check_property(gst.arrays((4,), gst.floats(-1e6, 1e6)), lambda x: seen.extend(x.tolist()),
+                             max_examples=60)
+        return seen
+
+    before = draws()
+    module = tmp_path / "lots_of_constants.py"
+    module.write_text("\n".join(f"C{i} = {i * 1234.5678 + 0.125}" for i in range(300)) + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    __import__("lots_of_constants")
+    assert draws() == before
