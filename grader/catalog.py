@@ -13,7 +13,7 @@ import importlib
 import logging
 import tomllib
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import get_args
 
@@ -52,7 +52,13 @@ class Problem:
     from_scratch: bool
     budget_s: float
     import_timeout_s: float
-    plan: Plan = field(repr=False, compare=False, hash=False)
+    folder: Path = field(repr=False, compare=False)
+
+    @cached_property
+    def plan(self) -> Plan:
+        """The trusted test plan, imported on first use: listing problems or grading one never pays for
+        every plan's imports (torch for gan)."""
+        return _load_plan(self.id, self.tests, self.folder)
 
     @property
     def max_score(self) -> float:
@@ -96,13 +102,7 @@ def load_problem(folder: Path) -> Problem:
                               points=float(entry["points"]), timeout_s=float(entry.get("timeout_s", default_timeout)),
                               hidden=bool(entry.get("hidden", False))))
     _require(bool(tests), folder, "no [[tests]]")
-    module = importlib.import_module(f"problems.{pid}.plan")
-    plan = getattr(module, "plan", None)
-    _require(isinstance(plan, Plan), folder, "plan.py must define `plan = Plan()`")
-    missing = [t.id for t in tests if t.id not in plan.tests]
-    extra = sorted(set(plan.tests) - {t.id for t in tests})
-    _require(not missing, folder, f"tests without a function in plan.py: {missing}")
-    _require(not extra, folder, f"plan.py functions without a [[tests]] entry: {extra}")
+    _require((folder / "plan.py").is_file(), folder, "plan.py is missing")
     packages = tuple(raw.get("packages", ["numpy"]))
     from_scratch = bool(raw.get("from_scratch", "torch" not in packages))
     forbidden = tuple(raw.get("forbidden_imports", AUTODIFF_MODULES if from_scratch else ()))
@@ -113,7 +113,20 @@ def load_problem(folder: Path) -> Problem:
         tests=tuple(tests), sandbox=SandboxSpec(packages=packages, limits=sandbox_limits),
         forbidden_imports=forbidden, from_scratch=from_scratch,
         budget_s=float(limits.get("budget_s", 300.0)), import_timeout_s=float(limits.get("import_timeout_s", 10.0)),
-        plan=plan)
+        folder=folder)
+
+
+def _load_plan(pid: str, tests: tuple[TestSpec, ...], folder: Path) -> Plan:
+    """Import a problem's plan and check it has exactly one function per test of the spec."""
+    module = importlib.import_module(f"problems.{pid}.plan")
+    plan = getattr(module, "plan", None)
+    _require(isinstance(plan, Plan), folder, "plan.py must define `plan = Plan()`")
+    assert isinstance(plan, Plan)
+    missing = [t.id for t in tests if t.id not in plan.tests]
+    extra = sorted(set(plan.tests) - {t.id for t in tests})
+    _require(not missing, folder, f"tests without a function in plan.py: {missing}")
+    _require(not extra, folder, f"plan.py functions without a [[tests]] entry: {extra}")
+    return plan
 
 
 @lru_cache(maxsize=1)

@@ -11,7 +11,6 @@ Requests (JSON header, see sandbox/wire.py):
      "args": [...], "kwargs": {...}, "keep": [result positions kept as handles] | "all",
      "return_args": [arg positions whose post-call value is sent back]}
     {"op": "getattr", "handle": id, "name": attr}
-    {"op": "release", "handles": [ids]}
     {"op": "ping"}
 Replies: {"ok": true, "value": ..., "args_after": [...]} or {"ok": false, "error": {...}}.
 """
@@ -141,11 +140,6 @@ class Runner:
             raise MissingName(f"{type(obj).__name__}.{name}")
         value = getattr(obj, name)
         return {"ok": True, "payload": self.keep(value) if req.get("keep") else value}
-
-    def op_release(self, req: dict[str, Any], _: Any) -> dict[str, Any]:
-        for hid in req.get("handles", []):
-            self.objects.pop(hid, None)
-        return {"ok": True, "value": None}
 
     # loop ------------------------------------------------------------------------
     def serve(self) -> None:

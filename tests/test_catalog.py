@@ -21,6 +21,8 @@ GRADED = set(PROBLEMS)
 
 def test_every_problem_folder_loads() -> None:
     assert catalog_errors() == {}
+    for problem in list_problems():
+        assert set(problem.plan.tests) == {t.id for t in problem.tests}  # plans load on first use
 
 
 @pytest.mark.parametrize("problem_id", PROBLEMS)

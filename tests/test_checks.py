@@ -201,3 +201,22 @@ def test_generated_cases_do_not_depend_on_which_modules_are_loaded(tmp_path, mon
     monkeypatch.syspath_prepend(str(tmp_path))
     __import__("lots_of_constants")
     assert draws() == before
+
+
+def test_params_dict_conformance() -> None:
+    from grader.checks.compare import expect_params
+
+    shapes = {"W1": (2, 3), "b1": (3,)}
+    good = {"W1": np.zeros((2, 3)), "b1": np.zeros(3), "extra": 1}
+    assert set(expect_params(good, shapes, "params")) == {"W1", "b1"}
+    with pytest.raises(CheckFailed, match=r"must be a dict"):
+        expect_params([1, 2], shapes, "params")
+    with pytest.raises(CheckFailed, match=r"missing \['b1'\]"):
+        expect_params({"W1": np.zeros((2, 3))}, shapes, "params")
+    with pytest.raises(CheckFailed, match=r"shape \(3, 2\)"):
+        expect_params({"W1": np.zeros((3, 2)), "b1": np.zeros(3)}, shapes, "params")
+    bad = {"W1": np.full((2, 3), np.nan), "b1": np.zeros(3)}
+    with pytest.raises(CheckFailed, match="non-finite value"):
+        expect_params(bad, shapes, "params")
+    with pytest.raises(CheckFailed, match="training diverged"):
+        expect_params(bad, shapes, "params", diverged_hint="learning rate too high?")

@@ -57,6 +57,25 @@ def expect_array(value: Any, name: str, shape: tuple[int, ...], dtype: Any = np.
     return value
 
 
+def expect_params(value: Any, shapes: dict[str, tuple[int, ...]], owner: str,
+                  diverged_hint: str | None = None) -> dict[str, np.ndarray]:
+    """T0 for a params dict: a dict with every expected key, each an exact float64 array of its shape, finite.
+
+    `diverged_hint` turns non-finite values into one verdict about training ("training diverged: ...");
+    without it the first non-finite array is named.
+    """
+    if not isinstance(value, dict):
+        raise CheckFailed(f"{owner} must be a dict of arrays; got {kind_of(value)}")
+    missing = sorted(set(shapes) - set(value))
+    if missing:
+        raise CheckFailed(f"{owner} is missing {missing}; it must hold {', '.join(shapes)}")
+    checked = {k: expect_array(value[k], f"params['{k}']", shape, finite=diverged_hint is None)
+               for k, shape in shapes.items()}
+    if diverged_hint is not None and not all(np.all(np.isfinite(v)) for v in checked.values()):
+        raise CheckFailed(f"{owner} has non-finite values: training diverged ({diverged_hint})")
+    return checked
+
+
 def expect_scalar(value: Any, name: str, finite: bool = True) -> float:
     """A scalar: a Python number, a numpy scalar or a 0-d (or one-element) array."""
     if isinstance(value, bool) or not (isinstance(value, (int, float, np.number))

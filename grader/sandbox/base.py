@@ -134,8 +134,6 @@ class Session(Protocol):
 
     def getattr(self, handle: Handle, name: str, timeout_s: float, keep: bool = False) -> Reply: ...
 
-    def release(self, handles: list[Handle]) -> None: ...
-
     def output(self) -> OutputCapture: ...
 
     def stray_processes(self) -> int: ...
@@ -318,10 +316,6 @@ class PipeSession:
     def getattr(self, handle: Handle, name: str, timeout_s: float, keep: bool = False) -> Reply:
         return self._reply(*self._exchange({"op": "getattr", "handle": handle.id, "name": name, "keep": keep},
                                            None, timeout_s))
-
-    def release(self, handles: list[Handle]) -> None:
-        if handles and self._dead is None:
-            self._exchange({"op": "release", "handles": [h.id for h in handles]}, None, 10.0)
 
     def output(self) -> OutputCapture:
         return self._output

@@ -177,6 +177,7 @@ def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settin
     """Grade one submission and return its report. Safe to call from several threads at once."""
     settings = settings or get_settings()
     problem = get_problem(problem_id)
+    problem.plan  # import and check the plan before any sandbox starts: an inconsistent one is a grader fault
     validate_files(files, entry, settings)
     backend_name = backend or settings.sandbox_backend
     started = time.monotonic()

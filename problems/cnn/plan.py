@@ -24,7 +24,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from grader.checks import strategies as gst
-from grader.checks.compare import assert_close, check_output, compare, expect_array, expect_tuple
+from grader.checks.compare import assert_close, check_output, compare, expect_array, expect_params, expect_tuple
 from grader.checks.gradcheck import self_consistency
 from grader.checks.ties import check_tied_split, pool_window_ties
 from grader.checks.timing import compare_speed
@@ -437,15 +437,7 @@ def _training_diagnosis(params: Arrays, X: np.ndarray, y: np.ndarray) -> str:
 def train_cnn(ctx: Context) -> None:
     split = ref.digits_split(ctx.seed)
     params = ctx.call("train_cnn", split.X_train, split.y_train, 0)
-    if not isinstance(params, dict):
-        raise CheckFailed(f"train_cnn must return the params dict; got {type(params).__name__}")
-    missing = sorted(set(ref.PARAM_SHAPES) - set(params))
-    if missing:
-        raise CheckFailed(f"train_cnn's params are missing {missing}; expected {', '.join(ref.PARAM_SHAPES)}")
-    checked = {k: expect_array(params[k], f"params['{k}']", shape, finite=False)
-               for k, shape in ref.PARAM_SHAPES.items()}
-    if not all(np.all(np.isfinite(v)) for v in checked.values()):
-        raise CheckFailed("train_cnn returned non-finite params: training diverged (learning rate too high?)")
+    checked = expect_params(params, ref.PARAM_SHAPES, "train_cnn's params", diverged_hint="learning rate too high?")
     predictions = ref.predict(checked, split.X_test)
     accuracy = float(np.mean(predictions == split.y_test))
     per_class = [float(np.mean(predictions[split.y_test == k] == k)) for k in range(ref.NUM_CLASSES)]
