@@ -13,28 +13,11 @@ from pathlib import Path
 from typing import Callable
 
 from grader.errors import GraderError, InvalidRequest
+from grader.submission_files import read_submission
 
 EXIT_OK, EXIT_LOW_SCORE, EXIT_USAGE, EXIT_FAULT = 0, 1, 2, 3
 
 Command = Callable[[argparse.Namespace], int]
-
-
-def read_submission(path: Path, entry: str = "solution.py") -> dict[str, str]:
-    """A .py file (sent as the entry file) or a folder of .py files with the entry among them."""
-    def read(p: Path) -> str:
-        try:
-            return p.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise InvalidRequest(f"{p} is not UTF-8 text") from None
-
-    if path.is_dir():
-        files = {p.name: read(p) for p in sorted(path.glob("*.py"))}
-        if entry not in files:
-            raise InvalidRequest(f"{path} has no {entry}: the entry file of a folder submission is {entry}")
-        return files
-    if path.is_file():
-        return {entry: read(path)}
-    raise InvalidRequest(f"{path}: no such file or folder")
 
 
 def cmd_problems(args: argparse.Namespace) -> int:
