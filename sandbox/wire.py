@@ -22,6 +22,7 @@ library and numpy.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable
@@ -42,11 +43,53 @@ class WireError(ValueError):
     """A frame or value that does not follow the protocol."""
 
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """The same string, valid UTF-8: lone surrogates (which JSON can carry) become U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", text)
+
+
+def _parse_int(digits: str) -> int:
+    # JSON integers are unbounded; a 5000-digit one would raise outside WireError (or cost time).
+    if len(digits) > 20:
+        raise WireError("integer out of int64 range")
+    value = int(digits)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise WireError("integer out of int64 range")
+    return value
+
+
+def _clean_tree(node: Any, depth: int = 0) -> Any:
+    """Every string of a decoded JSON header made valid UTF-8, keys included."""
+    if type(node) is str:
+        return clean_text(node)
+    if type(node) is list:
+        return [_clean_tree(v, depth + 1) for v in node]
+    if type(node) is dict:
+        return {clean_text(k): _clean_tree(v, depth + 1) for k, v in node.items()}
+    return node
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Caps the host applies when decoding what a sandbox sent."""
+    """Caps the host applies when decoding what a sandbox sent.
 
-    max_header_bytes: int = 8 << 20
+    Together they bound what one reply can cost the host: each array buffer is
+    used by at most one array node and decoded in place, so decoded arrays never
+    exceed the bytes received (max_frame_bytes, sized per problem by the host),
+    and the JSON header is capped small because parsed JSON costs more than its text.
+    """
+
+    max_header_bytes: int = 1 << 20
     max_frame_bytes: int = 512 << 20
     max_depth: int = 32
     max_items: int = 100_000
@@ -163,42 +206,55 @@ def send(stream: BinaryIO, message: dict[str, Any], payload: Any = None,
     write_frame(stream, header, enc.buffers)
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
-    chunks = []
-    while n:
-        chunk = stream.read(n)
+def _read_exact(stream: BinaryIO, n: int) -> bytearray:
+    """Exactly n bytes, into one writable buffer (arrays are later decoded in place, without a copy)."""
+    out = bytearray(n)
+    view = memoryview(out)
+    pos = 0
+    while pos < n:
+        chunk = stream.read(n - pos)
         if not chunk:
             raise EOFError("the sandbox closed the channel")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+        view[pos:pos + len(chunk)] = chunk
+        pos += len(chunk)
+    return out
 
 
-def read_frame(stream: BinaryIO, limits: Limits = Limits()) -> tuple[dict[str, Any], list[bytes]]:
-    """Read one frame; raises EOFError on a closed channel and WireError on a malformed one."""
+def read_frame(stream: BinaryIO, limits: Limits = Limits()) -> tuple[dict[str, Any], list[bytearray]]:
+    """Read one frame; raises EOFError on a closed channel and WireError on a malformed one.
+
+    Every string in the header comes back valid UTF-8, every integer within int64.
+    """
     (size,) = HEADER.unpack(_read_exact(stream, HEADER.size))
-    if size > limits.max_header_bytes:
-        raise WireError(f"header of {size} bytes exceeds the {limits.max_header_bytes}-byte cap")
+    if size > min(limits.max_header_bytes, limits.max_frame_bytes):
+        raise WireError(f"header of {size} bytes exceeds the "
+                        f"{min(limits.max_header_bytes, limits.max_frame_bytes)}-byte cap")
     try:
-        header = json.loads(_read_exact(stream, size))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise WireError(f"malformed header: {exc}") from None
+        header = _clean_tree(json.loads(bytes(_read_exact(stream, size)), parse_int=_parse_int))
+    except WireError:
+        raise
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise WireError(f"malformed header: {str(exc)[:200]}") from None
     if type(header) is not dict:
         raise WireError("header is not an object")
     sizes = header.get("buffers", [])
     if type(sizes) is not list or not all(type(s) is int and s >= 0 for s in sizes):
         raise WireError("malformed buffer table")
-    if sum(sizes) > limits.max_frame_bytes:
-        raise WireError(f"frame of {sum(sizes)} bytes exceeds the {limits.max_frame_bytes}-byte cap")
+    if len(sizes) > limits.max_items:
+        raise WireError(f"frame has more than {limits.max_items} buffers")
+    if sum(sizes) + size > limits.max_frame_bytes:
+        raise WireError(f"reply of {sum(sizes) + size} bytes exceeds this problem's "
+                        f"{limits.max_frame_bytes}-byte cap")
     return header, [_read_exact(stream, s) for s in sizes]
 
 
 class Decoder:
     """Rebuilds a value tree from a header node, checking every cap and type."""
 
-    def __init__(self, buffers: list[bytes], limits: Limits = Limits(),
+    def __init__(self, buffers: list[bytes] | list[bytearray], limits: Limits = Limits(),
                  from_handle: Callable[[int], Any] | None = None, make_tensor: Callable[..., Any] | None = None) -> None:
         self.buffers = buffers
+        self.used: set[int] = set()
         self.limits = limits
         self.items = 0
         self.from_handle = from_handle
@@ -210,12 +266,16 @@ class Decoder:
             raise WireError(f"value has more than {self.limits.max_items} items")
         if depth > self.limits.max_depth:
             raise WireError(f"value nested deeper than {self.limits.max_depth}")
-        if node is None or type(node) in (bool, int, float):
+        if node is None or type(node) in (bool, float):
+            return node
+        if type(node) is int:
+            if not INT64_MIN <= node <= INT64_MAX:
+                raise WireError("integer out of int64 range")
             return node
         if type(node) is str:
             if len(node) > self.limits.max_str_chars:
                 raise WireError("string too long")
-            return node
+            return clean_text(node)
         if type(node) is not dict or len(node) == 0:
             raise WireError("malformed value node")
         if "$l" in node:
@@ -226,7 +286,7 @@ class Decoder:
             inner = node["$d"]
             if type(inner) is not dict:
                 raise WireError("malformed dict node")
-            return {str(k): self.decode(v, depth + 1) for k, v in inner.items()}
+            return {clean_text(str(k)): self.decode(v, depth + 1) for k, v in inner.items()}
         if "$a" in node:
             return self._array(node)
         if "$h" in node:
@@ -235,7 +295,7 @@ class Decoder:
                 raise WireError("malformed handle")
             if self.from_handle is not None:
                 return self.from_handle(hid)
-            return Handle(hid, htype[:200])
+            return Handle(hid, clean_text(htype[:200]))
         raise WireError("unknown value node")
 
     @staticmethod
@@ -248,10 +308,14 @@ class Decoder:
         idx, dtype, shape = node.get("$a"), node.get("dtype"), node.get("shape")
         if type(idx) is not int or not 0 <= idx < len(self.buffers):
             raise WireError("array refers to a missing buffer")
+        if idx in self.used:
+            # Reusing a buffer would let a small frame decode into many large arrays.
+            raise WireError("two arrays refer to the same buffer")
+        self.used.add(idx)
         if dtype not in ALLOWED_DTYPES:
             raise WireError(f"array dtype {dtype!r} is not a numeric dtype")
         if (type(shape) is not list or len(shape) > self.limits.max_ndim
-                or not all(type(d) is int and 0 <= d for d in shape)):
+                or not all(type(d) is int and 0 <= d <= self.limits.max_frame_bytes for d in shape)):
             raise WireError("malformed array shape")
         dt = np.dtype(dtype)
         count = 1
@@ -260,8 +324,15 @@ class Decoder:
         buf = self.buffers[idx]
         if count * dt.itemsize != len(buf):
             raise WireError(f"array of shape {tuple(shape)} and dtype {dt} does not match its {len(buf)} bytes")
-        # A private, writable copy in native byte order: never a view on the frame.
-        arr = np.frombuffer(buf, dtype=dt, count=count).reshape(shape).astype(dt.newbyteorder("="), copy=True)
+        if type(buf) is not bytearray:
+            buf = bytearray(buf)
+        # Decoded in place in the buffer this node alone owns: writable, never more bytes than were received.
+        try:
+            arr = np.frombuffer(buf, dtype=dt, count=count).reshape(shape)
+        except (ValueError, OverflowError, MemoryError) as exc:
+            raise WireError(f"array of shape {tuple(shape)} cannot be built: {exc}") from None
+        if dt == np.bool_:
+            np.not_equal(arr.view(np.uint8), 0, out=arr)  # only 0 and 1 are valid bools
         if node.get("scalar") and arr.ndim == 0:
             arr = arr[()]
         if node.get("tensor") and self.make_tensor is not None:

@@ -42,10 +42,62 @@ def test_scalars_keep_their_shape() -> None:
     assert out[2].shape == (1,)
 
 
-def test_decoded_arrays_are_private_writable_copies() -> None:
-    out = roundtrip(np.ones(4))
-    out[0] = 7.0
-    assert out.flags.writeable and out.flags.owndata
+def test_decoded_arrays_are_private_writable_and_no_bigger_than_received() -> None:
+    out = roundtrip((np.ones(4), np.zeros(3)))
+    out[0][0] = 7.0
+    assert out[0].flags.writeable and out[0][0] == 7.0
+    # each array sits alone in the buffer that carried it: never a view shared with another array
+    assert not np.shares_memory(out[0], out[1])
+    assert out[0].base.nbytes == 32 if hasattr(out[0].base, "nbytes") else len(out[0].base) == 32
+
+
+def test_a_buffer_is_used_by_one_array_only() -> None:
+    """Array nodes naming one buffer many times once turned a 64 MB reply into gigabytes on the host."""
+    node = {"$a": 0, "dtype": "<f8", "shape": [2]}
+    frame = raw_frame({"ok": True, "value": {"$l": [node] * 1000}}, [np.ones(2).tobytes()])
+    with pytest.raises(wire.WireError, match="same buffer"):
+        wire.receive(frame)
+
+
+def test_foreign_byte_order_is_refused_and_bools_are_normalized() -> None:
+    frame = raw_frame({"value": {"$a": 0, "dtype": ">f8", "shape": [1]}}, [bytes(8)])
+    with pytest.raises(wire.WireError, match="dtype"):
+        wire.receive(frame)
+    le = np.arange(3, dtype="<f8").tobytes()
+    frame = raw_frame({"value": {"$l": [{"$a": 0, "dtype": "<f8", "shape": [3]},
+                                        {"$a": 1, "dtype": "|b1", "shape": [3]}]}}, [le, bytes([0, 1, 7])])
+    out = wire.receive(frame)[1]
+    assert out[0].dtype == np.float64 and out[0].dtype.isnative and out[0].tolist() == [0.0, 1.0, 2.0]
+    assert out[1].tolist() == [False, True, True] and out[1].view(np.uint8).tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize("header", [
+    b'{"ok": true, "value": ' + b"9" * 5000 + b"}",       # beyond Python's int-parsing limit
+    b'{"ok": true, "value": ' + b"1" + b"0" * 400 + b"}",  # a "loss" of 10**400
+    b'{"ok": true, "value": 9223372036854775808}',          # int64 max + 1
+])
+def test_integers_outside_int64_are_a_wire_error(header: bytes) -> None:
+    with pytest.raises(wire.WireError, match="int64"):
+        wire.receive(io.BytesIO(struct.pack(">I", len(header)) + header))
+
+
+def test_absurd_shapes_are_a_wire_error() -> None:
+    for shape in ([0, 2 ** 63], [0, 2 ** 40, 2 ** 40], [2 ** 31, 0]):
+        frame = raw_frame({"value": {"$a": 0, "dtype": "<f8", "shape": shape}}, [b""])
+        with pytest.raises(wire.WireError):
+            wire.receive(frame)
+
+
+def test_lone_surrogates_become_replacement_characters_everywhere() -> None:
+    header = {"ok": False, "error": {"message": "bad \ud800 end", "type": "E\udfff"},
+              "value": {"$d": {"k\ud800": "v\udc00"}}}
+    raw = json.dumps(header).replace("\\u", "\\u").encode()
+    raw = raw.replace(b"\\\\u", b"\\u")
+    frame = io.BytesIO(struct.pack(">I", len(raw)) + raw)
+    got, value = wire.receive(frame)
+    assert got["error"]["message"] == "bad \ufffd end" and got["error"]["type"] == "E\ufffd"
+    assert value == {"k\ufffd": "v\ufffd"}
+    json.dumps(got, ensure_ascii=False).encode("utf-8")  # serializable as UTF-8
 
 
 def test_non_contiguous_and_big_endian_arrays_arrive_native() -> None:

@@ -40,6 +40,10 @@ class SandboxLimits:
     output_bytes: int = 64 * 1024
     open_files: int = 256
     start_timeout_s: float = 30.0
+    max_reply_mb: float = 4.0  # one reply's bytes (header and arrays); decoded values never exceed it
+
+    def wire_limits(self) -> Limits:
+        return Limits(max_frame_bytes=int(self.max_reply_mb * (1 << 20)))
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,7 @@ class PipeSession:
 
     isolation: Isolation
 
-    def __init__(self, to_fd: int, from_fd: int, output: OutputCapture, limits: Limits = Limits()) -> None:
+    def __init__(self, to_fd: int, from_fd: int, output: OutputCapture, limits: Limits) -> None:
         self._to = to_fd
         self._from = from_fd
         self._output = output
@@ -287,14 +291,14 @@ class PipeSession:
         except (EOFError, BrokenPipeError, ConnectionError):
             self._fail(SandboxCrashed(self._describe_death()))
         except wire.WireError as exc:
-            self._fail(ProtocolViolation(f"the sandbox sent a malformed reply: {exc}"))
+            self._fail(ProtocolViolation(f"malformed reply: {exc}"))
         raise AssertionError("unreachable")
 
     def _reply(self, header: dict[str, Any], value: Any) -> Reply:
         if header.get("ok") is True:
             if header.get("with_args"):
                 if type(value) is not tuple or len(value) != 2 or type(value[1]) is not tuple:
-                    self._fail(ProtocolViolation("malformed reply"))
+                    self._fail(ProtocolViolation("malformed reply: the arguments after the call are missing"))
                 return Reply(ok=True, value=value[0], args_after=value[1])
             return Reply(ok=True, value=value)
         return Reply(ok=False, error=CandidateError.from_wire(header.get("error")))

@@ -33,7 +33,7 @@ class InProcessSession(PipeSession):
                         submission_dir=self._tmp.name)
         self._thread = threading.Thread(target=runner.serve, daemon=True)
         self._thread.start()
-        super().__init__(to_w, from_r, OutputCapture(None, spec.limits.output_bytes))
+        super().__init__(to_w, from_r, OutputCapture(None, spec.limits.output_bytes), spec.limits.wire_limits())
         self._handshake(spec.limits.start_timeout_s)
 
     def _terminate(self) -> None:

@@ -126,7 +126,7 @@ class LocalSession(PipeSession):
         finally:
             for fd in (to_r, from_w, out_w):
                 os.close(fd)
-        super().__init__(to_w, from_r, OutputCapture(out_r, self.limits.output_bytes))
+        super().__init__(to_w, from_r, OutputCapture(out_r, self.limits.output_bytes), self.limits.wire_limits())
         self._handshake(self.limits.start_timeout_s)
         self.baseline = set(self._pids())
 
