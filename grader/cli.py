@@ -42,6 +42,10 @@ def cmd_grade(args: argparse.Namespace) -> int:
         sys.stdout.write(render_junit(report))
     else:
         print(render_text(report))
+    if not report.complete:
+        # The grader failed somewhere: the score is not the candidate's, so it is not judged at all.
+        print(f"grader: the report is incomplete: {report.error}", file=sys.stderr)
+        return EXIT_FAULT
     if args.min_score is not None and report.score < args.min_score:
         print(f"score {report.score:g} is under --min-score {args.min_score:g}", file=sys.stderr)
         return EXIT_LOW_SCORE
@@ -89,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except GraderError as exc:
         print(f"grader: {exc.message}", file=sys.stderr)
+        return EXIT_FAULT
+    except Exception as exc:  # a bug of the grader: never the low-score exit code, never a bare traceback
+        logging.getLogger("grader").debug("unexpected failure", exc_info=True)
+        print(f"grader: internal error ({type(exc).__name__}: {str(exc)[:200]}); run with -v for details",
+              file=sys.stderr)
         return EXIT_FAULT
 
 

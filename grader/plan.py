@@ -33,6 +33,9 @@ from hypothesis import strategies as st
 
 from grader.reports.model import Figure
 from grader.sandbox.base import CandidateError, Handle, Reply, SandboxFault, Session
+from grader.verdict import CheckFailed, Verdict
+
+__all__ = ["CheckFailed", "CandidateRaised", "Verdict", "Plan", "Context", "stable_seed", "describe_example"]
 
 TestFunction = Callable[["Context"], None]
 log = logging.getLogger(__name__)
@@ -62,16 +65,6 @@ def _ignore_local_constants() -> None:
 _ignore_local_constants()
 
 
-class CheckFailed(Exception):
-    """A test's verdict: the candidate's answer is wrong. The message is shown as is."""
-
-    def __init__(self, message: str, counterexample: str | None = None, line: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.counterexample = counterexample
-        self.line = line
-
-
 class CandidateRaised(CheckFailed):
     """The candidate's code raised an exception (or a required name is missing)."""
 
@@ -82,7 +75,7 @@ class CandidateRaised(CheckFailed):
             message = f"{what}: {error.message}"
         else:
             message = f"{what} raised {error.summary()}"
-        super().__init__(message, line=error.line)
+        super().__init__(message, line=error.line, kind="error")
         self.error = error
 
 
@@ -200,53 +193,60 @@ class Context:
         Grading profile: derandomized (seeded by the test), no example database, no
         deadline, a fixed number of examples, so the same submission gets the same report.
         """
-        last_failure: list[tuple[Any, BaseException]] = []
-        first_fault: list[tuple[Any, SandboxFault]] = []
+        # Only descriptions are kept while hypothesis shrinks: never the example's results or an exception
+        # (whose traceback would hold every reply the candidate sent), so memory stays flat however
+        # large and however many the failing replies are.
+        show = describe or describe_example
+        last_failure: list[Verdict] = []  # the latest (smallest) failure, with its case described
+        first_failure: list[Verdict] = []
+        first_fault: list[SandboxFault] = []
+
+        class _Failing(Exception):
+            pass
 
         def body(example: Any) -> None:
             if first_fault:
-                raise first_fault[0][1]  # the session is dead; do not start sandboxes while shrinking
+                raise first_fault[0]  # the session is dead; do not start sandboxes while shrinking
+            failure: Verdict | None = None
             try:
                 check(example)
             except SandboxFault as exc:
-                first_fault.append((example, exc))
-                raise
+                exc.with_traceback(None)
+                exc.counterexample = show(example)  # type: ignore[attr-defined]
+                first_fault.append(exc)
             except CheckFailed as exc:
-                last_failure.append((example, exc))
-                raise
+                failure = exc.verdict.with_counterexample(show(example))
+                del exc
+            if first_fault:
+                raise first_fault[0]
+            if failure is not None:
+                last_failure[:] = [failure]
+                first_failure[:] = first_failure or [failure]
+                raise _Failing(failure.kind)
 
         body.__name__ = self.test_id  # part of hypothesis's derandomized seed
         runner = settings(derandomize=True, database=None, deadline=None, max_examples=max_examples,
                           suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet, print_blob=False,
                           report_multiple_bugs=False,
                           phases=(Phase.explicit, Phase.generate, Phase.shrink))(given(strategy)(body))
-        show = describe or describe_example
         try:
             runner()
         except SandboxFault as exc:
             if last_failure:
                 # A wrong answer was already found; the limit ran out while shrinking it. The verdict
                 # stays a failure, with the smallest failing case found so far.
-                example, failure = last_failure[-1]
-                assert isinstance(failure, CheckFailed)
-                raise CheckFailed(f"{failure.message} (shrinking stopped at the test's time limit)",
-                                  counterexample=show(example), line=failure.line) from None
-            if first_fault:
-                example, fault = first_fault[0]
-                fault.counterexample = show(example)  # type: ignore[attr-defined]
-                raise fault from None
-            raise exc
-        except CheckFailed:
-            example, failure = last_failure[-1]
-            assert isinstance(failure, CheckFailed)
-            raise CheckFailed(failure.message, counterexample=show(example), line=failure.line) from None
+                raise CheckFailed.of(last_failure[-1].with_counterexample(
+                    last_failure[-1].counterexample, " (shrinking stopped at the test's time limit)")) from None
+            raise exc.with_traceback(None) from None
+        except _Failing:
+            raise CheckFailed.of(last_failure[-1]) from None
         except Flaky:
             # The same generated case failed once and passed when replayed: the candidate's answers
             # depend on something other than its inputs (an unseeded random draw, hidden state).
-            detail = f" (first failure: {last_failure[0][1]})" if last_failure else ""
+            detail = f" (first failure: {first_failure[0].message})" if first_failure else ""
             raise CheckFailed("the results change between calls with the same inputs: the code is not "
                               f"deterministic (an unseeded random draw, or state kept between calls?){detail}",
-                              counterexample=show(last_failure[0][0]) if last_failure else None) from None
+                              counterexample=first_failure[0].counterexample if first_failure else None) from None
 
 
 def describe_example(example: Any, max_array: int = 24) -> str:

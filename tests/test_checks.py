@@ -93,10 +93,39 @@ def test_finite_differences_pass_a_correct_backward_and_catch_a_wrong_one(shape)
     inputs = {"x": rng.standard_normal((n, d)), "w": rng.standard_normal((d, m))}
     upstream = rng.standard_normal((n, m))
     objective = lambda v: _tanh_layer(v, upstream)  # noqa: E731
-    errors = self_consistency(objective, inputs, _tanh_grads(inputs, upstream), rng, "layer")
+    errors = self_consistency(objective, inputs, _tanh_grads(inputs, upstream), rng, "layer", reference=objective)
     assert max(errors.values()) < 1e-7
     with pytest.raises(CheckFailed, match="dx .* dw .*the backward math is wrong"):
-        self_consistency(objective, inputs, _tanh_grads(inputs, upstream, planted=True), rng, "layer")
+        self_consistency(objective, inputs, _tanh_grads(inputs, upstream, planted=True), rng, "layer",
+                         reference=objective)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 2), (10, 9, 8)], ids=["full", "directional"])
+def test_a_forward_that_ignores_its_inputs_proves_nothing(shape) -> None:
+    """All zeros of the right shapes: zero finite differences agree with zero gradients, and must not pass."""
+    rng = np.random.default_rng(1)
+    n, d, m = shape
+    inputs = {"x": rng.standard_normal((n, d)), "w": rng.standard_normal((d, m))}
+    upstream = rng.standard_normal((n, m))
+    zeros = {k: np.zeros_like(v) for k, v in inputs.items()}
+    with pytest.raises(CheckFailed, match="does not respond to x, w"):
+        self_consistency(lambda v: 0.0, inputs, zeros, rng, "layer", reference=lambda v: _tanh_layer(v, upstream))
+    # responding to one input only is caught for the other
+    with pytest.raises(CheckFailed, match="does not respond to w"):
+        self_consistency(lambda v: float(np.sum(v["x"])), inputs, {"x": np.ones_like(inputs["x"]),
+                                                                  "w": zeros["w"]},
+                         rng, "layer", reference=lambda v: _tanh_layer(v, upstream))
+    # where the reference is flat too (a dead relu, say) nothing is demanded
+    self_consistency(lambda v: 0.0, inputs, zeros, rng, "layer", reference=lambda v: 1.0)
+
+
+def test_non_finite_answers_never_pass_a_gradient_check() -> None:
+    rng = np.random.default_rng(2)
+    inputs = {"x": rng.standard_normal((3, 2))}
+    for bad in (np.inf, np.nan, 1e308):
+        with pytest.raises(CheckFailed):
+            self_consistency(lambda v: float(np.sum(v["x"]) * bad), inputs, {"x": np.full((3, 2), bad)}, rng,
+                             "layer", reference=lambda v: float(np.sum(v["x"])))
 
 
 # properties -------------------------------------------------------------------------------------------

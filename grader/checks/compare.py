@@ -15,6 +15,10 @@ import numpy as np
 from grader.plan import CheckFailed
 from grader.sandbox.base import Handle
 
+class NotFinite(CheckFailed):
+    """An answer holds nan or inf (a plan may add a diagnosis, such as an overflow hint)."""
+
+
 RTOL = 1e-7
 ATOL = 1e-10
 
@@ -53,7 +57,7 @@ def expect_array(value: Any, name: str, shape: tuple[int, ...], dtype: Any = np.
         raise CheckFailed(f"{name} has dtype {value.dtype}; expected {np.dtype(dtype)} (grading is in float64)")
     if finite and not np.all(np.isfinite(value)):
         bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
-        raise CheckFailed(f"{name} has {bad} non-finite value(s) (nan or inf)")
+        raise NotFinite(f"{name} has {bad} non-finite value(s) (nan or inf)")
     return value
 
 
@@ -78,13 +82,16 @@ def expect_params(value: Any, shapes: dict[str, tuple[int, ...]], owner: str,
 
 def expect_scalar(value: Any, name: str, finite: bool = True) -> float:
     """A scalar: a Python number, a numpy scalar or a 0-d (or one-element) array."""
-    if isinstance(value, bool) or not (isinstance(value, (int, float, np.number))
-                                       or (isinstance(value, np.ndarray) and value.size == 1
+    if isinstance(value, (bool, np.bool_, np.complexfloating)) or not (isinstance(value, (int, float, np.number))
+                                                                        or (isinstance(value, np.ndarray) and value.size == 1
                                            and value.dtype.kind in "fiu")):
         raise CheckFailed(f"{name} must be a scalar; got {kind_of(value)}")
-    result = float(np.asarray(value).reshape(()))
+    try:
+        result = float(np.asarray(value).reshape(()))
+    except OverflowError:  # a Python int beyond float range
+        raise CheckFailed(f"{name} is not a finite number") from None
     if finite and not np.isfinite(result):
-        raise CheckFailed(f"{name} is not finite ({result})")
+        raise NotFinite(f"{name} is not finite ({result})")
     return result
 
 
@@ -103,9 +110,13 @@ class Comparison:
 
 
 def normwise_error(a: np.ndarray, b: np.ndarray) -> float:
-    """‖a − b‖ / (‖a‖ + ‖b‖), 0 when both are zero."""
-    denom = float(np.linalg.norm(a) + np.linalg.norm(b))
-    return float(np.linalg.norm(a - b)) / denom if denom > 0 else 0.0
+    """‖a − b‖ / (‖a‖ + ‖b‖), 0 when both are zero, infinite when either holds a non-finite value."""
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("inf")
+    with np.errstate(over="ignore", invalid="ignore"):
+        denom = float(np.linalg.norm(a) + np.linalg.norm(b))
+        error = float(np.linalg.norm(a - b)) / denom if denom > 0 else 0.0
+    return error if np.isfinite(error) or denom == 0 else float("inf")
 
 
 def compare(actual: np.ndarray, expected: np.ndarray, rtol: float = RTOL, atol: float = ATOL) -> Comparison:

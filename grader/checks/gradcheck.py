@@ -10,6 +10,12 @@ backward math is wrong.
 random upstream gradient, <upstream, f(inputs)>, computed through the sandbox.
 Tiny inputs get full central differences; larger ones a few random
 directional probes (v·J u with two forward calls each).
+
+A gradient check of a constant proves nothing: a forward that ignores its
+inputs (all zeros, say) has zero finite differences, and a backward of zeros
+agrees with them. So the same probes are taken of the reference's objective on
+the host, and wherever the reference's derivative is not zero the candidate's
+forward must respond too, or the check fails. Non-finite values never pass.
 """
 
 from __future__ import annotations
@@ -44,36 +50,60 @@ def numeric_gradient(objective: Objective, inputs: dict[str, np.ndarray], wrt: s
     return grad
 
 
-def directional_derivatives(objective: Objective, inputs: dict[str, np.ndarray], wrt: str, grad: np.ndarray,
-                            rng: np.random.Generator, probes: int = PROBES,
-                            h: float = STEP) -> list[tuple[float, float]]:
-    """(finite difference, analytic) pairs along random unit directions."""
-    x = inputs[wrt]
-    pairs = []
+def directions(shape: tuple[int, ...], rng: np.random.Generator, probes: int = PROBES) -> list[np.ndarray]:
+    out = []
     for _ in range(probes):
-        u = rng.standard_normal(x.shape)
+        u = rng.standard_normal(shape)
         u /= np.linalg.norm(u) or 1.0
-        fd = (objective(_with(inputs, wrt, x + h * u)) - objective(_with(inputs, wrt, x - h * u))) / (2 * h)
-        pairs.append((float(fd), float(np.sum(grad * u))))
-    return pairs
+        out.append(u)
+    return out
+
+
+def directional_derivatives(objective: Objective, inputs: dict[str, np.ndarray], wrt: str,
+                            probes: list[np.ndarray], h: float = STEP) -> np.ndarray:
+    """Finite differences of the objective along each direction."""
+    x = inputs[wrt]
+    return np.array([(objective(_with(inputs, wrt, x + h * u)) - objective(_with(inputs, wrt, x - h * u))) / (2 * h)
+                     for u in probes], dtype=np.float64)
+
+
+def responds(candidate_fd: np.ndarray, reference_fd: np.ndarray) -> bool:
+    """False when the reference's derivative is clearly non-zero and the candidate's is (nearly) zero."""
+    ref_norm = float(np.linalg.norm(reference_fd))
+    if not np.isfinite(ref_norm) or ref_norm <= 1e-9:
+        return True
+    return float(np.linalg.norm(candidate_fd)) > 1e-3 * ref_norm
 
 
 def self_consistency(objective: Objective, inputs: dict[str, np.ndarray], grads: dict[str, np.ndarray],
-                     rng: np.random.Generator, what: str, tolerance: float = TOLERANCE,
+                     rng: np.random.Generator, what: str, *, reference: Objective, tolerance: float = TOLERANCE,
                      full_max_elements: int = FULL_MAX_ELEMENTS,
                      verdict: str = "the backward math is wrong") -> dict[str, float]:
     """Check each candidate gradient against finite differences of the candidate's forward.
 
+    `reference` is the same objective computed with the reference implementation on the host:
+    wherever its derivative is non-zero, the candidate's forward must respond as well.
     Returns the error per input; raises CheckFailed naming the gradients that disagree.
     """
     errors: dict[str, float] = {}
+    flat: list[str] = []
     for name, grad in grads.items():
         if inputs[name].size <= full_max_elements:
             numeric = numeric_gradient(objective, inputs, name)
+            reference_fd = numeric_gradient(reference, inputs, name)
             errors[name] = normwise_error(grad, numeric)
         else:
-            pairs = np.array(directional_derivatives(objective, inputs, name, grad, rng))
-            errors[name] = normwise_error(pairs[:, 1], pairs[:, 0])
+            probes = directions(inputs[name].shape, rng)
+            numeric = directional_derivatives(objective, inputs, name, probes)
+            reference_fd = directional_derivatives(reference, inputs, name, probes)
+            errors[name] = normwise_error(np.array([float(np.sum(grad * u)) for u in probes]), numeric)
+        if not responds(numeric, reference_fd):
+            flat.append(name)
+    if flat:
+        listed = ", ".join(flat)
+        raise CheckFailed(f"{what}: your forward pass does not respond to {listed} (its finite differences are "
+                          "zero where the reference's are not), so a gradient check of it proves nothing; "
+                          "implement the forward pass first")
     wrong = [n for n, e in errors.items() if not e <= tolerance]
     if wrong:
         listed = ", ".join(f"d{n} (error {errors[n]:.1e})" for n in wrong)

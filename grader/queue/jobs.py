@@ -147,6 +147,27 @@ def fail(store: Store, job: Job, owner: str, error: str) -> bool:
         return True
 
 
+def retry(store: Store, job: Job, owner: str, reason: str, max_attempts: int) -> str:
+    """The grader failed on this job (a crash, or a report it marked incomplete): grade it again.
+
+    Nothing is stored as the candidate's score. After `max_attempts` gradings the job is failed
+    with the reason, as for a submission that keeps bringing the service down. Returns
+    "requeued", "failed", or "stale" when this worker no longer owns the job.
+    """
+    if job.attempt >= max_attempts:
+        message = f"the grader failed {job.attempt} time(s) on this submission; last: {reason}"
+        return "failed" if fail(store, job, owner, message) else "stale"
+    with store.session() as db:
+        done = db.execute(update(Submission).where(*_fenced(job, owner)).values(
+            status="queued", owner=None, lease_expires_at=None, error=reason[:MAX_ERROR_CHARS])
+            .execution_options(synchronize_session=False))
+        if done.rowcount != 1:
+            return "stale"
+        record(db, SYSTEM, "submission.requeued", submission_id=job.submission_id,
+               detail={"reason": reason[:MAX_ERROR_CHARS], "attempt": job.attempt})
+        return "requeued"
+
+
 def _queue_webhook(db: Session, row: Submission, report: Report | None) -> None:
     if row.callback_url:
         db.add(WebhookDelivery(submission_id=row.id, url=row.callback_url,

@@ -116,13 +116,19 @@ class WorkerPool:
         except GraderError as exc:
             log.error("grading %s failed: %s", job.submission_id, exc.message)
             outcome = "failed" if jobs.fail(self.store, job, self.owner, exc.message) else "stale"
-        except Exception as exc:  # a bug in the grader: the submission fails with a reason, the worker lives on
+        except Exception as exc:  # a bug in the grader: graded again (then failed with the reason); the worker lives on
             log.exception("grading %s crashed", job.submission_id)
             message = f"internal grader error ({type(exc).__name__}); an administrator can find it in the logs"
-            outcome = "failed" if jobs.fail(self.store, job, self.owner, message) else "stale"
+            outcome = jobs.retry(self.store, job, self.owner, message, self.settings.job_max_attempts)
         else:
-            stored = jobs.complete(self.store, job, self.owner, report)
-            outcome = ("failed" if report.status == "error" else "graded") if stored else "stale"
+            if report.status == "incomplete":
+                # A grader fault in some test must never cost the candidate: no score is stored.
+                log.error("grading %s was incomplete: %s", job.submission_id, report.error)
+                outcome = jobs.retry(self.store, job, self.owner, report.error or "the grader failed",
+                                     self.settings.job_max_attempts)
+            else:
+                stored = jobs.complete(self.store, job, self.owner, report)
+                outcome = ("failed" if report.status == "error" else "graded") if stored else "stale"
         duration_s = time.monotonic() - started
         self.metrics.observe_grading(duration_s)
         self.metrics.count("grader_gradings_total", {"outcome": outcome})

@@ -34,6 +34,8 @@ class TestResult(BaseModel):
     points: float
     earned: float
     status: TestStatus
+    fault: Literal["candidate", "grader"] | None = Field(
+        None, description="who is to blame when the test did not pass: the candidate's code, or the grader itself")
     message: str = ""
     counterexample: str | None = None
     duration_s: float = 0.0
@@ -71,15 +73,21 @@ class Environment(BaseModel):
 
 class Report(BaseModel):
     problem: ProblemRef
-    status: Literal["graded", "error"] = Field(
-        description="'error' only for a fault of the grader itself, never for a candidate's mistake")
+    status: Literal["graded", "incomplete", "error"] = Field(
+        description="'graded': every verdict is the candidate's own. 'incomplete': the grader failed in some test "
+                    "(never the candidate's loss; the score is not final and the submission is graded again). "
+                    "'error': the grader could not grade at all")
     score: float
     max_score: float
     tests: list[TestResult]
     findings: list[Finding] = Field(default_factory=list)
     output: Output = Field(default_factory=Output)
     environment: Environment
-    error: str | None = Field(None, description="what went wrong in the grader when status is 'error'")
+    error: str | None = Field(None, description="what went wrong in the grader when status is 'incomplete' or 'error'")
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "graded"
     duration_s: float = 0.0
 
     @property

@@ -21,7 +21,8 @@ from grader.catalog import Problem, TestSpec, get_problem
 from grader.checks import static
 from grader.config import Settings, get_settings
 from grader.errors import GraderError, InvalidRequest
-from grader.plan import CandidateRaised, CheckFailed, Context, stable_seed
+from grader.plan import CheckFailed, Context, stable_seed
+from grader.verdict import PASSED, Verdict
 from grader.reports.model import Environment, Finding, Output, ProblemRef, Report, TestResult
 from grader.sandbox import get_backend
 from grader.sandbox.base import Backend, CallTimeout, SandboxFault, Session
@@ -135,41 +136,48 @@ def _run_test(spec: TestSpec, sessions: _Sessions, settings: Settings, problem: 
     base = dict(id=spec.id, name=spec.name, category=spec.category, points=spec.points, earned=0.0,
                 hidden=spec.hidden)
     if deadline - start <= 0:
-        return TestResult(**base, status="skipped",
+        return TestResult(**base, status="skipped", fault="candidate",
                           message=f"not run: the submission's time budget of {problem.budget_s:.0f} s was used up")
     ctx = Context(test_id=spec.id, seed=stable_seed(settings.seed, problem.id, problem.version), deadline=deadline,
                   _session_factory=sessions.get)
-    status, message, counterexample, line = "passed", "", None, None
+    verdict = _verdict_of(spec, problem, ctx, sessions, deadline, budget_deadline, timeout_s)
+    details = dict(ctx.details)
+    if verdict.line is not None:
+        details["line"] = verdict.line
+    message = verdict.message
+    if ctx.notes and verdict.fault != "grader":
+        message = "; ".join(filter(None, [message, *ctx.notes])) if verdict.kind != "passed" else "; ".join(ctx.notes)
+    return TestResult(**{**base, "earned": spec.points if verdict.earns_points else 0.0}, status=verdict.kind,
+                      fault=verdict.fault, message=message, counterexample=verdict.counterexample,
+                      duration_s=round(time.monotonic() - start, 3), details=details, figures=ctx.figures)
+
+
+def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessions, deadline: float,
+                budget_deadline: float, timeout_s: float) -> Verdict:
+    """Run one test function and say what happened; decided by exception type, never by message text."""
     try:
         problem.plan.tests[spec.id](ctx)
+        return PASSED
     except _LoadFailed as exc:
-        status, message, line = "error", str(exc), exc.line
-    except CandidateRaised as exc:
-        status, message, counterexample, line = "error", exc.message, exc.counterexample, exc.line
+        return Verdict("error", str(exc), fault="candidate", line=exc.line)
     except CheckFailed as exc:
-        status, message, counterexample, line = "failed", exc.message, exc.counterexample, exc.line
+        return exc.verdict
     except CallTimeout as exc:
         sessions.discard()
-        status = "timeout"
         limit = "the submission's time budget" if deadline == budget_deadline else f"its {timeout_s:.0f} s limit"
-        message = f"the candidate's code did not return within {limit} (an infinite loop or very slow code?)"
-        counterexample = getattr(exc, "counterexample", None)
-    except SandboxFault as exc:
+        return Verdict("timeout", f"the candidate's code did not return within {limit} (an infinite loop or very "
+                       "slow code?)", fault="candidate", counterexample=getattr(exc, "counterexample", None))
+    except SandboxFault as exc:  # crashed, killed, or sent something that is not the protocol: the candidate's doing
         sessions.discard()
-        status, message, counterexample = "error", f"{exc}; the test was stopped", getattr(exc, "counterexample", None)
+        return Verdict("error", f"{exc}; the test was stopped", fault="candidate",
+                       counterexample=getattr(exc, "counterexample", None))
     except GraderError:
         raise
-    except Exception as exc:  # a bug in a plan is a grader fault for this test, not the candidate's
+    except Exception as exc:  # a bug in a plan or a check: the grader's fault, never the candidate's
         log.exception("test %s/%s crashed in the grader", problem.id, spec.id)
-        status, message = "error", f"internal grader error in this test ({type(exc).__name__}); it earns no points"
-    details = dict(ctx.details)
-    if line is not None:
-        details["line"] = line
-    if ctx.notes:
-        message = "; ".join(filter(None, [message, *ctx.notes])) if status != "passed" else "; ".join(ctx.notes)
-    return TestResult(**{**base, "earned": spec.points if status == "passed" else 0.0}, status=status,
-                      message=message, counterexample=counterexample, duration_s=round(time.monotonic() - start, 3),
-                      details=details, figures=ctx.figures)
+        sessions.discard()  # the sandbox may be mid-call; start the next test from a clean one
+        return Verdict("error", f"the grader failed in this test ({type(exc).__name__}); this is not the "
+                       "candidate's doing and the report is incomplete until it is graded again", fault="grader")
 
 
 def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settings | None = None,
@@ -215,10 +223,13 @@ def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settin
         for i, result in enumerate(results):
             if result.category in GRADED_CATEGORIES_ZEROED_BY_AUTODIFF and result.earned:
                 results[i] = result.model_copy(update={
-                    "earned": 0.0, "status": "failed",
+                    "earned": 0.0, "status": "failed", "fault": "candidate",
                     "message": "scored zero: the submission imports an autodiff library in a numpy-only exercise"})
+    grader_faults = [r.id for r in results if r.fault == "grader"]
     report = Report(
-        problem=ProblemRef(id=problem.id, version=problem.version), status="graded",
+        problem=ProblemRef(id=problem.id, version=problem.version), status="incomplete" if grader_faults else "graded",
+        error=(f"the grader failed in {len(grader_faults)} test(s) ({', '.join(grader_faults)}); their points are "
+               "not the candidate's loss, and the submission must be graded again" if grader_faults else None),
         score=round(sum(r.earned for r in results), 6), max_score=problem.max_score, tests=results,
         findings=findings, output=sessions.output(problem.sandbox.limits.output_bytes),
         environment=_environment(settings, backend_name, sessions.isolation),

@@ -118,8 +118,7 @@ def _run_fixed(cases: list[dict[str, Any]], check: Callable[[dict[str, Any]], No
         try:
             check(case)
         except CheckFailed as exc:
-            raise CheckFailed(exc.message, counterexample=exc.counterexample or describe_example(case),
-                              line=exc.line) from None
+            raise exc.amended(counterexample=exc.counterexample or describe_example(case)) from None
 
 
 # -- calling the candidate ----------------------------------------------------------------------------
@@ -134,9 +133,9 @@ def _conv_forward(ctx: Context, c: dict[str, Any], stride: int | None = None) ->
     except CandidateRaised as exc:
         if exc.error.missing or _divisible({**c, "stride": stride}) or not _works_when_divisible(ctx, c, stride):
             raise
-        raise CheckFailed(f"{exc.message}. It raises only where H + 2*pad - KH is not a multiple of the stride "
-                          f"(the same input cropped to a multiple works); such sizes are valid: {ROUNDING_HINT}",
-                          line=exc.line) from None
+        raise exc.amended(f"{exc.message}. It raises only where H + 2*pad - KH is not a multiple of the stride "
+                          f"(the same input cropped to a multiple works); such sizes are valid: {ROUNDING_HINT}"
+                          ) from None
     out, cache = expect_tuple(result, 2, "conv2d_forward", "out, cache")
     return out, cache
 
@@ -181,7 +180,7 @@ def _forward_first(out: Any, shape: tuple[int, ...], what: str, diagnose: Callab
     try:
         diagnose()
     except CheckFailed as exc:
-        raise CheckFailed(f"{what}: {exc.message} (fix the forward pass first: the backward pass is tested with an "
+        raise exc.amended(f"{what}: {exc.message} (fix the forward pass first: the backward pass is tested with an "
                           f"upstream gradient of shape {shape})") from None
     expect_array(out, f"{what}'s out", shape)
 
@@ -314,7 +313,9 @@ def conv_gradcheck(ctx: Context) -> None:
     _forward_first(out, out_shape, "conv2d_forward", lambda: _check_out_shape(out, case))
     got = _conv_backward(ctx, dout, cache)
     grads = {name: expect_array(got["d" + name], "d" + name, value.shape) for name, value in inputs.items()}
-    ctx.details["errors"] = self_consistency(objective, inputs, grads, rng, "conv2d_backward")
+    ctx.details["errors"] = self_consistency(
+        objective, inputs, grads, rng, "conv2d_backward",
+        reference=lambda v: float(np.sum(ref.conv2d_forward(v["x"], v["w"], v["b"], stride, pad)[0] * dout)))
 
 
 # -- max-pooling --------------------------------------------------------------------------------------
@@ -382,8 +383,7 @@ def pool_ties(ctx: Context) -> None:
             dx = _pool_backward(ctx, dout, cache, x.shape)
             check_tied_split(dx, pool_window_ties(x, kernel, stride), dout.ravel(), "maxpool2d_backward with ties")
         except CheckFailed as exc:
-            raise CheckFailed(exc.message, counterexample=exc.counterexample or describe_example(c),
-                              line=exc.line) from None
+            raise exc.amended(counterexample=exc.counterexample or describe_example(c)) from None
     ctx.note("ties split any way among the tied maxima are accepted")
 
 
@@ -405,7 +405,9 @@ def pool_gradcheck(ctx: Context) -> None:
     out, cache = _pool_forward(ctx, case)
     _forward_first(out, out_shape, "maxpool2d_forward", lambda: _check_pool_shape(out, case))
     dx = _pool_backward(ctx, dout, cache, x.shape)
-    ctx.details["errors"] = self_consistency(objective, {"x": x}, {"x": dx}, rng, "maxpool2d_backward")
+    ctx.details["errors"] = self_consistency(
+        objective, {"x": x}, {"x": dx}, rng, "maxpool2d_backward",
+        reference=lambda v: float(np.sum(ref.maxpool2d_forward(v["x"], kernel, stride)[0] * dout)))
 
 
 # -- training -----------------------------------------------------------------------------------------

@@ -103,8 +103,7 @@ def _with_counterexample(check: Callable[[dict[str, Any]], None], case: dict[str
     try:
         check(case)
     except CheckFailed as exc:
-        raise CheckFailed(exc.message, counterexample=exc.counterexample or describe_example(case),
-                          line=exc.line) from None
+        raise exc.amended(counterexample=exc.counterexample or describe_example(case)) from None
 
 
 # -- cases -----------------------------------------------------------------------------------------------
@@ -608,7 +607,7 @@ def train_gan(ctx: Context) -> None:
         check_mode_coverage(coverage, MIN_MODES, MIN_SHARE, "samples of your trained G")
     except CheckFailed as exc:
         # G did change: a slow learning rate is as likely as a broken loop, and the report should say both.
-        raise CheckFailed(f"{exc.message}. If train_step passes, look at the learning rates and batch size: "
+        raise exc.amended(f"{exc.message}. If train_step passes, look at the learning rates and batch size: "
                           f"{TRAIN_STEPS} steps is a short budget (Adam at 1e-3 to 2e-3 fits it; 2e-4 is too slow)"
                           ) from None
     ctx.note(f"{coverage.modes_covered} of {coverage.n_modes} modes covered, {coverage.share_near_mode:.0%} of "

@@ -108,7 +108,9 @@ def affine_gradcheck(ctx: Context) -> None:
     dx, dw, db = expect_tuple(ctx.call("affine_backward", dout, cache), 3, "affine_backward", "dx, dw, db")
     grads = {"x": expect_array(dx, "dx", inputs["x"].shape), "w": expect_array(dw, "dw", inputs["w"].shape),
              "b": expect_array(db, "db", inputs["b"].shape)}
-    ctx.details["errors"] = self_consistency(objective, inputs, grads, rng, "affine_backward")
+    ctx.details["errors"] = self_consistency(
+        objective, inputs, grads, rng, "affine_backward",
+        reference=lambda v: float(np.sum(ref.affine_forward(v["x"], v["w"], v["b"])[0] * dout)))
 
 
 # -- relu -------------------------------------------------------------------------------------------
@@ -177,7 +179,7 @@ def softmax_stability(ctx: Context) -> None:
             loss_value = expect_scalar(loss, f"loss at logits of magnitude {scale:g}")
             expect_array(dlogits, f"dlogits at logits of magnitude {scale:g}", logits.shape)
         except CheckFailed as exc:
-            raise CheckFailed(f"{exc.message}: exponentials overflow; subtract each row's maximum before "
+            raise exc.amended(f"{exc.message}: exponentials overflow; subtract each row's maximum before "
                               "exponentiating (log-sum-exp)") from None
         rloss, rdlogits = ref.softmax_cross_entropy(logits, y)
         assert_close(np.array(loss_value), np.array(rloss), f"loss at logits of magnitude {scale:g}")
@@ -194,7 +196,8 @@ def softmax_gradcheck(ctx: Context) -> None:
 
     _, dlogits = _softmax(ctx, logits, y)
     ctx.details["errors"] = self_consistency(objective, {"logits": logits}, {"logits": dlogits}, rng,
-                                             "softmax_cross_entropy")
+                                             "softmax_cross_entropy",
+                                             reference=lambda v: ref.softmax_cross_entropy(v["logits"], y)[0])
 
 
 # -- TwoLayerNet ----------------------------------------------------------------------------------------
@@ -203,18 +206,35 @@ NET = {"input_dim": 5, "hidden_dim": 7, "num_classes": 4}
 
 
 def _net(ctx: Context, reg: float, random_biases: bool = True) -> tuple[Any, dict[str, np.ndarray]]:
-    """A candidate TwoLayerNet and its params. Biases start at zero, which hides a penalty on them,
-    so they are set to random values first (in the candidate's own dict)."""
+    """A candidate TwoLayerNet and the params it holds.
+
+    With `random_biases` the grader writes every parameter itself (biases start at zero, which would
+    hide a penalty on them), reads them back, and requires the same values: otherwise the reference
+    would be evaluated at whatever the candidate reports (a `params` property returning fresh zeros
+    would drop the writes and make the reference's closed form at zero weights the expected answer).
+    The values returned are the grader's own, never the candidate's report of them.
+    """
     net = ctx.new("TwoLayerNet", NET["input_dim"], NET["hidden_dim"], NET["num_classes"], weight_scale=0.5,
                   reg=reg, seed=3)
-    if random_biases:
-        table = ctx.attr(net, "params", keep=True)
-        rng = ctx.rng("biases")
-        ctx.helper("common:setitem", table, "b1", rng.standard_normal(NET["hidden_dim"]))
-        ctx.helper("common:setitem", table, "b2", rng.standard_normal(NET["num_classes"]))
     d, h, c = NET["input_dim"], NET["hidden_dim"], NET["num_classes"]
     shapes = {"W1": (d, h), "b1": (h,), "W2": (h, c), "b2": (c,)}
-    return net, expect_params(ctx.attr(net, "params"), shapes, "TwoLayerNet.params")
+    if not random_biases:
+        return net, expect_params(ctx.attr(net, "params"), shapes, "TwoLayerNet.params")
+    rng = ctx.rng("biases")
+    written = {"b1": rng.standard_normal(h), "b2": rng.standard_normal(c)}
+    weights = ctx.rng("weights")
+    written = {"W1": 0.5 * weights.standard_normal((d, h)), "b1": written["b1"],
+               "W2": 0.5 * weights.standard_normal((h, c)), "b2": written["b2"]}
+    table = ctx.attr(net, "params", keep=True)
+    for key, value in written.items():
+        ctx.helper("common:setitem", table, key, value)
+    read_back = expect_params(ctx.attr(net, "params"), shapes, "TwoLayerNet.params")
+    lost = [k for k in shapes if not np.array_equal(read_back[k], written[k])]
+    if lost:
+        raise CheckFailed(f"TwoLayerNet.params does not keep what is stored in it: after setting params[{lost[0]!r}] "
+                          "the network reports other values. params must be the network's own dict of arrays, "
+                          "the one its loss() reads")
+    return net, written
 
 
 def _reference_net(params: dict[str, np.ndarray], reg: float) -> Any:
@@ -297,6 +317,7 @@ def net_gradcheck(ctx: Context) -> None:
 
     ctx.details["errors"] = self_consistency(
         objective, params, grads, ctx.rng("probes"), "TwoLayerNet.loss", full_max_elements=0,
+        reference=lambda v: float(_reference_net(v, reg).loss(X, y)[0]),
         verdict="the loss and its gradients are inconsistent: a term of the loss (the L2 penalty included) "
                 "is missing from the gradients, or the gradients have a term the loss does not")
 

@@ -119,9 +119,12 @@ def test_a_submission_that_keeps_killing_workers_is_failed(store: Store, setting
     assert reports(store, sid) == 0
 
 
-def test_grader_faults_fail_the_submission_and_the_worker_lives_on(store: Store, settings: Settings) -> None:
+def test_grader_faults_are_graded_again_then_failed_and_the_worker_lives_on(store: Store, settings: Settings) -> None:
+    calls: dict[str, int] = {}
+
     def grade(problem_id: str, files: dict[str, str], s: Settings, entry: str) -> Report:
         code = files["solution.py"]
+        calls[code] = calls.get(code, 0) + 1
         if "sandbox" in code:
             raise SandboxUnavailable("bubblewrap cannot create namespaces here")
         if "bug" in code:
@@ -129,20 +132,31 @@ def test_grader_faults_fail_the_submission_and_the_worker_lives_on(store: Store,
         if "error-report" in code:
             return standin_grade(problem_id, files, s, entry).model_copy(update={"status": "error",
                                                                                  "error": "reference crashed"})
+        if "incomplete" in code and ("always" in code or calls[code] == 1):
+            return standin_grade(problem_id, files, s, entry).model_copy(update={
+                "status": "incomplete", "score": 0.0, "error": "the grader failed in 1 test(s) (affine_forward)"})
         return standin_grade(problem_id, files, s, entry)
 
-    ids = [new_submission(store, settings, code) for code in ("sandbox", "bug", "error-report", "fine")]
+    codes = ("sandbox", "bug", "error-report", "fine", "incomplete once", "incomplete always")
+    ids = [new_submission(store, settings, code) for code in codes]
     pool = WorkerPool(store, settings, grade=grade)
     pool.start()
     try:
         rows = [wait_done(store, sid) for sid in ids]
     finally:
         pool.stop()
-    assert [r.status for r in rows] == ["failed", "failed", "failed", "done"]
+    assert [r.status for r in rows] == ["failed", "failed", "failed", "done", "done", "failed"]
     assert rows[0].error == "bubblewrap cannot create namespaces here"
+    # a crash of the grader is graded again, up to job_max_attempts, then failed with the reason
+    assert calls["bug"] == settings.job_max_attempts == rows[1].attempts
     assert rows[1].error is not None and "internal grader error (RuntimeError)" in rows[1].error
     assert rows[2].error == "reference crashed" and reports(store, ids[2]) == 1  # kept for the interviewers
-    assert [reports(store, sid) for sid in ids] == [0, 0, 1, 1]
+    # an incomplete report is never stored as the candidate's score: graded again, and the complete one counts
+    assert calls["incomplete once"] == 2 and rows[4].attempts == 2 and rows[4].error is None
+    assert rows[4].score == standin_grade("mlp", {"solution.py": "incomplete once"}, settings, "solution.py").score
+    assert calls["incomplete always"] == settings.job_max_attempts
+    assert "failed 3 time(s)" in (rows[5].error or "") and rows[5].score is None
+    assert [reports(store, sid) for sid in ids] == [0, 0, 1, 1, 1, 0]
 
 
 def test_concurrency_limit_from_settings(tmp_path: Path) -> None:

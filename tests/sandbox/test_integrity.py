@@ -1,0 +1,182 @@
+"""Verdicts no candidate can bend: each case here bent a verdict, the host or another result before.
+
+Real sandboxes throughout. Every case says what it did to the engine before the
+fix it guards, and asserts what "contained" means for it now.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grader import cli
+from grader.catalog import get_problem
+from grader.config import Settings
+from grader.reports.model import Report
+from grader.service.grading import grade_submission
+from tests.conftest import ROOT
+from tests.sandbox.garbage import MODES, PROBLEMS, garbage_submission
+
+pytestmark = pytest.mark.slow
+
+BENT = Path(__file__).parent / "bent"
+MLP = (ROOT / "reference" / "mlp.py").read_text().replace("from __future__ import annotations\n", "")
+FAST = Settings(test_timeout_cap_s=6, import_timeout_cap_s=6)
+
+# Writes a raw frame on the protocol channel, as a hostile candidate can, then ends the process so the
+# runner never sends its own reply.
+RAW = '''
+def _send_raw(header: bytes, payload: bytes = b""):
+    import gc, io, os, struct
+    for obj in gc.get_objects():
+        if isinstance(obj, io.FileIO) and not obj.closed and obj.mode == "wb" and obj.fileno() > 2:
+            obj.write(struct.pack(">I", len(header)) + header + payload)
+            obj.flush()
+            os._exit(0)
+    raise RuntimeError("no protocol channel found")
+'''
+
+
+def grade(code: str, problem: str = "mlp", settings: Settings = FAST) -> Report:
+    return grade_submission(problem, {"solution.py": code}, settings=settings)
+
+
+def result(report: Report, test_id: str):
+    return next(t for t in report.tests if t.id == test_id)
+
+
+def assert_no_grader_fault(report: Report) -> None:
+    faults = [(t.id, t.message) for t in report.tests if t.fault == "grader"]
+    assert not faults, faults
+    assert report.status == "graded"
+    assert all(t.fault == "candidate" for t in report.tests if t.status != "passed")
+
+
+# 2, 3: the wire ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("header, what", [
+    (b'{"ok": true, "value": ' + b"7" * 5000 + b"}", "a 5000-digit integer"),
+    (b'{"ok": true, "value": {"$t": [' + b"1" + b"0" * 400 + b', {"$a": 0, "dtype": "<f8", "shape": [0]}]}}',
+     "a loss of 10**400"),
+    (b'{"ok": true, "value": {"$t": [1.0, {"$a": 0, "dtype": "<f8", "shape": [0, 9223372036854775808]}]}}',
+     "a shape with 2**63"),
+    (b'{"ok": true, "value": {"$t": [1.0, {"$a": 0, "dtype": "<f8", "shape": [0, 4611686018427387904]}]}}',
+     "a shape of [0, 2**62]"),
+    (b'{"ok": true, "value": {"$l": [' + b", ".join([b'{"$a": 0, "dtype": "<f8", "shape": [2]}'] * 500)
+     + b"]}}", "one buffer named 500 times"),
+])
+def test_garbage_replies_are_the_candidates_fault(header: bytes, what: str) -> None:
+    buffers = b'"buffers": [16]' if b"shape\": [2]" in header else b'"buffers": [0]'
+    header = header[:-1] + b", " + buffers + b"}"
+    payload = bytes(16) if b"shape\": [2]" in header else b""
+    code = MLP + RAW + f'''
+def softmax_cross_entropy(logits, y):
+    _send_raw({header!r}, {payload!r})
+'''
+    report = grade(code)
+    for test_id in ("softmax_loss", "softmax_stability"):
+        r = result(report, test_id)
+        assert r.status == "error" and r.fault == "candidate", (what, r.message)
+        assert r.message.startswith("malformed reply: "), (what, r.message)
+    assert_no_grader_fault(report)
+    assert result(report, "affine_forward").status == "passed"
+
+
+def grader_peak_rss_mb(code: str) -> float:
+    """Grade `code` in a fresh grader process; its peak resident memory, children excluded."""
+    script = ("import sys, resource\nfrom grader.service.grading import grade_submission\n"
+              "r = grade_submission('mlp', {'solution.py': sys.stdin.read()})\n"
+              "print(r.score, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+    proc = subprocess.run([sys.executable, "-c", script], input=code, capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return float(proc.stdout.split()[-1])
+
+
+def test_large_and_repeated_replies_do_not_grow_the_grader() -> None:
+    """64 MB replies naming one buffer many times took the grader to 1.7 GB (13 GB for longer ones), and
+    failures kept while shrinking held every 128 MB reply (1.1 GB). Now replies are capped per problem and
+    each buffer decodes once, in place; the grader stays near its own baseline."""
+    baseline = grader_peak_rss_mb(MLP)
+    amplifying = MLP + RAW + '''
+def relu_forward(x):
+    import struct
+    n = 3 << 20  # just under mlp's 4 MB cap, named many times
+    nodes = ", ".join(['{"$a": 0, "dtype": "|u1", "shape": [%d]}' % n] * 400)
+    _send_raw(('{"ok": true, "value": {"$t": [{"$l": [%s]}, null]}, "buffers": [%d]}' % (nodes, n)).encode(),
+              bytes(n))
+
+
+def softmax_cross_entropy(logits, y):
+    import numpy as np
+    return float("nan"), np.zeros((64 << 20) // 8)  # 64 MB: over the cap, on every generated case
+'''
+    peak = grader_peak_rss_mb(amplifying)
+    assert peak < baseline + 200, (baseline, peak)
+
+
+# 3: the grader's own faults never cost the candidate -------------------------------------------------
+def test_a_bug_in_a_plan_makes_the_report_incomplete_and_the_cli_exit_3(monkeypatch, tmp_path, capsys) -> None:
+    plan = get_problem("mlp").plan
+
+    def broken(ctx) -> None:
+        raise KeyError("a bug in the plan")
+
+    monkeypatch.setitem(plan.tests, "relu_forward", broken)
+    report = grade(MLP)
+    r = result(report, "relu_forward")
+    assert r.status == "error" and r.fault == "grader" and "not the candidate's doing" in r.message
+    assert report.status == "incomplete" and "relu_forward" in (report.error or "")
+    assert result(report, "affine_forward").status == "passed"
+    path = tmp_path / "solution.py"
+    path.write_text(MLP)
+    assert cli.main(["grade", "mlp", str(path), "--format", "json"]) == cli.EXIT_FAULT
+    assert "incomplete" in capsys.readouterr().err
+
+
+# 3: one result type: a candidate's exception is an error everywhere, also inside property checks ---------
+def test_a_candidate_exception_is_an_error_in_property_and_fixed_tests_alike() -> None:
+    report = grade(MLP + "\n\ndef relu_forward(x):\n    raise ValueError('boom')\n")
+    for test_id in ("relu_forward", "relu_backward"):  # a property test, then one run on fixed cases
+        r = result(report, test_id)
+        assert (r.status, r.fault) == ("error", "candidate"), (test_id, r.status, r.message)
+        assert "ValueError: boom" in r.message
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_garbage_of_every_kind_is_never_blamed_on_the_grader(problem: str) -> None:
+    modes = MODES if problem in ("mlp", "rnn") else MODES[::3] + ("helpers",)
+    for mode in modes:
+        report = grade(garbage_submission(problem, mode), problem)
+        assert_no_grader_fault(report)
+        json.loads(report.model_dump_json())
+
+
+# 4: strings from the sandbox ---------------------------------------------------------------------------
+def test_a_lone_surrogate_in_an_exception_still_gives_a_report(tmp_path: Path) -> None:
+    """An exception message with "\\ud800" made the report unserializable: the CLI died with exit 1."""
+    code = MLP + '\n\ndef relu_forward(x):\n    raise ValueError("bad \\ud800 value \\udfff")\n'
+    path = tmp_path / "solution.py"
+    path.write_text(code)
+    proc = subprocess.run([sys.executable, "-m", "grader.cli", "grade", "mlp", str(path), "--format", "json"],
+                          capture_output=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.decode("utf-8"))
+    message = next(t for t in report["tests"] if t["id"] == "relu_forward")["message"]
+    assert "bad \ufffd value \ufffd" in message
+
+
+# 6: degenerate answers --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mlp_all_zeros.py", "mlp_params_fresh_zeros.py"])
+def test_degenerate_answers_score_nothing(name: str) -> None:
+    report = grade((BENT / name).read_text())
+    assert report.score == 0, [(t.id, t.message) for t in report.tests if t.status == "passed"]
+    assert_no_grader_fault(report)
+    if name == "mlp_params_fresh_zeros.py":
+        assert "does not keep what is stored in it" in result(report, "net_loss").message
+    else:
+        assert "does not respond" in result(report, "affine_gradcheck").message
