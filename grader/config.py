@@ -36,8 +36,23 @@ class Settings(BaseSettings):
     webhook_allowed_hosts: list[str] = Field(default_factory=list,
                                              description="host names a callback_url may point at; empty: any "
                                                          "(JSON list, e.g. '[\"ci.example.com\"]')")
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list, description="networks (CIDR) a callback_url may reach although they are loopback, "
+                                          "private or link-local; empty: public addresses only "
+                                          "(JSON list, e.g. '[\"10.1.0.0/16\"]')")
     job_lease_s: float = Field(60.0, gt=0, description="a running job whose owner stops renewing it for this "
                                                        "long is taken over by another worker")
+
+    @model_validator(mode="after")
+    def _networks_are_cidrs(self) -> Settings:
+        import ipaddress
+
+        for cidr in self.webhook_allowed_networks:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"GRADER_WEBHOOK_ALLOWED_NETWORKS: {cidr!r} is not a network (CIDR)") from None
+        return self
 
     @model_validator(mode="after")
     def _no_placeholder_secrets_in_production(self) -> Settings:

@@ -27,6 +27,7 @@ from grader.catalog import get_problem
 from grader.config import Settings
 from grader.errors import Conflict, InvalidRequest, NotFound
 from grader.reports.model import Report
+from grader.service import netguard
 from grader.service.audit import event_out, record
 from grader.service.auth import Principal
 from grader.service.schemas import (
@@ -49,7 +50,7 @@ from grader.store.models import AuditEvent, Note, Override, ReportRow, Submissio
 
 ENTRY = "solution.py"
 # A plain Python module name: this rules out folders, '..', leading dots, spaces and NULs in one rule.
-FILE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,95}\.py$")
+FILE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,95}\.py")  # always matched whole (fullmatch)
 MAX_PAGE = 200
 MAX_JSON_DEPTH = 32
 SUBMISSION_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex; anything else cannot exist, and never reaches SQL
@@ -149,7 +150,7 @@ def validate_submission(payload: SubmissionCreate, settings: Settings) -> _Accep
     if len(files) > settings.max_files:
         raise InvalidRequest(f"too many files: {len(files)}; the limit is {settings.max_files}")
     for name, text in files.items():
-        if not FILE_NAME.match(name):
+        if not FILE_NAME.fullmatch(name):
             raise InvalidRequest(f"file name {name!r} is not allowed: use a plain module name like helpers.py "
                                  "(letters, digits and underscores, ending in .py; no folders, no '..')")
         _require_utf8(text, name)
@@ -186,6 +187,10 @@ def validate_submission(payload: SubmissionCreate, settings: Settings) -> _Accep
         if allowed and parts.hostname.lower() not in allowed:
             raise InvalidRequest(f"callback_url host {parts.hostname!r} is not allowed; allowed hosts: "
                                  f"{', '.join(allowed)}")
+        try:
+            netguard.check_accepted(callback_url, netguard.parse_networks(settings.webhook_allowed_networks))
+        except netguard.Refused as exc:
+            raise InvalidRequest(str(exc)) from None
     canonical = json.dumps({"problem": problem.id, "files": files, "candidate": candidate,
                             "metadata": payload.metadata, "callback_url": callback_url},
                            sort_keys=True, ensure_ascii=False)

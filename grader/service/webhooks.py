@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from grader.config import Settings
 from grader.reports.model import Report
+from grader.service import netguard
 from grader.service.audit import record
 from grader.service.auth import SYSTEM
 from grader.service.metrics import Metrics
@@ -122,12 +123,18 @@ class WebhookDispatcher:
         status_code: int | None = None
         error: str | None = None
         try:
-            response = self.client.post(url, content=body, headers=headers)
+            target, host_header, server_name = netguard.resolve_for_delivery(
+                url, netguard.parse_networks(self.settings.webhook_allowed_networks))
+            headers["Host"] = host_header
+            response = self.client.post(target, content=body, headers=headers,
+                                        extensions={"sni_hostname": server_name})
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+        except netguard.Refused as exc:
+            error = f"refused: {exc}"[:MAX_ERROR_CHARS]
         with self.store.session() as db:
             row = db.get(WebhookDelivery, delivery_id)
             if row is None or row.status != "pending":

@@ -166,3 +166,36 @@ def test_callback_hosts_can_be_fenced(tmp_path) -> None:  # type: ignore[no-unty
         assert status == 400 and "allowed hosts: ci.example.com" in detail
         status, _ = post(client, tokens, {"problem": "mlp", "code": "x", "callback_url": "https://CI.example.com/h"})
         assert status == 202
+
+
+@pytest.mark.parametrize("url, kind", [
+    ("http://127.0.0.1:8000/hook", "loopback"), ("http://[::1]/hook", "loopback"),
+    ("http://10.0.0.5/hook", "private"), ("http://192.168.1.1/hook", "private"),
+    ("http://169.254.169.254/latest/meta-data", "link-local"), ("http://100.64.0.1/", "shared"),
+    ("http://[::ffff:127.0.0.1]/hook", "loopback"), ("http://0.0.0.0/", "unspecified"),
+    ("http://[fd00:ec2::254]/", "private"),
+])
+def test_callbacks_to_the_services_neighbours_are_refused_by_default(tmp_path, url, kind) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(tmp_path, webhook_allowed_networks=[])
+    with TestClient(create_app(settings, run_workers=False)) as client:
+        tokens = Tokens(client.app.state.store)  # type: ignore[attr-defined]
+        status, detail = post(client, tokens, {"problem": "mlp", "code": "x", "callback_url": url})
+        assert status == 400 and kind in detail and "GRADER_WEBHOOK_ALLOWED_NETWORKS" in detail, detail
+
+
+def test_names_are_checked_on_the_resolved_address_at_delivery() -> None:
+    """A name is accepted at submission (DNS may change); at delivery it resolves, and the vetted address is called."""
+    from grader.service import netguard
+
+    with pytest.raises(netguard.Refused, match="loopback"):
+        netguard.resolve_for_delivery("http://localhost:9/hook", [])
+    url, host, sni = netguard.resolve_for_delivery("http://localhost:9/hook", netguard.parse_networks(["127.0.0.0/8"]))
+    assert url == "http://127.0.0.1:9/hook" and host == "localhost:9" and sni == "localhost"
+    url, host, sni = netguard.resolve_for_delivery("https://93.184.216.34/x?q=1", [])
+    assert url == "https://93.184.216.34/x?q=1" and sni == "93.184.216.34"
+
+
+def test_file_names_are_matched_whole(client, tokens) -> None:  # type: ignore[no-untyped-def]
+    for name in ("helpers.py\n", "helpers.py\nx", "solution.py\n"):
+        status, detail = post(client, tokens, {"problem": "mlp", "files": {"solution.py": "x = 1", name: "y = 2"}})
+        assert status == 400 and "is not allowed" in detail, (name, detail)

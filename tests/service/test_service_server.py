@@ -42,7 +42,8 @@ def auth(token: str) -> dict[str, str]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path / "data", env={"GRADER_WEBHOOK_SECRET": "e2e-secret"})
+    live = LiveServer(tmp_path / "data", env={"GRADER_WEBHOOK_SECRET": "e2e-secret",
+                                               "GRADER_WEBHOOK_ALLOWED_NETWORKS": "[\"127.0.0.0/8\"]"})
     yield live
     live.stop()
 
