@@ -27,6 +27,12 @@ class Figure(BaseModel):
                                                  description="name -> list of [x, y] points")
 
 
+class Output(BaseModel):
+    text: str = ""
+    bytes_total: int = 0
+    truncated: bool = False
+
+
 class TestResult(BaseModel):
     id: str
     name: str
@@ -42,6 +48,7 @@ class TestResult(BaseModel):
     hidden: bool = Field(False, description="details are left out of the candidate-safe view")
     details: dict[str, Any] = Field(default_factory=dict)
     figures: list[Figure] = Field(default_factory=list)
+    output: Output = Field(default_factory=Output, description="what the candidate's code printed during this test")
 
 
 class Finding(BaseModel):
@@ -51,12 +58,6 @@ class Finding(BaseModel):
     severity: Literal["info", "warning", "error"]
     message: str
     line: int | None = None
-
-
-class Output(BaseModel):
-    text: str = ""
-    bytes_total: int = 0
-    truncated: bool = False
 
 
 class Environment(BaseModel):
@@ -81,7 +82,7 @@ class Report(BaseModel):
     max_score: float
     tests: list[TestResult]
     findings: list[Finding] = Field(default_factory=list)
-    output: Output = Field(default_factory=Output)
+    output: Output = Field(default_factory=Output, description="everything printed, every test's output in order")
     environment: Environment
     error: str | None = Field(None, description="what went wrong in the grader when status is 'incomplete' or 'error'")
 
@@ -95,8 +96,16 @@ class Report(BaseModel):
         return sum(t.status == "passed" for t in self.tests)
 
     def candidate_view(self) -> Report:
-        """The report a candidate may see: hidden tests keep their verdict, lose their details."""
+        """The report a candidate may see: hidden tests keep their verdict and lose everything else.
+
+        A hidden test's output and duration go too (what it printed could show its data; how long it
+        ran could hint at its size), and the submission's output is rebuilt from visible tests only.
+        """
         tests = [t if not t.hidden else t.model_copy(update={"message": "hidden test", "counterexample": None,
-                                                             "details": {}, "figures": []})
+                                                             "details": {}, "figures": [], "output": Output(),
+                                                             "duration_s": 0.0})
                  for t in self.tests]
-        return self.model_copy(update={"tests": tests})
+        visible = [t.output for t in tests if not t.hidden]
+        output = Output(text="".join(o.text for o in visible), bytes_total=sum(o.bytes_total for o in visible),
+                        truncated=any(o.truncated for o in visible))
+        return self.model_copy(update={"tests": tests, "output": output, "duration_s": 0.0})

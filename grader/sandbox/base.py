@@ -155,12 +155,18 @@ class Backend(Protocol):
 
 
 class OutputCapture:
-    """Drains the candidate's stdout/stderr pipe, keeping the first `cap` bytes and counting the rest."""
+    """Drains the candidate's stdout/stderr pipe, keeping the first `cap` bytes and counting the rest.
+
+    `take()` cuts what arrived since the last cut, so the engine can give each test its own output
+    (and keep a hidden test's output from its submitter).
+    """
 
     def __init__(self, fd: int | None, cap: int) -> None:
         self.cap = cap
         self.kept = bytearray()
         self.total = 0
+        self._kept_taken = 0
+        self._total_taken = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         if fd is not None:
@@ -187,6 +193,14 @@ class OutputCapture:
     def join(self, timeout_s: float = 1.0) -> None:
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    def take(self) -> tuple[bytes, int]:
+        """(bytes kept, bytes printed) since the previous take."""
+        with self._lock:
+            kept = bytes(self.kept[self._kept_taken:])
+            printed = self.total - self._total_taken
+            self._kept_taken, self._total_taken = len(self.kept), self.total
+            return kept, printed
 
     @property
     def text(self) -> str:

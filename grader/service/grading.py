@@ -70,6 +70,7 @@ class _Sessions:
     started: int = 0
     outputs: list[Any] = field(default_factory=list)
     isolation: Any = None
+    output_kept: int = 0
 
     def get(self) -> Session:
         if self.load_failure is not None:
@@ -100,12 +101,19 @@ class _Sessions:
     def discard(self) -> None:
         if self.session is not None:
             self.session.close()
+            self.session.output().join()  # everything it printed is in, so it is attributed to this test
             self.session = None
 
-    def output(self, cap: int) -> Output:
-        text = "".join(o.text for o in self.outputs)
-        total = sum(o.total for o in self.outputs)
-        return Output(text=text[:cap], bytes_total=total, truncated=total > len(text[:cap].encode()))
+    def take_output(self) -> Output:
+        """What the candidate printed since the last call; the output cap holds for the whole submission."""
+        kept, printed = b"", 0
+        for capture in self.outputs:
+            k, p = capture.take()
+            kept += k
+            printed += p
+        kept = kept[:max(0, self.problem.sandbox.limits.output_bytes - self.output_kept)]
+        self.output_kept += len(kept)
+        return Output(text=kept.decode("utf-8", errors="replace"), bytes_total=printed, truncated=printed > len(kept))
 
 
 class _LoadFailed(Exception):
@@ -180,6 +188,11 @@ def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessi
                        "candidate's doing and the report is incomplete until it is graded again", fault="grader")
 
 
+def _joined(outputs: list[Output]) -> Output:
+    return Output(text="".join(o.text for o in outputs), bytes_total=sum(o.bytes_total for o in outputs),
+                  truncated=any(o.truncated for o in outputs))
+
+
 def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settings | None = None,
                      backend: str | None = None, entry: str = "solution.py") -> Report:
     """Grade one submission and return its report. Safe to call from several threads at once."""
@@ -201,9 +214,12 @@ def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settin
     budget_deadline = started + min(problem.budget_s, settings.submission_budget_s)
     try:
         for spec in problem.tests:
-            results.append(_run_test(spec, sessions, settings, problem, budget_deadline))
-            if sessions.session is not None and sessions.session.dead:
-                sessions.discard()  # faulted inside a test that still reached a verdict
+            result = _run_test(spec, sessions, settings, problem, budget_deadline)
+            if sessions.session is not None and (sessions.session.dead or spec.hidden):
+                # Faulted inside a test that still reached a verdict; or a hidden test, whose output must all
+                # be counted as its own (the next test starts from a fresh sandbox).
+                sessions.discard()
+            results.append(result.model_copy(update={"output": sessions.take_output()}))
             session = sessions.session
             if session is not None:
                 strays = session.stray_processes()
@@ -231,7 +247,7 @@ def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settin
         error=(f"the grader failed in {len(grader_faults)} test(s) ({', '.join(grader_faults)}); their points are "
                "not the candidate's loss, and the submission must be graded again" if grader_faults else None),
         score=round(sum(r.earned for r in results), 6), max_score=problem.max_score, tests=results,
-        findings=findings, output=sessions.output(problem.sandbox.limits.output_bytes),
+        findings=findings, output=_joined([r.output for r in results]),
         environment=_environment(settings, backend_name, sessions.isolation),
         duration_s=round(time.monotonic() - started, 3))
     log.info("graded %s: %s/%s in %.1fs (%d sandbox(es))", problem.id, report.score, report.max_score,

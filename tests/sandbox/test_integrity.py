@@ -180,3 +180,37 @@ def test_degenerate_answers_score_nothing(name: str) -> None:
         assert "does not keep what is stored in it" in result(report, "net_loss").message
     else:
         assert "does not respond" in result(report, "affine_gradcheck").message
+
+
+# 8: output per test ------------------------------------------------------------------------------------
+def test_what_a_hidden_test_printed_never_reaches_the_submitter() -> None:
+    """The candidate-safe view hid a hidden test's message but copied its stdout: the hidden training
+    set's shapes, class means and rows reached the submitter."""
+    hidden = next(t.id for t in get_problem("mlp").tests if t.hidden)
+    assert hidden == "train_mlp"
+    code = MLP + '''
+_train = train_mlp
+
+
+def train_mlp(X, y, hidden_dim, num_classes, seed):
+    print("SECRET-SHAPE", X.shape, "SECRET-MEAN", float(X.mean()), "SECRET-ROW", X[0][:3])
+    return _train(X, y, hidden_dim, num_classes, seed)
+
+
+_relu = relu_forward
+
+
+def relu_forward(x):
+    print("VISIBLE-RELU")
+    return _relu(x)
+'''
+    report = grade(code, settings=Settings(test_timeout_cap_s=60, import_timeout_cap_s=6))
+    assert report.score == report.max_score
+    full = report.model_dump_json()
+    assert "SECRET-SHAPE" in result(report, "train_mlp").output.text and "SECRET-SHAPE" in report.output.text
+    assert "VISIBLE-RELU" in result(report, "relu_forward").output.text
+    assert "SECRET" not in result(report, "relu_forward").output.text
+    view = report.candidate_view()
+    shown = view.model_dump_json()
+    assert "SECRET" not in shown and "VISIBLE-RELU" in shown and "SECRET" in full
+    assert result(view, "train_mlp").duration_s == 0.0
