@@ -100,12 +100,19 @@ def stable_seed(*parts: object) -> int:
 
 @dataclass
 class Context:
-    """What a test function sees: the candidate (through the sandbox), seeds, and places to put findings."""
+    """What a test function sees: the candidate (through the sandbox), seeds, and places to put findings.
+
+    The test's time limit is `cpu_budget_s` of the sandbox's CPU time (measured by its cgroup, so a
+    busy machine does not eat it), with `deadline` as the wall-clock backstop for code that waits.
+    Backends without a CPU clock fall back to the wall clock.
+    """
 
     test_id: str
     seed: int
     deadline: float
     _session_factory: Callable[[], Session]
+    cpu_budget_s: float | None = None
+    cpu_used_s: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -115,8 +122,24 @@ class Context:
         return np.random.default_rng(stable_seed(self.seed, self.test_id, name))
 
     @property
-    def remaining_s(self) -> float:
+    def wall_remaining_s(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
+
+    @property
+    def remaining_s(self) -> float:
+        """The time the next call may use: CPU seconds left of the test's budget (wall seconds without a CPU clock)."""
+        if self.cpu_budget_s is None:
+            return self.wall_remaining_s
+        return max(0.0, self.cpu_budget_s - self.cpu_used_s)
+
+    def _metered(self, session: Session, run: Callable[[], Reply]) -> Reply:
+        before = session.cpu_seconds()
+        try:
+            return run()
+        finally:
+            after = session.cpu_seconds()
+            if before is not None and after is not None:
+                self.cpu_used_s += max(0.0, after - before)
 
     # the candidate --------------------------------------------------------------------
     @property
@@ -125,8 +148,10 @@ class Context:
 
     def raw_call(self, target: dict[str, Any], *args: Any, keep: list[int] | str | None = None,
                  return_args: list[int] | None = None, **kwargs: Any) -> Reply:
-        return self.session.call(target, args, kwargs, keep=keep, return_args=return_args,
-                                 timeout_s=self.remaining_s)
+        session = self.session
+        timeout_s = self.remaining_s if session.cpu_seconds() is not None else self.wall_remaining_s
+        return self._metered(session, lambda: session.call(target, args, kwargs, keep=keep, return_args=return_args,
+                                                           timeout_s=timeout_s, wall_s=self.wall_remaining_s))
 
     def _unwrap(self, what: str, reply: Reply) -> Any:
         if not reply.ok:
@@ -168,7 +193,13 @@ class Context:
     def attr(self, obj: Handle, name: str, keep: bool = False) -> Any:
         """Read an attribute of an object in the sandbox (keep=True: get a handle to it instead of its value)."""
         return self._unwrap(f"{obj.type}.{name}",
-                            self.session.getattr(obj, name, timeout_s=self.remaining_s, keep=keep))
+                            self._getattr(obj, name, keep))
+
+    def _getattr(self, obj: Handle, name: str, keep: bool) -> Reply:
+        session = self.session
+        timeout_s = self.remaining_s if session.cpu_seconds() is not None else self.wall_remaining_s
+        return self._metered(session, lambda: session.getattr(obj, name, timeout_s=timeout_s, keep=keep,
+                                                              wall_s=self.wall_remaining_s))
 
     def helper(self, name: str, *args: Any, keep: list[int] | str | None = None, **kwargs: Any) -> Any:
         """Call trusted builder code shipped in sandbox/builtins (e.g. "gan:build_models")."""

@@ -37,6 +37,7 @@ class SandboxLimits:
     file_size_mb: int = 16
     tmp_size_mb: int = 64
     cpu_time_s: int = 900
+    cpu_cores: float = 1.0  # CPU share (cgroup quota): a busy neighbour cannot take it, nor this sandbox more
     output_bytes: int = 64 * 1024
     open_files: int = 256
     start_timeout_s: float = 30.0
@@ -134,9 +135,12 @@ class Session(Protocol):
 
     def call(self, target: dict[str, Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, *,
              keep: list[int] | str | None = None, return_args: list[int] | None = None,
-             timeout_s: float) -> Reply: ...
+             timeout_s: float, wall_s: float | None = None) -> Reply: ...
 
-    def getattr(self, handle: Handle, name: str, timeout_s: float, keep: bool = False) -> Reply: ...
+    def getattr(self, handle: Handle, name: str, timeout_s: float, keep: bool = False,
+                wall_s: float | None = None) -> Reply: ...
+
+    def cpu_seconds(self) -> float | None: ...
 
     def output(self) -> OutputCapture: ...
 
@@ -212,37 +216,67 @@ class OutputCapture:
         return self.total > len(self.kept)
 
 
-class _DeadlineReader:
-    """A file-like reader over a pipe fd that gives up at a deadline."""
+# A call may use `timeout_s` of the sandbox's CPU time; waiting (sleep, blocking reads) uses none, so a
+# wall-clock backstop of WALL_FACTOR * timeout + WALL_SLACK_S ends a call that neither computes nor answers.
+WALL_FACTOR = 2.0
+WALL_SLACK_S = 10.0
+CPU_POLL_S = 0.25
 
-    def __init__(self, fd: int, deadline: float) -> None:
+
+class _Budget:
+    """The limit of one exchange: CPU seconds on the sandbox's own clock when it has one, else wall time.
+
+    `wait()` is how long to block before looking again; it raises TimeoutError once the limit is spent.
+    """
+
+    def __init__(self, timeout_s: float, cpu_clock: Any, wall_s: float | None = None) -> None:
+        now = time.monotonic()
+        self.cpu_clock = cpu_clock
+        self.cpu_start = cpu_clock() if cpu_clock is not None else None
+        self.timeout_s = max(0.0, timeout_s)
+        if self.cpu_start is None:
+            self.wall_deadline = now + min(self.timeout_s, wall_s if wall_s is not None else self.timeout_s)
+        else:
+            backstop = WALL_FACTOR * self.timeout_s + WALL_SLACK_S
+            self.wall_deadline = now + min(backstop, wall_s if wall_s is not None else backstop)
+
+    def wait(self) -> float:
+        wall_left = self.wall_deadline - time.monotonic()
+        if wall_left <= 0:
+            raise TimeoutError
+        if self.cpu_start is None:
+            return wall_left
+        used = (self.cpu_clock() or self.cpu_start) - self.cpu_start
+        if used >= self.timeout_s:
+            raise TimeoutError
+        return max(0.01, min(wall_left, CPU_POLL_S, self.timeout_s - used))
+
+
+class _DeadlineReader:
+    """A file-like reader over a pipe fd that gives up when its budget is spent."""
+
+    def __init__(self, fd: int, budget: _Budget) -> None:
         self.fd = fd
-        self.deadline = deadline
+        self.budget = budget
 
     def read(self, n: int) -> bytes:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        ready, _, _ = select.select([self.fd], [], [], remaining)
-        if not ready:
-            raise TimeoutError
-        return os.read(self.fd, min(n, 1 << 20))
+        while True:
+            ready, _, _ = select.select([self.fd], [], [], self.budget.wait())
+            if ready:
+                return os.read(self.fd, min(n, 1 << 20))
 
 
 class _DeadlineWriter:
-    def __init__(self, fd: int, deadline: float) -> None:
+    def __init__(self, fd: int, budget: _Budget) -> None:
         self.fd = fd
-        self.deadline = deadline
+        self.budget = budget
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
         while view:
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            _, ready, _ = select.select([], [self.fd], [], remaining)
+            _, ready, _ = select.select([], [self.fd], [], self.budget.wait())
             if not ready:
-                raise TimeoutError
+                continue
             written = os.write(self.fd, view[: 1 << 16])
             view = view[written:]
 
@@ -278,9 +312,13 @@ class PipeSession:
     def stray_processes(self) -> int:
         return 0
 
+    def cpu_seconds(self) -> float | None:
+        """The sandbox's CPU clock, when the backend has one (time limits are then CPU seconds)."""
+        return None
+
     # protocol ---------------------------------------------------------------------
     def _handshake(self, timeout_s: float) -> dict[str, Any]:
-        header, _ = self._exchange(None, None, timeout_s, what="start-up")
+        header, _ = self._exchange(None, None, timeout_s, what="start-up", wall_s=timeout_s)
         if not header.get("ready"):
             self._fail(ProtocolViolation("the sandbox did not start correctly"))
         return header
@@ -292,16 +330,17 @@ class PipeSession:
         raise fault
 
     def _exchange(self, request: dict[str, Any] | None, payload: Any, timeout_s: float,
-                  what: str = "call") -> tuple[dict[str, Any], Any]:
+                  what: str = "call", wall_s: float | None = None) -> tuple[dict[str, Any], Any]:
         if self._dead is not None:
             raise self._dead
-        deadline = time.monotonic() + max(0.0, timeout_s)
+        budget = _Budget(timeout_s, self.cpu_seconds if self.cpu_seconds() is not None else None, wall_s)
         try:
             if request is not None:
-                wire.send(_DeadlineWriter(self._to, deadline), request, payload)  # type: ignore[arg-type]
-            return wire.receive(_DeadlineReader(self._from, deadline), self._limits)  # type: ignore[arg-type]
+                wire.send(_DeadlineWriter(self._to, budget), request, payload)  # type: ignore[arg-type]
+            return wire.receive(_DeadlineReader(self._from, budget), self._limits)  # type: ignore[arg-type]
         except TimeoutError:
-            self._fail(CallTimeout(f"{what} did not finish within {timeout_s:.1f} s"))
+            clock = "CPU seconds" if budget.cpu_start is not None else "s"
+            self._fail(CallTimeout(f"{what} did not finish within {timeout_s:.1f} {clock}"))
         except (EOFError, BrokenPipeError, ConnectionError):
             self._fail(SandboxCrashed(self._describe_death()))
         except wire.WireError as exc:
@@ -323,17 +362,18 @@ class PipeSession:
 
     def call(self, target: dict[str, Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, *,
              keep: list[int] | str | None = None, return_args: list[int] | None = None,
-             timeout_s: float) -> Reply:
+             timeout_s: float, wall_s: float | None = None) -> Reply:
         request: dict[str, Any] = {"op": "call", "target": target}
         if keep:
             request["keep"] = keep
         if return_args:
             request["return_args"] = return_args
-        return self._reply(*self._exchange(request, (list(args), dict(kwargs or {})), timeout_s))
+        return self._reply(*self._exchange(request, (list(args), dict(kwargs or {})), timeout_s, wall_s=wall_s))
 
-    def getattr(self, handle: Handle, name: str, timeout_s: float, keep: bool = False) -> Reply:
+    def getattr(self, handle: Handle, name: str, timeout_s: float, keep: bool = False,
+                wall_s: float | None = None) -> Reply:
         return self._reply(*self._exchange({"op": "getattr", "handle": handle.id, "name": name, "keep": keep},
-                                           None, timeout_s))
+                                           None, timeout_s, wall_s=wall_s))
 
     def output(self) -> OutputCapture:
         return self._output

@@ -6,13 +6,17 @@ Each session is one `bwrap` process tree:
   site-packages hidden under an empty tmpfs), and only the packages the problem
   allows at /opt/site; the runner at /opt/runner; a private size-capped /tmp;
 - a clean environment, no capabilities, no_new_privs, and a uid of its own;
-- cgroup v1 memory and pids limits entered before exec, plus rlimits (CPU time,
-  file size, open files, processes, no core dumps).
+- a seccomp filter (grader/sandbox/seccomp.py) refusing namespace creation, mount,
+  ptrace, keyctl, bpf, perf_event_open, userfaultfd, io_uring and the like;
+- cgroup v1 memory, pids and cpu limits entered before exec (a CPU quota of
+  `cpu_cores`, so a neighbour's busy loop cannot starve a correct solution), a
+  cpuacct group whose usage is the sandbox's CPU clock (time limits are CPU
+  seconds, with a wall-clock backstop), plus rlimits (CPU time, file size, open
+  files, processes, no core dumps).
 
 Nothing of the grader, the reference code, the problems or the data is mounted.
-When cgroups cannot be used (no root, no v1 hierarchy), the session falls back
-to RLIMIT_AS and RLIMIT_NPROC and says so in `Isolation.weaker`; the caller logs
-it and puts it in the report. Without bubblewrap the backend refuses to start.
+Without bubblewrap, root or the cgroup controllers the backend refuses to start
+and says why: there is no weaker fallback, so a report always means full isolation.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from grader.errors import SandboxUnavailable
+from grader.sandbox import seccomp
 from grader.sandbox.base import Isolation, OutputCapture, PipeSession, SandboxSpec
 
 log = logging.getLogger(__name__)
@@ -73,8 +78,14 @@ def package_paths(packages: tuple[str, ...]) -> tuple[Path, ...]:
     return tuple(sorted(paths))
 
 
-def _cgroups_usable() -> bool:
-    return os.geteuid() == 0 and all(os.access(CGROUP_ROOT / c, os.W_OK) for c in ("memory", "pids"))
+CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
+CFS_PERIOD_US = 100_000
+
+
+def missing_controllers() -> list[str]:
+    """cgroup v1 controllers the sandbox needs that are not mounted writable here."""
+    return [c for c in CONTROLLERS if not os.access(CGROUP_ROOT / c, os.W_OK)
+            or not (CGROUP_ROOT / c / "cgroup.procs").exists()]
 
 
 class LocalBackend:
@@ -93,6 +104,12 @@ class LocalBackend:
             raise SandboxUnavailable(
                 "the local sandbox runs as root so that it can drop to an unprivileged uid and set cgroup "
                 "limits; run the grader as root (it never runs candidate code as root)")
+        missing = missing_controllers()
+        if missing:
+            raise SandboxUnavailable(
+                f"the local sandbox needs the cgroup v1 controllers {', '.join(CONTROLLERS)} under {CGROUP_ROOT}; "
+                f"missing or read-only here: {', '.join(missing)}. Without them memory, processes and CPU "
+                "share cannot be limited, and the sandbox does not run with weaker isolation")
 
     def start(self, spec: SandboxSpec) -> LocalSession:
         return LocalSession(self, spec)
@@ -107,24 +124,22 @@ class LocalSession(PipeSession):
         enforced = ["namespaces(pid,net,ipc,uts)", "read-only root", "clean environment", "no capabilities",
                     f"uid {self.uid}", f"cpu {self.limits.cpu_time_s}s", f"file size {self.limits.file_size_mb}MB",
                     f"/tmp {self.limits.tmp_size_mb}MB"]
-        weaker: list[str] = []
-        if _cgroups_usable():
-            self._make_cgroups()
-            enforced += [f"memory {self.limits.memory_mb}MB (cgroup)", f"processes {self.limits.max_processes} (cgroup)"]
-        else:
-            weaker.append("cgroups unavailable: memory limited by RLIMIT_AS and processes by RLIMIT_NPROC only")
-            log.warning("sandbox isolation is weaker than designed: %s", weaker[-1])
-        self.isolation = Isolation(backend="local", enforced=tuple(enforced), weaker=tuple(weaker))
+        self._make_cgroups()
+        enforced += [f"memory {self.limits.memory_mb}MB (cgroup)", f"processes {self.limits.max_processes} (cgroup)",
+                     f"cpu share {self.limits.cpu_cores:g} core(s) (cgroup)", "time limits in CPU seconds (cgroup)",
+                     f"seccomp ({len(seccomp.REFUSED)} system calls refused)"]
+        self.isolation = Isolation(backend="local", enforced=tuple(enforced))
 
         to_r, to_w = os.pipe()
         from_r, from_w = os.pipe()
         out_r, out_w = os.pipe()
+        filter_fd = seccomp.filter_fd()
         try:
             self.proc = subprocess.Popen(
-                self._command(backend), stdin=to_r, stdout=from_w, stderr=out_w, close_fds=True,
-                preexec_fn=self._enter_limits, env={"PATH": "/usr/bin:/bin"})
+                self._command(backend, filter_fd), stdin=to_r, stdout=from_w, stderr=out_w, close_fds=True,
+                pass_fds=(filter_fd,), preexec_fn=self._enter_limits, env={"PATH": "/usr/bin:/bin"})
         finally:
-            for fd in (to_r, from_w, out_w):
+            for fd in (to_r, from_w, out_w, filter_fd):
                 os.close(fd)
         super().__init__(to_w, from_r, OutputCapture(out_r, self.limits.output_bytes), self.limits.wire_limits())
         self._handshake(self.limits.start_timeout_s)
@@ -133,11 +148,16 @@ class LocalSession(PipeSession):
     # set-up --------------------------------------------------------------------------
     def _make_cgroups(self) -> None:
         name = f"s{os.getpid()}-{secrets.token_hex(6)}"
-        for controller in ("memory", "pids"):
+        for controller in CONTROLLERS:
             path = CGROUP_ROOT / controller / CGROUP_PARENT / name
+            if path.resolve() in [p.resolve() for p in self.cgroups]:
+                self.cgroups.append(path)  # cpu and cpuacct co-mounted: one directory serves both
+                continue
             path.mkdir(parents=True, exist_ok=True)
             self.cgroups.append(path)
-        mem, pids = self.cgroups
+        mem, pids, cpu, self._cpuacct = self.cgroups
+        (cpu / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        (cpu / "cpu.cfs_quota_us").write_text(str(max(1000, int(CFS_PERIOD_US * self.limits.cpu_cores))))
         limit = str(self.limits.memory_mb << 20)
         (mem / "memory.limit_in_bytes").write_text(limit)
         if (mem / "memory.memsw.limit_in_bytes").exists():
@@ -150,7 +170,7 @@ class LocalSession(PipeSession):
     def _enter_limits(self) -> None:
         """Runs in the child between fork and exec: join the cgroups, set rlimits."""
         os.umask(0o022)
-        for cg in self.cgroups:
+        for cg in dict.fromkeys(self.cgroups):
             with open(cg / "cgroup.procs", "w") as fh:
                 fh.write(str(os.getpid()))
         lim = self.limits
@@ -160,11 +180,8 @@ class LocalSession(PipeSession):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         # Counted per uid, and every session has its own uid, so sessions never share the count.
         resource.setrlimit(resource.RLIMIT_NPROC, (lim.max_processes,) * 2)
-        if not self.cgroups:
-            address_space = (lim.memory_mb + (3072 if self.spec.torch else 1024)) << 20
-            resource.setrlimit(resource.RLIMIT_AS, (address_space,) * 2)
 
-    def _command(self, backend: LocalBackend) -> list[str]:
+    def _command(self, backend: LocalBackend, filter_fd: int) -> list[str]:
         prefix = Path(sys.base_prefix)
         version = f"python{sys.version_info.major}.{sys.version_info.minor}"
         cmd = [backend.bwrap or "bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
@@ -195,6 +212,7 @@ class LocalSession(PipeSession):
         env.update({k: "1" for k in THREAD_ENV})
         for key, value in env.items():
             cmd += ["--setenv", key, value]
+        cmd += ["--seccomp", str(filter_fd)]  # applied before setpriv runs: nothing the candidate starts escapes it
         cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP",
                 "--", backend.setpriv or "setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
                 "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all",
@@ -202,6 +220,13 @@ class LocalSession(PipeSession):
         return cmd
 
     # observation -----------------------------------------------------------------------
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by every process of the sandbox so far (the cgroup's clock, not the candidate's claim)."""
+        try:
+            return int((self._cpuacct / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError, AttributeError):
+            return None
+
     def _pids(self) -> list[int]:
         if not self.cgroups:
             return []
@@ -267,7 +292,7 @@ class LocalSession(PipeSession):
             except OSError:
                 pass
         self._to = self._from = -1
-        for cg in self.cgroups:
+        for cg in dict.fromkeys(self.cgroups):
             for _ in range(50):
                 try:
                     cg.rmdir()

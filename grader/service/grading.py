@@ -25,7 +25,7 @@ from grader.plan import CheckFailed, Context, stable_seed
 from grader.verdict import PASSED, Verdict
 from grader.reports.model import Environment, Finding, Output, ProblemRef, Report, TestResult
 from grader.sandbox import get_backend
-from grader.sandbox.base import Backend, CallTimeout, SandboxFault, Session
+from grader.sandbox.base import WALL_FACTOR, WALL_SLACK_S, Backend, CallTimeout, SandboxFault, Session
 
 log = logging.getLogger(__name__)
 
@@ -136,19 +136,34 @@ def _environment(settings: Settings, backend: str, isolation: Any) -> Environmen
                        hypothesis=version("hypothesis"))
 
 
+@dataclass
+class _Budget:
+    """The submission's time budget: CPU seconds of its sandboxes, with a wall-clock backstop."""
+
+    cpu_s: float
+    wall_deadline: float
+    cpu_used_s: float = 0.0
+
+    @property
+    def cpu_left_s(self) -> float:
+        return max(0.0, self.cpu_s - self.cpu_used_s)
+
+
 def _run_test(spec: TestSpec, sessions: _Sessions, settings: Settings, problem: Problem,
-              budget_deadline: float) -> TestResult:
+              budget: _Budget) -> TestResult:
     start = time.monotonic()
     timeout_s = min(spec.timeout_s, settings.test_timeout_cap_s or spec.timeout_s)
-    deadline = min(start + timeout_s, budget_deadline)
+    cpu_budget_s = min(timeout_s, budget.cpu_left_s)
+    deadline = min(start + WALL_FACTOR * timeout_s + WALL_SLACK_S, budget.wall_deadline)
     base = dict(id=spec.id, name=spec.name, category=spec.category, points=spec.points, earned=0.0,
                 hidden=spec.hidden)
-    if deadline - start <= 0:
+    if cpu_budget_s <= 0 or deadline - start <= 0:
         return TestResult(**base, status="skipped", fault="candidate",
                           message=f"not run: the submission's time budget of {problem.budget_s:.0f} s was used up")
     ctx = Context(test_id=spec.id, seed=stable_seed(settings.seed, problem.id, problem.version), deadline=deadline,
-                  _session_factory=sessions.get)
-    verdict = _verdict_of(spec, problem, ctx, sessions, deadline, budget_deadline, timeout_s)
+                  _session_factory=sessions.get, cpu_budget_s=cpu_budget_s)
+    verdict = _verdict_of(spec, problem, ctx, sessions, by_budget=cpu_budget_s < timeout_s, timeout_s=timeout_s)
+    budget.cpu_used_s += ctx.cpu_used_s
     details = dict(ctx.details)
     if verdict.line is not None:
         details["line"] = verdict.line
@@ -160,8 +175,8 @@ def _run_test(spec: TestSpec, sessions: _Sessions, settings: Settings, problem: 
                       duration_s=round(time.monotonic() - start, 3), details=details, figures=ctx.figures)
 
 
-def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessions, deadline: float,
-                budget_deadline: float, timeout_s: float) -> Verdict:
+def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessions, by_budget: bool,
+                timeout_s: float) -> Verdict:
     """Run one test function and say what happened; decided by exception type, never by message text."""
     try:
         problem.plan.tests[spec.id](ctx)
@@ -172,7 +187,8 @@ def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessi
         return exc.verdict
     except CallTimeout as exc:
         sessions.discard()
-        limit = "the submission's time budget" if deadline == budget_deadline else f"its {timeout_s:.0f} s limit"
+        limit = ("the submission's time budget" if by_budget
+                 else f"its limit of {timeout_s:.0f} s of CPU time ({WALL_FACTOR:g}x that in wall-clock time)")
         return Verdict("timeout", f"the candidate's code did not return within {limit} (an infinite loop or very "
                        "slow code?)", fault="candidate", counterexample=getattr(exc, "counterexample", None))
     except SandboxFault as exc:  # crashed, killed, or sent something that is not the protocol: the candidate's doing
@@ -211,10 +227,11 @@ def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settin
     if syntax is not None:
         findings.insert(0, syntax)
         sessions.load_failure, sessions.load_line = syntax.message, syntax.line
-    budget_deadline = started + min(problem.budget_s, settings.submission_budget_s)
+    budget_s = min(problem.budget_s, settings.submission_budget_s)
+    budget = _Budget(cpu_s=budget_s, wall_deadline=started + WALL_FACTOR * budget_s + WALL_SLACK_S)
     try:
         for spec in problem.tests:
-            result = _run_test(spec, sessions, settings, problem, budget_deadline)
+            result = _run_test(spec, sessions, settings, problem, budget)
             if sessions.session is not None and (sessions.session.dead or spec.hidden):
                 # Faulted inside a test that still reached a verdict; or a hidden test, whose output must all
                 # be counted as its own (the next test starts from a fresh sandbox).

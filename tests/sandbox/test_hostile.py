@@ -29,7 +29,9 @@ FAST = Settings(test_timeout_cap_s=4, import_timeout_cap_s=4)
 
 
 def grade(extra: str, prefix: str = "", settings: Settings = FAST) -> Report:
-    return grade_submission("mlp", {"solution.py": prefix + BASE + "\n\n" + extra}, settings=settings)
+    report = grade_submission("mlp", {"solution.py": prefix + BASE + "\n\n" + extra}, settings=settings)
+    assert report.environment.isolation_weaker == []  # never passes on a sandbox weaker than designed
+    return report
 
 
 def statuses(report: Report) -> dict[str, str]:
@@ -69,8 +71,9 @@ def host_untouched():
     while sandbox_processes() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert sandbox_processes() == []
-    leftover = list(Path("/sys/fs/cgroup/pids/dl-grader").glob(f"s{os.getpid()}-*"))
-    assert leftover == []
+    for controller in ("pids", "memory", "cpu", "cpuacct"):
+        leftover = list(Path(f"/sys/fs/cgroup/{controller}/dl-grader").glob(f"s{os.getpid()}-*"))
+        assert leftover == [], controller
 
 
 def test_infinite_loop_costs_only_its_test() -> None:

@@ -214,3 +214,93 @@ def relu_forward(x):
     shown = view.model_dump_json()
     assert "SECRET" not in shown and "VISIBLE-RELU" in shown and "SECRET" in full
     assert result(view, "train_mlp").duration_s == 0.0
+
+
+# 7: neighbours -----------------------------------------------------------------------------------------
+def test_time_limits_count_the_sandboxs_cpu_not_the_wall_clock() -> None:
+    """A call that waits uses no CPU: it is not cut at the CPU limit (only by the wall-clock backstop),
+    while a busy loop still is."""
+    code = MLP + '''
+_relu = relu_forward
+
+
+_slept = []
+
+
+def relu_forward(x):
+    import time
+    if not _slept:  # once: longer than the test's CPU limit, well within its wall-clock backstop
+        _slept.append(time.sleep(3.0))
+    return _relu(x)
+
+
+def sgd_step(params, grads, lr):
+    while True:
+        pass
+'''
+    report = grade(code, settings=Settings(test_timeout_cap_s=2, import_timeout_cap_s=6))
+    assert result(report, "relu_forward").status == "passed", result(report, "relu_forward").message
+    sgd = result(report, "sgd_step")
+    assert sgd.status == "timeout" and "CPU time" in sgd.message
+
+
+def test_a_correct_solution_beside_a_cpu_hog_keeps_full_marks() -> None:
+    """A submission whose children setsid() and spin took a correct gan solution from 77/77 to 57/77."""
+    import threading
+
+    hog = '''
+import os
+for _ in range(8):
+    if os.fork() == 0:
+        os.setsid()
+        while True:
+            pass
+while True:
+    pass
+'''
+    stop = threading.Event()
+
+    def hogs() -> None:
+        while not stop.is_set():
+            grade(hog, settings=Settings(import_timeout_cap_s=20))
+
+    threads = [threading.Thread(target=hogs, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        import time
+
+        time.sleep(2.0)
+        report = grade_submission("gan", {"solution.py": (ROOT / "reference" / "gan.py").read_text()})
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert report.score == report.max_score, [(t.id, t.status, t.message) for t in report.tests if t.status != "passed"]
+
+
+# 9: the kernel -----------------------------------------------------------------------------------------
+def test_isolation_is_complete_and_the_kernel_refuses_namespaces_and_mounts() -> None:
+    """The candidate could create user and mount namespaces and mount a tmpfs past the 64 MB /tmp cap."""
+    code = MLP + '''
+_relu = relu_forward
+
+
+def relu_forward(x):
+    import ctypes, errno, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    for name, call in (("unshare", lambda: libc.unshare(0x10000000 | 0x00020000)),
+                       ("mount", lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, b"size=4g")),
+                       ("ptrace", lambda: libc.ptrace(0, 0, 0, 0))):
+        rc = call()
+        print("PROBE", name, rc, errno.errorcode.get(ctypes.get_errno(), "0") if rc != 0 else "ok")
+    return _relu(x)
+'''
+    report = grade(code)
+    assert report.environment.isolation_weaker == []
+    assert any(item.startswith("seccomp") for item in report.environment.isolation)
+    assert any(item.startswith("cpu share") for item in report.environment.isolation)
+    out = result(report, "relu_forward").output.text
+    for name in ("unshare", "mount", "ptrace"):
+        assert f"PROBE {name} -1 EPERM" in out, out
+    assert result(report, "relu_forward").status == "passed"

@@ -1,0 +1,72 @@
+"""A correct solution graded alone, then beside a CPU hog graded at the same time: time and score.
+
+The hog is a submission whose import forks children that call setsid() and
+spin (and the process itself spins), so it owns every core it can get. Each
+sandbox has a CPU quota of one core and time limits count the sandbox's own
+CPU seconds, so the correct solution must keep full marks beside it.
+Usage: .venv/bin/python benchmarks/neighbour.py [problem ...]   (default: mlp gan)
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from grader.service.grading import grade_submission  # noqa: E402
+
+HOG = '''
+import os
+for _ in range(8):
+    if os.fork() == 0:
+        os.setsid()
+        while True:
+            pass
+while True:
+    pass
+'''
+
+
+def correct(problem_id: str) -> dict[str, str]:
+    found = sorted((ROOT / "tests" / "solutions" / problem_id).glob("correct_*.py"))
+    return {"solution.py": (found[0] if found else ROOT / "reference" / f"{problem_id}.py").read_text()}
+
+
+def graded(problem_id: str) -> tuple[float, float, float]:
+    start = time.perf_counter()
+    report = grade_submission(problem_id, correct(problem_id))
+    return time.perf_counter() - start, report.score, report.max_score
+
+
+def beside_hog(problem_id: str) -> tuple[float, float, float]:
+    stop = threading.Event()
+
+    def hogs() -> None:  # one hog submission after another, for as long as the correct one is graded
+        while not stop.is_set():
+            grade_submission("mlp", {"solution.py": HOG})
+
+    threads = [threading.Thread(target=hogs, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)  # let the hogs start spinning
+    try:
+        return graded(problem_id)
+    finally:
+        stop.set()
+
+
+def main(problems: list[str]) -> None:
+    print("| problem | alone | score | beside a CPU hog (2 hog sandboxes) | score | slowdown |")
+    print("|---|---|---|---|---|---|")
+    for pid in problems or ["mlp", "gan"]:
+        t0, s0, m = graded(pid)
+        t1, s1, _ = beside_hog(pid)
+        print(f"| {pid} | {t0:.2f} s | {s0:g}/{m:g} | {t1:.2f} s | {s1:g}/{m:g} | {t1 / t0:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
