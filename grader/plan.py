@@ -113,6 +113,7 @@ class Context:
     _session_factory: Callable[[], Session]
     cpu_budget_s: float | None = None
     cpu_used_s: float = 0.0
+    _pristine_factory: Callable[[], Session] | None = None
     details: dict[str, Any] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -207,6 +208,20 @@ class Context:
         if not reply.ok:
             assert reply.error is not None
             raise CandidateRaised(f"setting up ({name})", reply.error)
+        return reply.value
+
+    def pristine_helper(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a builtins helper in a sandbox that never loaded the submission: what the candidate cannot touch.
+
+        For measurements the candidate must not be able to bend (the cost of a protocol round trip).
+        """
+        if self._pristine_factory is None:
+            raise RuntimeError("this engine offers no pristine sandbox")
+        session = self._pristine_factory()
+        reply = session.call({"helper": name}, args, kwargs, timeout_s=max(1.0, self.wall_remaining_s),
+                             wall_s=self.wall_remaining_s)
+        if not reply.ok:
+            raise RuntimeError(f"the pristine sandbox's helper {name} failed: {reply.error}")
         return reply.value
 
     # the report -------------------------------------------------------------------------

@@ -98,6 +98,14 @@ class _Sessions:
             self.session = session
         return self.session
 
+    pristine_session: Session | None = None
+
+    def pristine(self) -> Session:
+        """A sandbox of the same kind that never loads the submission (for measurements it must not bend)."""
+        if self.pristine_session is None or self.pristine_session.dead:
+            self.pristine_session = self.backend.start(self.problem.sandbox)
+        return self.pristine_session
+
     def discard(self) -> None:
         if self.session is not None:
             self.session.close()
@@ -161,7 +169,7 @@ def _run_test(spec: TestSpec, sessions: _Sessions, settings: Settings, problem: 
         return TestResult(**base, status="skipped", fault="candidate",
                           message=f"not run: the submission's time budget of {problem.budget_s:.0f} s was used up")
     ctx = Context(test_id=spec.id, seed=stable_seed(settings.seed, problem.id, problem.version), deadline=deadline,
-                  _session_factory=sessions.get, cpu_budget_s=cpu_budget_s)
+                  _session_factory=sessions.get, cpu_budget_s=cpu_budget_s, _pristine_factory=sessions.pristine)
     verdict = _verdict_of(spec, problem, ctx, sessions, by_budget=cpu_budget_s < timeout_s, timeout_s=timeout_s)
     budget.cpu_used_s += ctx.cpu_used_s
     details = dict(ctx.details)
@@ -246,6 +254,8 @@ def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settin
                                                     "running after the test and were killed"))
     finally:
         sessions.discard()
+        if sessions.pristine_session is not None:
+            sessions.pristine_session.close()
     if sessions.load_failure and syntax is None:
         findings.append(Finding(kind="import-error", severity="error", message=sessions.load_failure,
                                 line=sessions.load_line))

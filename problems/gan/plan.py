@@ -34,7 +34,8 @@ from grader.checks.variants import Variant, check_outputs, matches, matching_var
 from grader.plan import CandidateRaised, CheckFailed, Context, Plan, describe_example
 from grader.sandbox.base import CandidateError, Handle
 from reference import gan as ref
-from sandbox.builtins.gan import OPTIMIZERS, Ring, make_optimizers, module_arrays
+from sandbox.builtins.gan import (OPTIMIZERS, Ring, build_discriminator, build_generator, make_optimizers,
+                                  module_arrays)
 
 plan = Plan()
 
@@ -362,11 +363,26 @@ def _batches(case: dict[str, Any], calls: int) -> list[tuple[np.ndarray, np.ndar
 
 
 def _rig(ctx: Context, case: dict[str, Any]) -> tuple[Handle, Arrays, Arrays]:
-    """The grader's G, D, optimizers and recorder in the sandbox, and G's and D's initial parameters."""
+    """The grader's G, D, optimizers and recorder in the sandbox, and G's and D's initial parameters.
+
+    The helpers run in the candidate's interpreter, which can replace them, so the initial parameters
+    are derived here from the seed (never taken from the sandbox's report), and the rig's own report
+    must agree with them: a file that zeroed the networks before train_step could otherwise pass
+    train_step_params with no backward() at all.
+    """
     seed = case["seed"]
     rig = ctx.helper("gan:build_step_rig", case["z_dim"], seed, seed + 1, case["optimizer"], keep="all")
-    initial = ctx.helper("gan:rig_parameters", rig)
-    return rig, initial["G"], initial["D"]
+    G0 = module_arrays(build_generator(case["z_dim"], seed))
+    D0 = module_arrays(build_discriminator(seed + 1))
+    reported = ctx.helper("gan:rig_parameters", rig)
+    for name, expected in (("G", G0), ("D", D0)):
+        got = reported.get(name) if isinstance(reported, dict) else None
+        if not isinstance(got, dict) or sorted(got) != sorted(expected) or not all(
+                isinstance(got[k], np.ndarray) and got[k].shape == v.shape and np.array_equal(got[k], v)
+                for k, v in expected.items()):
+            raise CheckFailed(f"the grader's {name} in the sandbox does not hold its initial parameters before "
+                              "train_step ran: the submission changed the grader's networks or helpers")
+    return rig, G0, D0
 
 
 def _run_steps(ctx: Context, case: dict[str, Any], calls: int) -> tuple[list[Report], Arrays, Arrays]:

@@ -304,3 +304,61 @@ def relu_forward(x):
     for name in ("unshare", "mount", "ptrace"):
         assert f"PROBE {name} -1 EPERM" in out, out
     assert result(report, "relu_forward").status == "passed"
+
+
+# 5: helpers inside the sandbox are not trusted ------------------------------------------------------------
+GAN = (ROOT / "reference" / "gan.py").read_text().replace("from __future__ import annotations\n", "")
+
+
+def test_a_submission_that_zeroes_the_graders_networks_gains_nothing() -> None:
+    """The gan plan believed the initial parameters build_step_rig reported: a file that zeroed the networks
+    (and so the report) passed train_step_params with no backward()."""
+    code = GAN + '''
+import sandbox.builtins.gan as _helpers
+
+_build = _helpers.build_step_rig
+
+
+def _zeroed_rig(*args, **kwargs):
+    rig = _build(*args, **kwargs)
+    with torch.no_grad():
+        for p in list(rig.G.parameters()) + list(rig.D.parameters()):
+            p.zero_()
+    return rig
+
+
+_helpers.build_step_rig = _zeroed_rig
+
+
+def train_step(G, D, opt_G, opt_D, real, z):
+    return 0.0, 0.0
+'''
+    report = grade(code, "gan", settings=Settings(import_timeout_cap_s=20))
+    r = result(report, "train_step_params")
+    assert r.status == "failed" and "does not hold its initial parameters" in r.message, r.message
+    assert_no_grader_fault(report)
+
+
+def test_the_efficiency_note_is_not_fooled_by_a_slowed_helper() -> None:
+    """cnn's efficiency note subtracted the cost of a helper round trip the candidate could slow down, so
+    nested loops were reported 'vectorized'. The overhead is now measured in a sandbox without the submission."""
+    loops = (ROOT / "tests" / "solutions" / "cnn" / "correct_naive_loops.py").read_text()
+    slowed = loops + '''
+import time as _time
+import sandbox.builtins.common as _common
+
+_getitem = _common.getitem
+
+
+def _slow_getitem(*args, **kwargs):
+    _time.sleep(0.5)
+    return _getitem(*args, **kwargs)
+
+
+_common.getitem = _slow_getitem
+'''
+    honest = result(grade_submission("cnn", {"solution.py": loops}), "conv_efficiency")
+    bent = result(grade_submission("cnn", {"solution.py": slowed}), "conv_efficiency")
+    assert "vectorized" not in bent.message.replace("not vectorized", ""), bent.message
+    assert honest.message.split(";")[0].split(":")[0] == bent.message.split(";")[0].split(":")[0], (honest.message,
+                                                                                                    bent.message)
