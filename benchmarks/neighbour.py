@@ -18,18 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from grader.service.grading import grade_submission  # noqa: E402
-
-HOG = '''
-import os
-for _ in range(8):
-    if os.fork() == 0:
-        os.setsid()
-        while True:
-            pass
-while True:
-    pass
-'''
-
+from tests.sandbox.garbage import CPU_HOG as HOG  # noqa: E402
 
 def correct(problem_id: str) -> dict[str, str]:
     found = sorted((ROOT / "tests" / "solutions" / problem_id).glob("correct_*.py"))

@@ -133,10 +133,12 @@ class Context:
             return self.wall_remaining_s
         return max(0.0, self.cpu_budget_s - self.cpu_used_s)
 
-    def _metered(self, session: Session, run: Callable[[], Reply]) -> Reply:
+    def _metered(self, run: Callable[[Session, float], Reply]) -> Reply:
+        """Run one exchange with the time it may use, and charge the sandbox CPU it used to this test."""
+        session = self.session
         before = session.cpu_seconds()
         try:
-            return run()
+            return run(session, self.remaining_s if before is not None else self.wall_remaining_s)
         finally:
             after = session.cpu_seconds()
             if before is not None and after is not None:
@@ -149,10 +151,9 @@ class Context:
 
     def raw_call(self, target: dict[str, Any], *args: Any, keep: list[int] | str | None = None,
                  return_args: list[int] | None = None, **kwargs: Any) -> Reply:
-        session = self.session
-        timeout_s = self.remaining_s if session.cpu_seconds() is not None else self.wall_remaining_s
-        return self._metered(session, lambda: session.call(target, args, kwargs, keep=keep, return_args=return_args,
-                                                           timeout_s=timeout_s, wall_s=self.wall_remaining_s))
+        return self._metered(lambda session, timeout_s: session.call(
+            target, args, kwargs, keep=keep, return_args=return_args, timeout_s=timeout_s,
+            wall_s=self.wall_remaining_s))
 
     def _unwrap(self, what: str, reply: Reply) -> Any:
         if not reply.ok:
@@ -197,10 +198,8 @@ class Context:
                             self._getattr(obj, name, keep))
 
     def _getattr(self, obj: Handle, name: str, keep: bool) -> Reply:
-        session = self.session
-        timeout_s = self.remaining_s if session.cpu_seconds() is not None else self.wall_remaining_s
-        return self._metered(session, lambda: session.getattr(obj, name, timeout_s=timeout_s, keep=keep,
-                                                              wall_s=self.wall_remaining_s))
+        return self._metered(lambda session, timeout_s: session.getattr(obj, name, timeout_s=timeout_s, keep=keep,
+                                                                        wall_s=self.wall_remaining_s))
 
     def helper(self, name: str, *args: Any, keep: list[int] | str | None = None, **kwargs: Any) -> Any:
         """Call trusted builder code shipped in sandbox/builtins (e.g. "gan:build_models")."""

@@ -275,7 +275,7 @@ class Decoder:
         if type(node) is str:
             if len(node) > self.limits.max_str_chars:
                 raise WireError("string too long")
-            return clean_text(node)
+            return node  # already valid UTF-8: read_frame cleans every string of the header
         if type(node) is not dict or len(node) == 0:
             raise WireError("malformed value node")
         if "$l" in node:
@@ -286,7 +286,7 @@ class Decoder:
             inner = node["$d"]
             if type(inner) is not dict:
                 raise WireError("malformed dict node")
-            return {clean_text(str(k)): self.decode(v, depth + 1) for k, v in inner.items()}
+            return {str(k): self.decode(v, depth + 1) for k, v in inner.items()}
         if "$a" in node:
             return self._array(node)
         if "$h" in node:
@@ -295,7 +295,7 @@ class Decoder:
                 raise WireError("malformed handle")
             if self.from_handle is not None:
                 return self.from_handle(hid)
-            return Handle(hid, clean_text(htype[:200]))
+            return Handle(hid, htype[:200])
         raise WireError("unknown value node")
 
     @staticmethod

@@ -32,6 +32,11 @@ class Output(BaseModel):
     bytes_total: int = 0
     truncated: bool = False
 
+    @classmethod
+    def join(cls, outputs: list[Output]) -> Output:
+        return cls(text="".join(o.text for o in outputs), bytes_total=sum(o.bytes_total for o in outputs),
+                   truncated=any(o.truncated for o in outputs))
+
 
 class TestResult(BaseModel):
     id: str
@@ -105,7 +110,5 @@ class Report(BaseModel):
                                                              "details": {}, "figures": [], "output": Output(),
                                                              "duration_s": 0.0})
                  for t in self.tests]
-        visible = [t.output for t in tests if not t.hidden]
-        output = Output(text="".join(o.text for o in visible), bytes_total=sum(o.bytes_total for o in visible),
-                        truncated=any(o.truncated for o in visible))
+        output = Output.join([t.output for t in tests if not t.hidden])
         return self.model_copy(update={"tests": tests, "output": output, "duration_s": 0.0})

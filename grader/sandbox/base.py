@@ -18,7 +18,7 @@ import select
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from sandbox import wire
 from sandbox.wire import Handle, Limits, TensorArray
@@ -206,14 +206,6 @@ class OutputCapture:
             self._kept_taken, self._total_taken = len(self.kept), self.total
             return kept, printed
 
-    @property
-    def text(self) -> str:
-        with self._lock:
-            return self.kept.decode("utf-8", errors="replace")
-
-    @property
-    def truncated(self) -> bool:
-        return self.total > len(self.kept)
 
 
 # A call may use `timeout_s` of the sandbox's CPU time; waiting (sleep, blocking reads) uses none, so a
@@ -229,10 +221,10 @@ class _Budget:
     `wait()` is how long to block before looking again; it raises TimeoutError once the limit is spent.
     """
 
-    def __init__(self, timeout_s: float, cpu_clock: Any, wall_s: float | None = None) -> None:
+    def __init__(self, timeout_s: float, cpu_clock: Callable[[], float | None], wall_s: float | None = None) -> None:
         now = time.monotonic()
         self.cpu_clock = cpu_clock
-        self.cpu_start = cpu_clock() if cpu_clock is not None else None
+        self.cpu_start = cpu_clock()  # None: this backend has no CPU clock, the limit is wall time
         self.timeout_s = max(0.0, timeout_s)
         if self.cpu_start is None:
             self.wall_deadline = now + min(self.timeout_s, wall_s if wall_s is not None else self.timeout_s)
@@ -333,7 +325,7 @@ class PipeSession:
                   what: str = "call", wall_s: float | None = None) -> tuple[dict[str, Any], Any]:
         if self._dead is not None:
             raise self._dead
-        budget = _Budget(timeout_s, self.cpu_seconds if self.cpu_seconds() is not None else None, wall_s)
+        budget = _Budget(timeout_s, self.cpu_seconds, wall_s)
         try:
             if request is not None:
                 wire.send(_DeadlineWriter(self._to, budget), request, payload)  # type: ignore[arg-type]

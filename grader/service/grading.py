@@ -145,7 +145,7 @@ def _environment(settings: Settings, backend: str, isolation: Any) -> Environmen
 
 
 @dataclass
-class _Budget:
+class _SubmissionBudget:
     """The submission's time budget: CPU seconds of its sandboxes, with a wall-clock backstop."""
 
     cpu_s: float
@@ -158,7 +158,7 @@ class _Budget:
 
 
 def _run_test(spec: TestSpec, sessions: _Sessions, settings: Settings, problem: Problem,
-              budget: _Budget) -> TestResult:
+              budget: _SubmissionBudget) -> TestResult:
     start = time.monotonic()
     timeout_s = min(spec.timeout_s, settings.test_timeout_cap_s or spec.timeout_s)
     cpu_budget_s = min(timeout_s, budget.cpu_left_s)
@@ -212,11 +212,6 @@ def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessi
                        "candidate's doing and the report is incomplete until it is graded again", fault="grader")
 
 
-def _joined(outputs: list[Output]) -> Output:
-    return Output(text="".join(o.text for o in outputs), bytes_total=sum(o.bytes_total for o in outputs),
-                  truncated=any(o.truncated for o in outputs))
-
-
 def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settings | None = None,
                      backend: str | None = None, entry: str = "solution.py") -> Report:
     """Grade one submission and return its report. Safe to call from several threads at once."""
@@ -236,7 +231,7 @@ def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settin
         findings.insert(0, syntax)
         sessions.load_failure, sessions.load_line = syntax.message, syntax.line
     budget_s = min(problem.budget_s, settings.submission_budget_s)
-    budget = _Budget(cpu_s=budget_s, wall_deadline=started + WALL_FACTOR * budget_s + WALL_SLACK_S)
+    budget = _SubmissionBudget(cpu_s=budget_s, wall_deadline=started + WALL_FACTOR * budget_s + WALL_SLACK_S)
     try:
         for spec in problem.tests:
             result = _run_test(spec, sessions, settings, problem, budget)
@@ -274,7 +269,7 @@ def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settin
         error=(f"the grader failed in {len(grader_faults)} test(s) ({', '.join(grader_faults)}); their points are "
                "not the candidate's loss, and the submission must be graded again" if grader_faults else None),
         score=round(sum(r.earned for r in results), 6), max_score=problem.max_score, tests=results,
-        findings=findings, output=_joined([r.output for r in results]),
+        findings=findings, output=Output.join([r.output for r in results]),
         environment=_environment(settings, backend_name, sessions.isolation),
         duration_s=round(time.monotonic() - started, 3))
     log.info("graded %s: %s/%s in %.1fs (%d sandbox(es))", problem.id, report.score, report.max_score,

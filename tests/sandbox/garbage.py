@@ -1,4 +1,4 @@
-"""Submissions that answer with garbage: the reference, with every answer corrupted one way.
+"""Hostile submissions shared by the sandbox tests and the benchmarks; first, those that answer with garbage: the reference, with every answer corrupted one way.
 
 Each mode wraps every public function and method of the reference so its
 result (or every array and number inside it) is replaced by something a
@@ -19,6 +19,19 @@ MODES = ("none", "str", "nested", "leaf_str", "leaf_none", "leaf_obj", "leaf_com
          "leaf_shape", "leaf_0d", "leaf_empty", "leaf_list", "leaf_nan", "leaf_huge", "leaf_dict", "short_tuple",
          "helpers")
 PROBLEMS = ("mlp", "cnn", "rnn", "regularization", "gan")
+
+# A neighbour that takes every core it can: children that leave the session (setsid) and spin, and the
+# parent spinning too, all at import time. Used by the CPU-share test and benchmarks/neighbour.py.
+CPU_HOG = '''
+import os
+for _ in range(8):
+    if os.fork() == 0:
+        os.setsid()
+        while True:
+            pass
+while True:
+    pass
+'''
 
 WRAPPER = r'''
 

@@ -20,7 +20,7 @@ from grader.config import Settings
 from grader.reports.model import Report
 from grader.service.grading import grade_submission
 from tests.conftest import ROOT
-from tests.sandbox.garbage import MODES, PROBLEMS, garbage_submission
+from tests.sandbox.garbage import CPU_HOG, MODES, PROBLEMS, garbage_submission
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +173,10 @@ def test_a_lone_surrogate_in_an_exception_still_gives_a_report(tmp_path: Path) -
 # 6: degenerate answers --------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["mlp_all_zeros.py", "mlp_params_fresh_zeros.py"])
 def test_degenerate_answers_score_nothing(name: str) -> None:
-    report = grade((BENT / name).read_text())
+    code = (BENT / "mlp_all_zeros.py").read_text()
+    if name != "mlp_all_zeros.py":
+        code += "\n\n" + (BENT / name).read_text()  # the later TwoLayerNet replaces the all-zeros one
+    report = grade(code)
     assert report.score == 0, [(t.id, t.message) for t in report.tests if t.status == "passed"]
     assert_no_grader_fault(report)
     if name == "mlp_params_fresh_zeros.py":
@@ -248,21 +251,11 @@ def test_a_correct_solution_beside_a_cpu_hog_keeps_full_marks() -> None:
     """A submission whose children setsid() and spin took a correct gan solution from 77/77 to 57/77."""
     import threading
 
-    hog = '''
-import os
-for _ in range(8):
-    if os.fork() == 0:
-        os.setsid()
-        while True:
-            pass
-while True:
-    pass
-'''
     stop = threading.Event()
 
     def hogs() -> None:
         while not stop.is_set():
-            grade(hog, settings=Settings(import_timeout_cap_s=20))
+            grade(CPU_HOG, settings=Settings(import_timeout_cap_s=20))
 
     threads = [threading.Thread(target=hogs, daemon=True) for _ in range(2)]
     for t in threads:
@@ -357,8 +350,7 @@ def _slow_getitem(*args, **kwargs):
 
 _common.getitem = _slow_getitem
 '''
-    honest = result(grade_submission("cnn", {"solution.py": loops}), "conv_efficiency")
     bent = result(grade_submission("cnn", {"solution.py": slowed}), "conv_efficiency")
     assert "vectorized" not in bent.message.replace("not vectorized", ""), bent.message
-    assert honest.message.split(";")[0].split(":")[0] == bent.message.split(";")[0].split(":")[0], (honest.message,
-                                                                                                    bent.message)
+    # the round trip subtracted was measured where the 0.5 s sleep could not reach
+    assert bent.details["sandbox_round_trip_ms"] < 250, bent.details
