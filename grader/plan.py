@@ -249,10 +249,22 @@ class Context:
         class _Failing(Exception):
             pass
 
+        # Hypothesis tells failures apart by exception type and raise site, and shrinks each kind on its own.
+        # The original exception is not kept, so its kind is kept as a type of its own per raise site.
+        kinds: dict[tuple[str, int, str], type[_Failing]] = {}
+
+        def kind_of(exc: CheckFailed) -> type[_Failing]:
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            key = (tb.tb_frame.f_code.co_filename, tb.tb_lineno, type(exc).__name__) if tb else ("", 0, "")
+            return kinds.setdefault(key, type("_Failing", (_Failing,), {}))
+
         def body(example: Any) -> None:
             if first_fault:
                 raise first_fault[0]  # the session is dead; do not start sandboxes while shrinking
             failure: Verdict | None = None
+            failing: type[_Failing] = _Failing
             try:
                 check(example)
             except SandboxFault as exc:
@@ -261,13 +273,14 @@ class Context:
                 first_fault.append(exc)
             except CheckFailed as exc:
                 failure = exc.verdict.with_counterexample(show(example))
+                failing = kind_of(exc)
                 del exc
             if first_fault:
                 raise first_fault[0]
             if failure is not None:
                 last_failure[:] = [failure]
                 first_failure[:] = first_failure or [failure]
-                raise _Failing(failure.kind)
+                raise failing(failure.kind)
 
         body.__name__ = self.test_id  # part of hypothesis's derandomized seed
         runner = settings(derandomize=True, database=None, deadline=None, max_examples=max_examples,

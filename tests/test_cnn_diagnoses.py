@@ -58,7 +58,9 @@ def result(stem: str, test_id: str) -> model.TestResult:
 @pytest.mark.parametrize("stem, test_id, phrase", DIAGNOSES, ids=[f"{s}-{t}" for s, t, _ in DIAGNOSES])
 def test_known_mistake_is_named(stem: str, test_id: str, phrase: str) -> None:
     r = result(f"wrong_{stem}", test_id)
-    assert r.status == "failed" and r.earned == 0
+    # a wrong answer fails; a solution that raises (asserts_divisible) is an error, the candidate's either way
+    assert r.status == ("error" if stem == "asserts_divisible" else "failed") and r.earned == 0
+    assert r.fault == "candidate"
     assert phrase in r.message, r.message
 
 

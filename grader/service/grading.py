@@ -22,10 +22,10 @@ from grader.checks import static
 from grader.config import Settings, get_settings
 from grader.errors import GraderError, InvalidRequest
 from grader.plan import CheckFailed, Context, stable_seed
-from grader.verdict import PASSED, Verdict
 from grader.reports.model import Environment, Finding, Output, ProblemRef, Report, TestResult
 from grader.sandbox import get_backend
 from grader.sandbox.base import WALL_FACTOR, WALL_SLACK_S, Backend, CallTimeout, SandboxFault, Session
+from grader.verdict import PASSED, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class _Sessions:
     outputs: list[Any] = field(default_factory=list)
     isolation: Any = None
     output_kept: int = 0
+    pristine_session: Session | None = None
 
     def get(self) -> Session:
         if self.load_failure is not None:
@@ -97,8 +98,6 @@ class _Sessions:
                 raise _LoadFailed(self.load_failure, self.load_line)
             self.session = session
         return self.session
-
-    pristine_session: Session | None = None
 
     def pristine(self) -> Session:
         """A sandbox of the same kind that never loads the submission (for measurements it must not bend)."""
@@ -167,7 +166,7 @@ def _run_test(spec: TestSpec, sessions: _Sessions, settings: Settings, problem: 
                 hidden=spec.hidden)
     if cpu_budget_s <= 0 or deadline - start <= 0:
         return TestResult(**base, status="skipped", fault="candidate",
-                          message=f"not run: the submission's time budget of {problem.budget_s:.0f} s was used up")
+                          message=f"not run: the submission's time budget of {problem.budget_s:.0f} s of CPU time was used up")
     ctx = Context(test_id=spec.id, seed=stable_seed(settings.seed, problem.id, problem.version), deadline=deadline,
                   _session_factory=sessions.get, cpu_budget_s=cpu_budget_s, _pristine_factory=sessions.pristine)
     verdict = _verdict_of(spec, problem, ctx, sessions, by_budget=cpu_budget_s < timeout_s, timeout_s=timeout_s)
@@ -196,7 +195,8 @@ def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessi
     except CallTimeout as exc:
         sessions.discard()
         limit = ("the submission's time budget" if by_budget
-                 else f"its limit of {timeout_s:.0f} s of CPU time ({WALL_FACTOR:g}x that in wall-clock time)")
+                 else f"its limit of {timeout_s:.0f} s of CPU time (or {WALL_FACTOR * timeout_s + WALL_SLACK_S:.0f} s "
+                      "of wall-clock time for code that waits)")
         return Verdict("timeout", f"the candidate's code did not return within {limit} (an infinite loop or very "
                        "slow code?)", fault="candidate", counterexample=getattr(exc, "counterexample", None))
     except SandboxFault as exc:  # crashed, killed, or sent something that is not the protocol: the candidate's doing
