@@ -259,3 +259,25 @@ def test_a_worker_that_fails_to_store_its_result_loses_nothing(store: Store, set
     assert failures[0] == 1 and row.status == "done" and row.attempts == 2 and reports(store, sid) == 1
     # Taken back only once its lease ran out, not while the first attempt could still be finishing.
     assert time.monotonic() - started >= settings.job_lease_s
+
+
+@pytest.mark.slow
+def test_a_lone_surrogate_from_the_sandbox_is_graded_once_and_done(store: Store, settings: Settings) -> None:
+    """An exception message with a lone surrogate made the report unserializable: the service graded it three
+    times and marked it failed. Real grading, real sandbox: one attempt, done, one report."""
+    from tests.conftest import ROOT
+
+    code = (ROOT / "reference" / "mlp.py").read_text() + \
+        '\n\ndef relu_forward(x):\n    raise ValueError("bad \\ud800 value")\n'
+    sid = new_submission(store, settings, code)
+    pool = WorkerPool(store, settings)
+    pool.start()
+    try:
+        row = wait_done(store, sid, timeout_s=180)
+    finally:
+        pool.stop()
+    assert (row.status, row.attempts, reports(store, sid)) == ("done", 1, 1), row.error
+    with store.session() as db:
+        stored = db.scalar(select(ReportRow.report_json).where(ReportRow.submission_id == sid))
+    relu = next(t for t in Report.model_validate_json(stored).tests if t.id == "relu_forward")
+    assert relu.status == "error" and "bad \ufffd value" in relu.message
