@@ -68,7 +68,7 @@ SHRUNK = [
     ("wrong_backward_ignores_stride", "conv_backward", ["x.shape=(2, 1,", "stride=2"]),
     ("wrong_crop_minus_pad", "conv_backward", ["x.shape=(2, 1, 1, 1)", "pad=0"]),
     ("wrong_output_size_rounds_up", "conv_forward", ["stride=2", "x.shape=(2, 1, 1, 2)"]),
-    ("wrong_pool_assign_not_accumulate", "pool_backward", ["kernel=2, stride=1", "x.shape=(2, 2, 3, 2)"]),
+    ("wrong_pool_assign_not_accumulate", "pool_backward", ["kernel=2, stride=1", "x.shape=(2, 3, 3, 3)"]),
     ("wrong_kernel_flipped", "conv_forward", ["x.shape=(2, 1, 1, 2)", "w.shape=(1, 1, 1, 2)"]),
 ]
 
