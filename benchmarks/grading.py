@@ -16,9 +16,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from grader.catalog import list_problems  # noqa: E402
-from grader.sandbox import get_backend  # noqa: E402
-from grader.service.grading import grade_submission  # noqa: E402
+from grader.engine.catalog import list_problems  # noqa: E402
+from grader.isolation import get_backend  # noqa: E402
+from grader.engine import grade  # noqa: E402
+from grader.isolation.base import Backend  # noqa: E402
+from grader.isolation.inprocess import InProcessBackend  # noqa: E402
 
 
 def correct_solution(problem_id: str) -> Path:
@@ -26,9 +28,9 @@ def correct_solution(problem_id: str) -> Path:
     return found[0] if found else ROOT / "reference" / f"{problem_id}.py"
 
 
-def timed(problem_id: str, files: dict[str, str], backend: str) -> tuple[float, float]:
+def timed(problem_id: str, files: dict[str, str], backend: Backend) -> tuple[float, float]:
     start = time.perf_counter()
-    report = grade_submission(problem_id, files, backend=backend)
+    report = grade(problem_id, files, backend=backend)
     return time.perf_counter() - start, report.score / report.max_score
 
 
@@ -52,8 +54,8 @@ def main() -> None:
     for problem in chosen:
         path = correct_solution(problem.id)
         files = {"solution.py": path.read_text()}
-        local = [timed(problem.id, files, "local") for _ in range(args.repeat)]
-        inproc = [timed(problem.id, files, "inprocess") for _ in range(args.repeat)]
+        local = [timed(problem.id, files, get_backend("local")) for _ in range(args.repeat)]
+        inproc = [timed(problem.id, files, InProcessBackend()) for _ in range(args.repeat)]
         local_s = statistics.median(t for t, _ in local)
         inproc_s = statistics.median(t for t, _ in inproc)
         start_s = sandbox_start(problem.sandbox, args.repeat)

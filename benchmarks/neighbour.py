@@ -17,7 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from grader.service.grading import grade_submission  # noqa: E402
+from grader.engine import grade  # noqa: E402
+from grader.isolation import get_backend  # noqa: E402
 from tests.sandbox.garbage import CPU_HOG as HOG  # noqa: E402
 
 def correct(problem_id: str) -> dict[str, str]:
@@ -27,7 +28,7 @@ def correct(problem_id: str) -> dict[str, str]:
 
 def graded(problem_id: str) -> tuple[float, float, float]:
     start = time.perf_counter()
-    report = grade_submission(problem_id, correct(problem_id))
+    report = grade(problem_id, correct(problem_id), backend=get_backend("local"))
     return time.perf_counter() - start, report.score, report.max_score
 
 
@@ -36,7 +37,7 @@ def beside_hog(problem_id: str) -> tuple[float, float, float]:
 
     def hogs() -> None:  # one hog submission after another, for as long as the correct one is graded
         while not stop.is_set():
-            grade_submission("mlp", {"solution.py": HOG})
+            grade("mlp", {"solution.py": HOG}, backend=get_backend("local"))
 
     threads = [threading.Thread(target=hogs, daemon=True) for _ in range(2)]
     for t in threads:

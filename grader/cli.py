@@ -21,7 +21,7 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def cmd_problems(args: argparse.Namespace) -> int:
-    from grader.catalog import list_problems
+    from grader.engine.catalog import list_problems
 
     for p in list_problems():
         print(f"{p.id:<16} v{p.version:<8} {p.max_score:>5g} pts  {p.test_count:>3} tests  {p.title}")
@@ -29,11 +29,15 @@ def cmd_problems(args: argparse.Namespace) -> int:
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
+    from grader.config import Settings
+    from grader.engine import grade
+    from grader.isolation import get_backend
     from grader.reports.text import render_text
-    from grader.service.grading import grade_submission
 
     files = read_submission(Path(args.file))
-    report = grade_submission(args.problem, files, backend=args.sandbox)
+    settings = Settings()
+    report = grade(args.problem, files, backend=get_backend(args.sandbox or settings.sandbox_backend),
+                   options=settings.grading_options())
     if args.format == "json":
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     elif args.format == "junit":
@@ -63,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="solution .py file, or a folder with solution.py as its entry")
     p.add_argument("--format", choices=("text", "json", "junit"), default="text")
     p.add_argument("--min-score", type=float, default=None, help="exit 1 when the score is lower")
-    p.add_argument("--sandbox", default=None, help="sandbox backend: local (default) or inprocess")
+    p.add_argument("--sandbox", default=None, help="sandbox backend: local (the default, and the only one today)")
     p.set_defaults(func=cmd_grade)
     for register in extra_commands():
         register(sub)

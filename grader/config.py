@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from grader.engine import DEFAULT_SEED, GradingOptions
 
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-webhook-secret"}
 
@@ -18,10 +21,10 @@ class Settings(BaseSettings):
     environment: str = Field("development", description="'development' or 'production'")
     data_dir: Path = Field(Path("data"), description="SQLite file, logs and artifacts live here")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir")
-    sandbox_backend: str = Field("local", description="'local' (bubblewrap) or 'docker'")
+    sandbox_backend: Literal["local"] = Field("local", description="'local' (bubblewrap, cgroups, seccomp)")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
                          description="submissions graded at once on this machine")
-    seed: int = Field(20261123, description="master seed of every grading run")
+    seed: int = Field(DEFAULT_SEED, description="master seed of every grading run")
     submission_budget_s: float = Field(600.0, gt=0, description="wall-clock budget of one submission")
     test_timeout_cap_s: float | None = Field(None, gt=0, description="upper bound on every test's time limit")
     import_timeout_cap_s: float | None = Field(None, gt=0, description="upper bound on the import time limit")
@@ -59,6 +62,12 @@ class Settings(BaseSettings):
         if self.environment == "production" and self.webhook_secret in PLACEHOLDER_SECRETS:
             raise ValueError("GRADER_WEBHOOK_SECRET is a placeholder: set a real secret in production")
         return self
+
+    def grading_options(self) -> GradingOptions:
+        """The part of the settings the grading engine needs."""
+        return GradingOptions(seed=self.seed, submission_budget_s=self.submission_budget_s,
+                              test_timeout_cap_s=self.test_timeout_cap_s, import_timeout_cap_s=self.import_timeout_cap_s,
+                              max_code_bytes=self.max_code_bytes, max_files=self.max_files)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from grader.catalog import catalog_errors, get_problem, list_problems
-from grader.service.grading import grade_submission
+from grader.engine.catalog import catalog_errors, get_problem, list_problems
+from tests.grading import grade_submission
 from tests.conftest import ROOT, Solution, solutions
 
 pytestmark = pytest.mark.slow

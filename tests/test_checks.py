@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from grader.checks import statistics, strategies as gst
-from grader.checks.compare import assert_close, compare, expect_array, expect_scalar, expect_tuple, normwise_error
-from grader.checks.gradcheck import self_consistency
-from grader.checks.static import forbidden_imports, parse_error
-from grader.plan import CheckFailed, Context
+from grader.engine.checks import statistics, strategies as gst
+from grader.engine.checks.compare import assert_close, compare, expect_array, expect_scalar, expect_tuple, normwise_error
+from grader.engine.checks.gradcheck import self_consistency
+from grader.engine.checks.static import forbidden_imports, parse_error
+from grader.engine.plan import CheckFailed, Context
 
 
 def ctx() -> Context:
@@ -189,7 +189,7 @@ def test_static_findings_name_the_line() -> None:
 
 
 def test_a_failure_found_before_the_time_limit_stays_a_failure() -> None:
-    from grader.sandbox.base import CallTimeout
+    from grader.isolation.base import CallTimeout
 
     calls = {"n": 0}
 
@@ -233,7 +233,7 @@ def test_generated_cases_do_not_depend_on_which_modules_are_loaded(tmp_path, mon
 
 
 def test_params_dict_conformance() -> None:
-    from grader.checks.compare import expect_params
+    from grader.engine.checks.compare import expect_params
 
     shapes = {"W1": (2, 3), "b1": (3,)}
     good = {"W1": np.zeros((2, 3)), "b1": np.zeros(3), "extra": 1}

@@ -1,12 +1,12 @@
-"""The shared checks on generated samples (grader/checks/samples.py), on samples whose answer is known."""
+"""The shared checks on generated samples (grader/engine/checks/samples.py), on samples whose answer is known."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from grader.checks.samples import check_mode_coverage, energy_distance, mode_coverage, scatter_figure
-from grader.plan import CheckFailed
+from grader.engine.checks.samples import check_mode_coverage, energy_distance, mode_coverage, scatter_figure
+from grader.engine.plan import CheckFailed
 from sandbox.builtins.gan import Ring
 
 RING = Ring()

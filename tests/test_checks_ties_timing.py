@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from grader.checks.ties import check_tied_split, pool_window_ties
-from grader.checks.timing import SpeedComparison, best_time_s, compare_speed
-from grader.plan import CheckFailed
+from grader.engine.checks.ties import check_tied_split, pool_window_ties
+from grader.engine.checks.timing import SpeedComparison, best_time_s, compare_speed
+from grader.engine.plan import CheckFailed
 from reference import cnn as ref
 
 

@@ -1,4 +1,4 @@
-"""grader/checks/traces.py on a toy counter: reference traces pass, known rules are named, probes separate them."""
+"""grader/engine/checks/traces.py on a toy counter: reference traces pass, known rules are named, probes separate them."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from grader.checks.traces import Rule, check_trace, cut, first_difference, name_the_mistake, same_value
-from grader.plan import CheckFailed
+from grader.engine.checks.traces import Rule, check_trace, cut, first_difference, name_the_mistake, same_value
+from grader.engine.plan import CheckFailed
 
 
 def counter(inputs: dict[str, Any], *, limit_offset: int = 0, reset_on_equal: bool = False) -> list[dict[str, Any]]:

@@ -1,12 +1,12 @@
-"""grader/checks/variants.py: known mistakes are named only when they explain the wrong answer."""
+"""grader/engine/checks/variants.py: known mistakes are named only when they explain the wrong answer."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from grader.checks.variants import Variant, check_outputs, matching_variant, matches
-from grader.plan import CheckFailed
+from grader.engine.checks.variants import Variant, check_outputs, matching_variant, matches
+from grader.engine.plan import CheckFailed
 
 RIGHT = {"dx": np.array([[1.0, 2.0], [3.0, 4.0]]), "db": np.array([4.0, 6.0])}
 DB_MEAN = Variant("db is averaged", {"db": RIGHT["db"] / 2})

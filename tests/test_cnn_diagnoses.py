@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader.reports import model
-from grader.service.grading import grade_submission
+from grader.engine import report as model
+from tests.grading import grade_submission
 from problems.cnn import plan as cnn_plan
 from reference import cnn as ref
 

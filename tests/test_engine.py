@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from grader.errors import InvalidRequest
-from grader.reports.model import Report
-from grader.service.grading import grade_submission
-from grader.catalog import list_problems
+from grader.engine.report import Report
+from tests.grading import grade_submission
+from grader.engine.catalog import list_problems
 from tests.conftest import ROOT, Solution, solutions
 
 REFERENCE = (ROOT / "reference" / "mlp.py").read_text()

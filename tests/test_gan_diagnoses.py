@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from grader.reports import model
-from grader.service.grading import grade_submission
+from grader.engine import report as model
+from tests.grading import grade_submission
 from problems.gan import plan as gan_plan
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from grader.checks.samples import mode_coverage
+from grader.engine.checks.samples import mode_coverage
 from reference import gan as ref
 from sandbox.builtins import gan as builtins
 

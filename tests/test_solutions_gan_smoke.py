@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from grader.checks.samples import mode_coverage
+from grader.engine.checks.samples import mode_coverage
 from reference import gan as ref
 from sandbox.builtins import gan as builtins
 

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 import grader
 from grader.api.errors import install_error_handlers
 from grader.api.routes import health, problems, submissions, tokens
-from grader.catalog import list_problems
+from grader.engine.catalog import list_problems
 from grader.config import Settings, get_settings
 from grader.queue.pool import GradeFn, WorkerPool, engine_grade
 from grader.service.metrics import Metrics

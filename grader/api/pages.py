@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from grader.api.deps import clear_login_cookie, get_store, optional_principal, set_login_cookie
-from grader.catalog import list_problems
+from grader.engine.catalog import list_problems
 from grader.errors import GraderError, InvalidRequest, NotFound, Unauthorized
 from grader.reports.html import (Links, Pager, SubmissionRow, Viewer, content_security_policy, render_error_page,
                                  render_login_page, render_report_page, render_submissions_page)

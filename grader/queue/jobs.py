@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from grader.reports.model import Report
+from grader.engine.report import Report
 from grader.service.audit import record
 from grader.service.auth import SYSTEM
 from grader.service.webhooks import build_body

@@ -11,23 +11,25 @@ from collections.abc import Callable
 from grader.config import Settings
 from grader.errors import GraderError
 from grader.queue import jobs
-from grader.reports.model import Report
+from grader.engine.report import Report
 from grader.service.metrics import Metrics
 from grader.store.db import Store
 
 log = logging.getLogger(__name__)
 
 GradeFn = Callable[[str, dict[str, str], Settings, str], Report]
-"""(problem_id, files, settings, entry) -> Report; the engine's grade_submission in the product."""
+"""(problem_id, files, settings, entry) -> Report; the engine's `grade` in the product."""
 
 IDLE_POLL_S = 1.0  # picks up jobs committed by other processes; local submits wake the pool at once
 
 
 def engine_grade(problem_id: str, files: dict[str, str], settings: Settings, entry: str) -> Report:
     """The grading engine: blocking, thread-safe, a candidate's mistake is a report."""
-    from grader.service.grading import grade_submission
+    from grader.engine import grade
+    from grader.isolation import get_backend
 
-    return grade_submission(problem_id, files, settings=settings, entry=entry)
+    return grade(problem_id, files, backend=get_backend(settings.sandbox_backend),
+                 options=settings.grading_options(), entry=entry)
 
 
 class WorkerPool:

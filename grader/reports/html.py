@@ -26,7 +26,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pygments.lexers import PythonLexer
 from pygments.token import STANDARD_TYPES, _TokenType
 
-from grader.reports.model import Finding, Report, TestResult
+from grader.engine.report import Finding, Report, TestResult
 from grader.reports.plots import figure_data_uri
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"

@@ -19,7 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
-from grader.reports.model import Figure
+from grader.engine.report import Figure
 
 WIDTH_IN = 6.4
 HEIGHT_IN = 3.4

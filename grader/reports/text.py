@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grader.reports.model import Report
+from grader.engine.report import Report
 
 MARKS = {"passed": "PASS", "failed": "FAIL", "error": "ERR ", "timeout": "TIME", "skipped": "SKIP"}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grader.catalog import Problem, get_problem, list_problems
+from grader.engine.catalog import Problem, get_problem, list_problems
 from grader.service.auth import Principal
 from grader.service.schemas import ProblemDetail, ProblemSummary, TestOutline
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from grader.reports.model import Report
+from grader.engine.report import Report
 
 Role = Literal["submitter", "interviewer", "admin"]
 Status = Literal["queued", "running", "done", "failed"]

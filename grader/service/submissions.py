@@ -23,10 +23,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from grader.catalog import get_problem
+from grader.engine.catalog import get_problem
 from grader.config import Settings
 from grader.errors import Conflict, InvalidRequest, NotFound
-from grader.reports.model import Report
+from grader.engine.report import Report
 from grader.service import netguard
 from grader.service.audit import event_out, record
 from grader.service.auth import Principal

@@ -21,7 +21,7 @@ import httpx
 from sqlalchemy import select
 
 from grader.config import Settings
-from grader.reports.model import Report
+from grader.engine.report import Report
 from grader.service import netguard
 from grader.service.audit import record
 from grader.service.auth import SYSTEM

@@ -8,7 +8,7 @@ include N >= 2, strides of 2 and 3, pad 0 as well as pad >= 1, sizes where
 H + 2*pad - KH is not a multiple of the stride, and overlapping pooling
 windows; finite differences of the candidate's own forward, so a convention
 bug (a flipped kernel) is told apart from wrong backward math; ties in
-max-pooling accepted as any valid split (grader/checks/ties.py). Known
+max-pooling accepted as any valid split (grader/engine/checks/ties.py). Known
 mistakes are named: flipped kernel, output size rounded up or refused, padding
 not cropped from dx, cropping with pad:-pad, stride forgotten in the backward
 pass, db averaged, pooling gradient assigned instead of accumulated or spread
@@ -23,14 +23,14 @@ from typing import Any, Callable
 import numpy as np
 from hypothesis import strategies as st
 
-from grader.checks import strategies as gst
-from grader.checks.compare import assert_close, check_output, compare, expect_array, expect_params, expect_tuple
-from grader.checks.gradcheck import self_consistency
-from grader.checks.ties import check_tied_split, pool_window_ties
-from grader.checks.timing import compare_speed
-from grader.checks.variants import Variant, check_outputs, matches, matching_variant
-from grader.plan import CandidateRaised, CheckFailed, Context, Plan, describe_example
-from grader.reports.model import Figure
+from grader.engine.checks import strategies as gst
+from grader.engine.checks.compare import assert_close, check_output, compare, expect_array, expect_params, expect_tuple
+from grader.engine.checks.gradcheck import self_consistency
+from grader.engine.checks.ties import check_tied_split, pool_window_ties
+from grader.engine.checks.timing import compare_speed
+from grader.engine.checks.variants import Variant, check_outputs, matches, matching_variant
+from grader.engine.plan import CandidateRaised, CheckFailed, Context, Plan, describe_example
+from grader.engine.report import Figure
 from reference import cnn as ref
 
 plan = Plan()

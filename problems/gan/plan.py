@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from grader.checks import strategies as gst
-from grader.checks.compare import compare, expect_scalar
-from grader.checks.samples import check_mode_coverage, energy_distance, mode_coverage, scatter_figure
-from grader.checks.variants import Variant, check_outputs, matches, matching_variant
-from grader.plan import CandidateRaised, CheckFailed, Context, Plan, describe_example
-from grader.sandbox.base import CandidateError, Handle
+from grader.engine.checks import strategies as gst
+from grader.engine.checks.compare import compare, expect_scalar
+from grader.engine.checks.samples import check_mode_coverage, energy_distance, mode_coverage, scatter_figure
+from grader.engine.checks.variants import Variant, check_outputs, matches, matching_variant
+from grader.engine.plan import CandidateRaised, CheckFailed, Context, Plan, describe_example
+from grader.isolation.base import CandidateError, Handle
 from reference import gan as ref
 from sandbox.builtins.gan import (OPTIMIZERS, Ring, build_discriminator, build_generator, make_optimizers,
                                   module_arrays)

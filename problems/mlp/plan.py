@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from grader.checks import strategies as gst
-from grader.checks.compare import (assert_close, check_output, compare, expect_array, expect_params, expect_scalar,
+from grader.engine.checks import strategies as gst
+from grader.engine.checks.compare import (assert_close, check_output, compare, expect_array, expect_params, expect_scalar,
                                    expect_tuple)
-from grader.checks.gradcheck import self_consistency
-from grader.plan import CheckFailed, Context, Plan
-from grader.reports.model import Figure
+from grader.engine.checks.gradcheck import self_consistency
+from grader.engine.plan import CheckFailed, Context, Plan
+from grader.engine.report import Figure
 from reference import mlp as ref
 
 plan = Plan()

@@ -18,14 +18,14 @@ from typing import Any, Callable
 import numpy as np
 from hypothesis import strategies as st
 
-from grader.checks import strategies as gst
-from grader.checks.compare import (NotFinite, assert_close, check_output, compare, expect_array, expect_scalar,
+from grader.engine.checks import strategies as gst
+from grader.engine.checks.compare import (NotFinite, assert_close, check_output, compare, expect_array, expect_scalar,
                                    expect_tuple)
-from grader.checks.gradcheck import self_consistency
-from grader.checks.statistics import binomial_bounds, check_fraction
-from grader.checks.traces import Observe, Rule, check_trace
-from grader.checks.variants import Variant, check_outputs
-from grader.plan import CheckFailed, Context, Plan
+from grader.engine.checks.gradcheck import self_consistency
+from grader.engine.checks.statistics import binomial_bounds, check_fraction
+from grader.engine.checks.traces import Observe, Rule, check_trace
+from grader.engine.checks.variants import Variant, check_outputs
+from grader.engine.plan import CheckFailed, Context, Plan
 from reference import regularization as ref
 
 plan = Plan()

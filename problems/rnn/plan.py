@@ -6,7 +6,7 @@ inputs untouched) before values; forward and backward against the reference
 tests/test_reference_rnn.py) on a fixed and on hypothesis-generated cases;
 finite differences of the candidate's own forward, so a convention bug (the
 course's gate order) is told apart from wrong backward math; saturated gates
-at pre-activations of 1e3. Known mistakes are named (grader/checks/variants.py):
+at pre-activations of 1e3. Known mistakes are named (grader/engine/checks/variants.py):
 gate order i, f, o, g, tanh derivative 1 - tanh, cell gradient not carried,
 upstream gradient used only at the last step, dh0 missing. The last test
 measures the gradient norm flowing back through time in the candidate's own
@@ -20,12 +20,12 @@ from typing import Any, Callable
 import numpy as np
 from hypothesis import strategies as st
 
-from grader.checks import strategies as gst
-from grader.checks.compare import NotFinite, check_output, compare, expect_array, expect_tuple
-from grader.checks.gradcheck import self_consistency
-from grader.checks.variants import Variant, check_outputs
-from grader.plan import CheckFailed, Context, Plan
-from grader.reports.model import Figure
+from grader.engine.checks import strategies as gst
+from grader.engine.checks.compare import NotFinite, check_output, compare, expect_array, expect_tuple
+from grader.engine.checks.gradcheck import self_consistency
+from grader.engine.checks.variants import Variant, check_outputs
+from grader.engine.plan import CheckFailed, Context, Plan
+from grader.engine.report import Figure
 from reference import rnn as ref
 
 plan = Plan()

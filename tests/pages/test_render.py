@@ -17,8 +17,8 @@ from grader.reports import html as pages
 from grader.reports.html import (Links, SubmissionRow, Viewer, build_code_files, content_security_policy,
                                  effective_points, failure_location, highlight_lines, render_error_page,
                                  render_login_page, render_report_page, render_submissions_page)
-from grader.reports.model import Environment, Figure, Finding, Output, ProblemRef, Report
-from grader.reports.model import TestResult as Result  # not collected by pytest as a test class
+from grader.engine.report import Environment, Figure, Finding, Output, ProblemRef, Report
+from grader.engine.report import TestResult as Result  # not collected by pytest as a test class
 from grader.reports.plots import figure_data_uri, render_png
 
 XSS = "<script>alert(1)</script>"

@@ -141,7 +141,7 @@ def garbage_submission(problem: str, mode: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from grader.service.grading import grade_submission
+    from tests.grading import grade_submission
 
     bad = 0
     for problem in argv or PROBLEMS:

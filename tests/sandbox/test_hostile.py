@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from grader.config import Settings
-from grader.reports.model import Report
-from grader.service.grading import grade_submission
+from grader.engine.report import Report
+from tests.grading import grade_submission
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -296,8 +296,8 @@ def probe(port):
 
 
 def test_no_access_to_grader_files_environment_network_or_host_processes() -> None:
-    from grader.catalog import get_problem
-    from grader.sandbox import get_backend
+    from grader.engine.catalog import get_problem
+    from grader.isolation import get_backend
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from grader import cli
-from grader.catalog import get_problem
+from grader.engine.catalog import get_problem
 from grader.config import Settings
-from grader.reports.model import Report
-from grader.service.grading import grade_submission
+from grader.engine.report import Report
+from tests.grading import grade_submission
 from tests.conftest import ROOT
 from tests.sandbox.garbage import CPU_HOG, MODES, PROBLEMS, garbage_submission
 
@@ -88,8 +88,8 @@ def softmax_cross_entropy(logits, y):
 
 def grader_peak_rss_mb(code: str) -> float:
     """Grade `code` in a fresh grader process; its peak resident memory, children excluded."""
-    script = ("import sys, resource\nfrom grader.service.grading import grade_submission\n"
-              "r = grade_submission('mlp', {'solution.py': sys.stdin.read()})\n"
+    script = ("import sys, resource\nfrom grader.engine import grade\nfrom grader.isolation import get_backend\n"
+              "r = grade('mlp', {'solution.py': sys.stdin.read()}, backend=get_backend('local'))\n"
               "print(r.score, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
     proc = subprocess.run([sys.executable, "-c", script], input=code, capture_output=True, text=True, cwd=ROOT,
                           timeout=600)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from grader.errors import SandboxUnavailable
-from grader.sandbox.seccomp import (AUDIT_ARCH, CLONE_NAMESPACE_FLAGS, REFUSED, SYSCALL_NUMBERS, build_filter,
+from grader.isolation.seccomp import (AUDIT_ARCH, CLONE_NAMESPACE_FLAGS, REFUSED, SYSCALL_NUMBERS, build_filter,
                                     filter_fd)
 
 ARCHES = ("x86_64", "aarch64")

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from grader.api.app import create_app
 from grader.config import Settings
-from grader.reports.model import Report
+from grader.engine.report import Report
 
 MLP_ALL = "# affine_forward affine_backward affine_gradcheck relu_forward relu_backward softmax\n"
 

@@ -14,7 +14,7 @@ from grader.config import Settings
 from grader.errors import SandboxUnavailable
 from grader.queue import jobs
 from grader.queue.pool import WorkerPool
-from grader.reports.model import Report
+from grader.engine.report import Report
 from grader.service import submissions as subs
 from grader.service.auth import SYSTEM
 from grader.service.schemas import SubmissionCreate

@@ -12,7 +12,7 @@ from conftest import make_settings, standin_grade
 from sqlalchemy import inspect
 
 from grader.reports.junit import render_junit
-from grader.reports.model import Output
+from grader.engine.report import Output
 from grader.store.db import Store, alembic_config, open_store
 from grader.store.models import Base
 

@@ -17,7 +17,7 @@ from grader.api.errors import ERROR_RESPONSES, ErrorBody
 from grader.config import Settings
 from grader.errors import InvalidRequest
 from grader.reports.junit import render_junit
-from grader.reports.model import Report
+from grader.engine.report import Report
 from grader.service import submissions as subs
 from grader.service.auth import Principal
 from grader.service.schemas import (

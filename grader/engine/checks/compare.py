@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from grader.plan import CheckFailed
-from grader.sandbox.base import Handle
+from grader.engine.plan import CheckFailed
+from grader.isolation.base import Handle
 
 class NotFinite(CheckFailed):
     """An answer holds nan or inf (a plan may add a diagnosis, such as an overflow hint)."""

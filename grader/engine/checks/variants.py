@@ -21,8 +21,8 @@ from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 
-from grader.checks.compare import ATOL, RTOL, assert_close, compare, expect_array
-from grader.plan import CheckFailed
+from grader.engine.checks.compare import ATOL, RTOL, assert_close, compare, expect_array
+from grader.engine.plan import CheckFailed
 
 Outputs = Mapping[str, np.ndarray]
 

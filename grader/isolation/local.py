@@ -6,7 +6,7 @@ Each session is one `bwrap` process tree:
   site-packages hidden under an empty tmpfs), and only the packages the problem
   allows at /opt/site; the runner at /opt/runner; a private size-capped /tmp;
 - a clean environment, no capabilities, no_new_privs, and a uid of its own;
-- a seccomp filter (grader/sandbox/seccomp.py) refusing namespace creation, mount,
+- a seccomp filter (grader/isolation/seccomp.py) refusing namespace creation, mount,
   ptrace, keyctl, bpf, perf_event_open, userfaultfd, io_uring and the like;
 - cgroup v1 memory, pids and cpu limits entered before exec (a CPU quota of
   `cpu_cores`, so a neighbour's busy loop cannot starve a correct solution), a
@@ -36,8 +36,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from grader.errors import SandboxUnavailable
-from grader.sandbox import seccomp
-from grader.sandbox.base import Isolation, OutputCapture, PipeSession, SandboxSpec
+from grader.isolation import seccomp
+from grader.isolation.base import Isolation, OutputCapture, PipeSession, SandboxSpec
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from grader.checks.compare import normwise_error
-from grader.plan import CheckFailed
+from grader.engine.checks.compare import normwise_error
+from grader.engine.plan import CheckFailed
 
 Objective = Callable[[dict[str, np.ndarray]], float]
 STEP = 1e-6

@@ -3,7 +3,7 @@
 A problem folder holds `spec.toml` (title, version, limits, sandbox packages,
 tests with points and categories), `statement.md`, `template.py` (the
 candidate's starter file) and `plan.py` (the trusted test plan: one function
-per test id, see grader/plan.py). Its reference lives in reference/<id>.py.
+per test id, see grader/engine/plan.py). Its reference lives in reference/<id>.py.
 Loading refuses an inconsistent folder with a message that says what to fix.
 """
 
@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import get_args
 
 from grader.errors import ProblemSpecError, UnknownProblem
-from grader.plan import Plan
-from grader.reports.model import Category
-from grader.sandbox.base import SandboxLimits, SandboxSpec
+from grader.engine.plan import Plan
+from grader.engine.report import Category
+from grader.isolation.base import SandboxLimits, SandboxSpec
 
 log = logging.getLogger(__name__)
 
-PROBLEMS_DIR = Path(__file__).resolve().parents[1] / "problems"
+PROBLEMS_DIR = Path(__file__).resolve().parents[2] / "problems"
 CATEGORIES = frozenset(get_args(Category))
 AUTODIFF_MODULES = ("torch", "jax", "jaxlib", "autograd", "tensorflow", "mxnet", "chainer", "theano")
 

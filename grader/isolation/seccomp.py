@@ -208,7 +208,7 @@ def build_filter(arch: str | None = None) -> bytes:
     if arch not in SYSCALL_NUMBERS:
         raise SandboxUnavailable(
             f"the sandbox's seccomp filter supports {' and '.join(SYSCALL_NUMBERS)}, not {arch!r}; "
-            "add that architecture's syscall numbers and AUDIT_ARCH to grader/sandbox/seccomp.py")
+            "add that architecture's syscall numbers and AUDIT_ARCH to grader/isolation/seccomp.py")
     prog = _program(arch)
     assert len(prog) <= _MAX_INSNS
     # Both architectures are little-endian; "<" keeps the output the same on any host.

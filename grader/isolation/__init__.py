@@ -1,4 +1,9 @@
-"""Sandbox backends, chosen by name: 'local' (bubblewrap, the default) and 'inprocess' (unit-test fake)."""
+"""Host-side sandbox clients: how the grader starts and talks to the sandbox that runs a candidate's code.
+
+(The code that runs *inside* a sandbox is the top-level `sandbox` package.) Backends are chosen by name;
+only real, isolating backends can be chosen: the unisolated in-process fake
+(`grader.isolation.inprocess.InProcessBackend`) is constructed explicitly by the tests that want it.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +11,19 @@ import threading
 from typing import Callable
 
 from grader.errors import InvalidRequest
-from grader.sandbox.base import Backend
+from grader.isolation.base import Backend
 
 _backends: dict[str, Backend] = {}
 _lock = threading.Lock()
 
 
 def _local() -> Backend:
-    from grader.sandbox.local import LocalBackend
+    from grader.isolation.local import LocalBackend
 
     return LocalBackend()
 
 
-def _inprocess() -> Backend:
-    from grader.sandbox.inprocess import InProcessBackend
-
-    return InProcessBackend()
-
-
-FACTORIES: dict[str, Callable[[], Backend]] = {"local": _local, "inprocess": _inprocess}
+FACTORIES: dict[str, Callable[[], Backend]] = {"local": _local}
 
 
 def get_backend(name: str) -> Backend:

@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grader.checks.compare import RTOL
-from grader.plan import CheckFailed
+from grader.engine.checks.compare import RTOL
+from grader.engine.plan import CheckFailed
 
 Step = Mapping[str, Any]
 Trace = Sequence[Step]

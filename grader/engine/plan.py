@@ -31,9 +31,9 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis.errors import Flaky
 from hypothesis import strategies as st
 
-from grader.reports.model import Figure
-from grader.sandbox.base import CandidateError, Handle, Reply, SandboxFault, Session
-from grader.verdict import CheckFailed, Verdict
+from grader.engine.report import Figure
+from grader.isolation.base import CandidateError, Handle, Reply, SandboxFault, Session
+from grader.engine.verdict import CheckFailed, Verdict
 
 __all__ = ["CheckFailed", "CandidateRaised", "Verdict", "Plan", "Context", "stable_seed", "describe_example"]
 

@@ -11,7 +11,7 @@ import os
 import tempfile
 import threading
 
-from grader.sandbox.base import Isolation, OutputCapture, PipeSession, SandboxSpec
+from grader.isolation.base import Isolation, OutputCapture, PipeSession, SandboxSpec
 from sandbox.runner import Runner
 
 

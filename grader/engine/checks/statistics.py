@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from grader.plan import CheckFailed
+from grader.engine.plan import CheckFailed
 
 SIGMAS = 5.0
 

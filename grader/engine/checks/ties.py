@@ -20,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from grader.checks.compare import ATOL, RTOL
-from grader.plan import CheckFailed
+from grader.engine.checks.compare import ATOL, RTOL
+from grader.engine.plan import CheckFailed
 
 
 def check_tied_split(dx: np.ndarray, tied: Sequence[np.ndarray], upstream: np.ndarray, what: str,

@@ -17,15 +17,13 @@ from importlib import metadata
 from typing import Any
 
 import grader
-from grader.catalog import Problem, TestSpec, get_problem
-from grader.checks import static
-from grader.config import Settings, get_settings
+from grader.engine.catalog import Problem, TestSpec, get_problem
+from grader.engine.checks import static
 from grader.errors import GraderError, InvalidRequest
-from grader.plan import CheckFailed, Context, stable_seed
-from grader.reports.model import Environment, Finding, Output, ProblemRef, Report, TestResult
-from grader.sandbox import get_backend
-from grader.sandbox.base import WALL_FACTOR, WALL_SLACK_S, Backend, CallTimeout, SandboxFault, Session
-from grader.verdict import PASSED, Verdict
+from grader.engine.plan import CheckFailed, Context, stable_seed
+from grader.engine.report import Environment, Finding, Output, ProblemRef, Report, TestResult
+from grader.isolation.base import WALL_FACTOR, WALL_SLACK_S, Backend, CallTimeout, SandboxFault, Session
+from grader.engine.verdict import PASSED, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +31,22 @@ GRADED_CATEGORIES_ZEROED_BY_AUTODIFF = ("backward", "gradient check")
 FAULT_GRACE_S = 0.5
 
 
-def validate_files(files: dict[str, str], entry: str, settings: Settings) -> None:
+DEFAULT_SEED = 20261123
+
+
+@dataclass(frozen=True)
+class GradingOptions:
+    """What the engine needs from its caller's configuration; the service builds it from its settings."""
+
+    seed: int = DEFAULT_SEED
+    submission_budget_s: float = 600.0
+    test_timeout_cap_s: float | None = None
+    import_timeout_cap_s: float | None = None
+    max_code_bytes: int = 256 * 1024
+    max_files: int = 16
+
+
+def validate_files(files: dict[str, str], entry: str, settings: GradingOptions) -> None:
     """Request-level checks; each failure says what to change."""
     if not files:
         raise InvalidRequest("the submission has no files; send solution.py")
@@ -129,7 +142,7 @@ class _LoadFailed(Exception):
         self.line = line
 
 
-def _environment(settings: Settings, backend: str, isolation: Any) -> Environment:
+def _environment(settings: GradingOptions, backend: str, isolation: Any) -> Environment:
     def version(name: str) -> str:
         try:
             return metadata.version(name)
@@ -156,7 +169,7 @@ class _SubmissionBudget:
         return max(0.0, self.cpu_s - self.cpu_used_s)
 
 
-def _run_test(spec: TestSpec, sessions: _Sessions, settings: Settings, problem: Problem,
+def _run_test(spec: TestSpec, sessions: _Sessions, settings: GradingOptions, problem: Problem,
               budget: _SubmissionBudget) -> TestResult:
     start = time.monotonic()
     timeout_s = min(spec.timeout_s, settings.test_timeout_cap_s or spec.timeout_s)
@@ -212,20 +225,24 @@ def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessi
                        "candidate's doing and the report is incomplete until it is graded again", fault="grader")
 
 
-def grade_submission(problem_id: str, files: dict[str, str], *, settings: Settings | None = None,
-                     backend: str | None = None, entry: str = "solution.py") -> Report:
-    """Grade one submission and return its report. Safe to call from several threads at once."""
-    settings = settings or get_settings()
+def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: GradingOptions | None = None,
+          entry: str = "solution.py") -> Report:
+    """Grade one submission and return its report: the engine's one entry point, used by the CLI and the workers.
+
+    `backend` runs the candidate's code (the caller chooses and owns it); `options` carries the caller's limits
+    and master seed. Safe to call from several threads at once.
+    """
+    settings = options or GradingOptions()
     problem = get_problem(problem_id)
     problem.plan  # import and check the plan before any sandbox starts: an inconsistent one is a grader fault
     validate_files(files, entry, settings)
-    backend_name = backend or settings.sandbox_backend
+    backend_name = backend.name
     started = time.monotonic()
     findings: list[Finding] = []
     syntax = static.parse_error(files, entry)
     findings += static.forbidden_imports(files, problem.forbidden_imports)
     import_timeout_s = min(problem.import_timeout_s, settings.import_timeout_cap_s or problem.import_timeout_s)
-    sessions = _Sessions(problem, files, entry, get_backend(backend_name), import_timeout_s)
+    sessions = _Sessions(problem, files, entry, backend, import_timeout_s)
     results: list[TestResult] = []
     if syntax is not None:
         findings.insert(0, syntax)

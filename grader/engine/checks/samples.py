@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grader.plan import CheckFailed
-from grader.reports.model import Figure
+from grader.engine.plan import CheckFailed
+from grader.engine.report import Figure
 
 Array = np.ndarray
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 
-from grader.reports.model import Finding
+from grader.engine.report import Finding
 
 MAX_PARSE_BYTES = 2 << 20
 
