@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import io
 import os
 import sys
 import traceback
 from types import ModuleType
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -36,7 +35,7 @@ HELPER_PACKAGE = "sandbox.builtins"
 
 
 class Runner:
-    def __init__(self, proto_in: io.BufferedReader, proto_out: io.BufferedWriter, torch_allowed: bool,
+    def __init__(self, proto_in: BinaryIO, proto_out: BinaryIO, torch_allowed: bool,
                  submission_dir: str = SUBMISSION_DIR) -> None:
         self.submission_dir = submission_dir
         self.proto_in = proto_in

@@ -141,7 +141,7 @@ class Encoder:
             arr = arr.astype(arr.dtype.newbyteorder("="))
         if arr.dtype.str not in ALLOWED_DTYPES:
             raise WireError(f"array of dtype {arr.dtype} cannot be sent (numeric dtypes only)")
-        self.buffers.append(memoryview(arr).cast("B") if arr.size else b"")
+        self.buffers.append(memoryview(arr.data).cast("B") if arr.size else b"")
         node: dict[str, Any] = {"$a": len(self.buffers) - 1, "dtype": arr.dtype.str, "shape": list(arr.shape)}
         if tensor:
             node["tensor"] = True

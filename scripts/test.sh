@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets everything up (system packages, .venv, browser for the page tests) and runs the whole test suite.
+# Sets everything up (system packages, .venv, browser for the page tests), runs the static checks
+# (scripts/lint.sh) and the whole test suite.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m "not slow"` for the fast suite only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,4 +9,5 @@ extra=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || extra+=(postgresql)
 scripts/setup.sh "${extra[@]}"
 if [ -x scripts/setup-browser.sh ]; then scripts/setup-browser.sh; fi
+scripts/lint.sh
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -175,11 +175,12 @@ def _run_test(spec: TestSpec, sessions: _Sessions, settings: GradingOptions, pro
     timeout_s = min(spec.timeout_s, settings.test_timeout_cap_s or spec.timeout_s)
     cpu_budget_s = min(timeout_s, budget.cpu_left_s)
     deadline = min(start + WALL_FACTOR * timeout_s + WALL_SLACK_S, budget.wall_deadline)
-    base = dict(id=spec.id, name=spec.name, category=spec.category, points=spec.points, earned=0.0,
-                hidden=spec.hidden)
+    base = TestResult(id=spec.id, name=spec.name, category=spec.category, points=spec.points, earned=0.0,
+                      hidden=spec.hidden, status="skipped")
     if cpu_budget_s <= 0 or deadline - start <= 0:
-        return TestResult(**base, status="skipped", fault="candidate",
-                          message=f"not run: the submission's time budget of {problem.budget_s:.0f} s of CPU time was used up")
+        return base.model_copy(update=dict(
+            fault="candidate",
+            message=f"not run: the submission's time budget of {problem.budget_s:.0f} s of CPU time was used up"))
     ctx = Context(test_id=spec.id, seed=stable_seed(settings.seed, problem.id, problem.version), deadline=deadline,
                   _session_factory=sessions.get, cpu_budget_s=cpu_budget_s, _pristine_factory=sessions.pristine)
     verdict = _verdict_of(spec, problem, ctx, sessions, by_budget=cpu_budget_s < timeout_s, timeout_s=timeout_s)
@@ -190,9 +191,10 @@ def _run_test(spec: TestSpec, sessions: _Sessions, settings: GradingOptions, pro
     message = verdict.message
     if ctx.notes and verdict.fault != "grader":
         message = "; ".join(filter(None, [message, *ctx.notes])) if verdict.kind != "passed" else "; ".join(ctx.notes)
-    return TestResult(**{**base, "earned": spec.points if verdict.earns_points else 0.0}, status=verdict.kind,
-                      fault=verdict.fault, message=message, counterexample=verdict.counterexample,
-                      duration_s=round(time.monotonic() - start, 3), details=details, figures=ctx.figures)
+    return base.model_copy(update=dict(
+        earned=spec.points if verdict.earns_points else 0.0, status=verdict.kind, fault=verdict.fault,
+        message=message, counterexample=verdict.counterexample, duration_s=round(time.monotonic() - start, 3),
+        details=details, figures=ctx.figures))
 
 
 def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessions, by_budget: bool,
@@ -234,7 +236,7 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
     """
     settings = options or GradingOptions()
     problem = get_problem(problem_id)
-    problem.plan  # import and check the plan before any sandbox starts: an inconsistent one is a grader fault
+    _ = problem.plan  # import and check the plan before any sandbox starts: an inconsistent one is a grader fault
     validate_files(files, entry, settings)
     backend_name = backend.name
     started = time.monotonic()

@@ -7,6 +7,8 @@ Agg canvas, drawn under one lock, and nothing is ever shown on a screen.
 
 from __future__ import annotations
 
+from typing import Any
+
 import base64
 import hashlib
 import math
@@ -33,7 +35,7 @@ CACHE_ENTRIES = 256
 _draw_lock = threading.Lock()
 _cache: OrderedDict[str, bytes] = OrderedDict()
 _cache_lock = threading.Lock()
-_RC = {"font.size": 9, "axes.titlesize": 10}
+_RC: dict[str, Any] = {"font.size": 9, "axes.titlesize": 10}
 
 
 def _finite_points(points: list[list[float]]) -> tuple[list[float], list[float]]:
@@ -66,7 +68,7 @@ def render_png(figure: Figure, *, width_in: float = WIDTH_IN, height_in: float =
     cleaned = [("\u200b" + name if name.startswith("_") else name, *_finite_points(points)) for name, points in series]
     dropped = sum(len(points) for _, points in series) - sum(len(xs) for _, xs, _ in cleaned)
     all_y = [y for _, _, ys in cleaned for y in ys]
-    with _draw_lock, rc_context(_RC):
+    with _draw_lock, rc_context(_RC):  # type: ignore[arg-type]
         fig = MplFigure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()

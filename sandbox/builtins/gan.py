@@ -135,7 +135,7 @@ class Recorder:
         self.events: list[str] = []
         self.g_inputs: list[Any] = []
         for p in G.parameters():
-            p.register_hook(self._on_g_grad)
+            p.register_hook(self._on_g_grad)  # type: ignore[no-untyped-call]
         opt_D.register_step_pre_hook(lambda *_: self.events.append("step D"))
         opt_G.register_step_pre_hook(lambda *_: self.events.append("step G"))
         G.register_forward_pre_hook(self._on_g_forward)
@@ -251,7 +251,7 @@ def call_loss(name: str, arrays: Sequence[np.ndarray]) -> dict[str, Any]:
     report: dict[str, Any] = {"result": describe_value(out), "grads": None, "backward_error": None}
     if isinstance(out, Tensor) and out.requires_grad and out.numel() == 1:
         try:
-            out.reshape(()).backward()
+            out.reshape(()).backward()  # type: ignore[no-untyped-call]
             report["grads"] = [leaf.grad.numpy().copy() if leaf.grad is not None else None for leaf in leaves]
         except BaseException as exc:
             report["backward_error"] = _error(exc)
