@@ -28,7 +28,6 @@ from grader.engine.verdict import PASSED, Verdict
 log = logging.getLogger(__name__)
 
 GRADED_CATEGORIES_ZEROED_BY_AUTODIFF = ("backward", "gradient check")
-FAULT_GRACE_S = 0.5
 
 
 DEFAULT_SEED = 20261123
