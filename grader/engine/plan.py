@@ -166,10 +166,14 @@ class Context:
         return self._unwrap(fn, self.raw_call({"fn": fn}, *args, keep=keep, **kwargs))
 
     def call_checked(self, fn: str, *args: Any, keep: list[int] | str | None = None,
-                     arg_names: Iterable[str] = (), **kwargs: Any) -> Any:
-        """Like call, and fail if the function modified any of its array arguments in place."""
+                     arg_names: Iterable[str] = (), untouched: Iterable[bool] | None = None, **kwargs: Any) -> Any:
+        """Like call, and fail if the function modified any of its array arguments in place.
+
+        `untouched` (one flag per argument) limits the check to the flagged arguments.
+        """
         names = list(arg_names) or [f"argument {i + 1}" for i in range(len(args))]
-        positions = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
+        flags = list(untouched) if untouched is not None else [True] * len(args)
+        positions = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and flags[i]]
         reply = self.raw_call({"fn": fn}, *args, keep=keep, return_args=positions, **kwargs)
         value = self._unwrap(fn, reply)
         for pos, after in zip(positions, reply.args_after):

@@ -1,0 +1,220 @@
+"""The layer-test kit: a function's contract declared once, and the tests that follow from it.
+
+A layer exercise is a set of functions with fixed names, arguments and
+returns. A `Contract` says so once:
+
+    AFFINE_FORWARD = Contract("affine_forward", args=("x", "w", "b"), returns=("out", "cache"),
+                              handle="cache", reference=ref.affine_forward)
+
+and a `Layer` pairs a forward with its backward (which upstream gradient
+reaches which argument, which return is the gradient of which input). From
+them the kit gives what every layer test repeats: calling the candidate with a
+case (a dict of named inputs), the reference's outputs and vector-Jacobian
+product on the same case, the comparison with known mistakes named
+(`Variant`s, grader/engine/checks/variants.py), the gradient check of the
+candidate's backward against its own forward, and fixed cases that report
+themselves as the counterexample.
+
+One lapse, one charge. A function that modifies an input it must leave alone,
+or returns float32 where the contract says float64, is charged once: in its
+own test (`own=True`: T0 conformance first, then values). Every other test that
+only uses the function to reach something else (a forward called to get a
+cache, a backward chained through time, a gradient check) grades values: the
+candidate always works on its own copy of each argument (arguments cross the
+sandbox boundary by value), so an in-place update cannot change what the grader
+sees, and an array of a lower floating precision is compared at that
+precision. Correct math earns its points even when a side effect does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from grader.engine.checks.compare import ATOL, RTOL, assert_close, compare, expect_array, expect_tuple
+from grader.engine.checks.gradcheck import self_consistency
+from grader.engine.checks.variants import Variant, check_outputs, matches, matching_variant
+from grader.engine.plan import CheckFailed, Context, describe_example
+
+Case = Mapping[str, Any]
+Arrays = dict[str, np.ndarray]
+
+# Tolerances of a value test for each floating dtype a candidate may return. float64 is the contract;
+# float32 is a lapse charged in the function's own test, and its values are still graded, at float32's
+# precision (about 1e-7 relative per operation, a few hundred operations deep).
+PRECISION: dict[np.dtype[Any], tuple[float, float]] = {
+    np.dtype(np.float64): (RTOL, ATOL),
+    np.dtype(np.float32): (1e-4, 1e-6),
+}
+
+
+def precision_of(value: Any) -> tuple[float, float]:
+    """(rtol, atol) for comparing an array of this dtype with a float64 reference."""
+    dtype = getattr(value, "dtype", None)
+    return PRECISION.get(np.dtype(dtype), (RTOL, ATOL)) if dtype is not None else (RTOL, ATOL)
+
+
+def expect_values(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """T0 without the dtype: an exact array of this shape, finite, of a floating dtype the kit can grade.
+
+    For value tests of a function graded elsewhere for its dtype: float32 passes here (and is compared at its
+    own precision); anything else gets expect_array's float64 verdict.
+    """
+    dtype = value.dtype if isinstance(value, np.ndarray) and value.dtype in PRECISION else np.float64
+    return expect_array(value, name, shape, dtype)
+
+
+def close(actual: np.ndarray, expected: np.ndarray) -> bool:
+    """compare() at the precision of `actual`'s dtype."""
+    rtol, atol = precision_of(actual)
+    return compare(actual, expected, rtol, atol).ok
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One function of the exercise: its name, argument names, return names and reference.
+
+    `handle` is the return that stays in the sandbox (a cache passed back to the backward);
+    `options` are keyword arguments taken from the case by name (stride, pad, p, ...);
+    `mutates` are arguments the function updates by contract (an optimizer step): every
+    other array argument must come back unchanged from the function's own test.
+    """
+
+    name: str
+    args: tuple[str, ...]
+    returns: tuple[str, ...]
+    handle: str | None = None
+    reference: Callable[..., Any] | None = None
+    options: tuple[str, ...] = ()
+    mutates: tuple[str, ...] = ()
+
+    @property
+    def keep(self) -> list[int] | None:
+        return [self.returns.index(self.handle)] if self.handle else None
+
+    def _named(self, result: Any) -> dict[str, Any]:
+        if len(self.returns) == 1:
+            return {self.returns[0]: result}
+        return dict(zip(self.returns, expect_tuple(result, len(self.returns), self.name, ", ".join(self.returns))))
+
+    def call(self, ctx: Context, case: Case, *, own: bool = False) -> dict[str, Any]:
+        """The candidate's returns by name. `own`: this is the function's own test, so T0 includes inputs untouched."""
+        args = [case[a] for a in self.args]
+        options = {k: case[k] for k in self.options}
+        if own:
+            checked = tuple(a if a not in self.mutates else f"{a} (updated)" for a in self.args)
+            result = ctx.call_checked(self.name, *args, keep=self.keep, arg_names=checked,
+                                      untouched=[a not in self.mutates for a in self.args], **options)
+        else:
+            result = ctx.call(self.name, *args, keep=self.keep, **options)
+        return self._named(result)
+
+    def expected(self, case: Case) -> dict[str, Any]:
+        """The reference's returns by name on the same case (the handle included, as the reference's own cache)."""
+        if self.reference is None:
+            raise TypeError(f"the contract of {self.name} names no reference")
+        return self._named(self.reference(*[case[a] for a in self.args], **{k: case[k] for k in self.options}))
+
+    def arrays(self, got: Mapping[str, Any], expected: Mapping[str, Any],
+               names: Iterable[str] | None = None) -> tuple[dict[str, Any], Arrays]:
+        """The returns to compare (every return but the handle, or `names`), candidate's and reference's."""
+        keys = [k for k in (names or self.returns) if k != self.handle]
+        return {k: got.get(k) for k in keys}, {k: np.asarray(expected[k]) for k in keys}
+
+
+def check_values(got: Mapping[str, Any], expected: Arrays, variants: Sequence[Variant] = (), *, own: bool = True,
+                 hint: str = "") -> Arrays:
+    """Compare named outputs with the reference, naming a known mistake before a generic mismatch.
+
+    `own`: the function's own test, where T0 (dtype included) is charged. Elsewhere each output is
+    compared at the precision of its returned dtype, so a float32 lapse already charged costs nothing more.
+    """
+    if own:
+        return check_outputs(got, expected, variants, hint=hint)
+    arrays = {name: expect_values(got.get(name), name, want.shape) for name, want in expected.items()}
+    rtol, atol = max(precision_of(a)[0] for a in arrays.values()), max(precision_of(a)[1] for a in arrays.values())
+    if matches(arrays, expected, rtol, atol):
+        return arrays
+    variant = matching_variant(arrays, variants, expected, rtol, atol)
+    if variant is not None:
+        raise CheckFailed(variant.message)
+    for name, want in expected.items():
+        assert_close(arrays[name], want, name, rtol, atol, hint)
+    raise AssertionError("unreachable: matches() and assert_close disagree")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A forward and its backward.
+
+    `upstream` maps each forward return that carries a gradient to the backward argument receiving it
+    ({"out": "dout"}); `grads` maps each forward argument to the backward return that is its gradient
+    ({"x": "dx", "w": "dw", "b": "db"}). The backward's handle argument is the forward's handle name.
+    """
+
+    forward: Contract
+    backward: Contract
+    upstream: Mapping[str, str]
+    grads: Mapping[str, str] = field(default_factory=dict)
+
+    def backward_case(self, case: Case, handle: Any) -> dict[str, Any]:
+        assert self.forward.handle is not None
+        return {**case, self.forward.handle: handle}
+
+    def call_backward(self, ctx: Context, case: Case, *, own: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The candidate's forward (graded elsewhere: values only) then its backward on the case's upstream gradients.
+
+        Returns (forward returns, backward returns), by name.
+        """
+        out = self.forward.call(ctx, case)
+        assert self.forward.handle is not None
+        return out, self.backward.call(ctx, self.backward_case(case, out[self.forward.handle]), own=own)
+
+    def vjp(self, case: Case) -> dict[str, Any]:
+        """The reference's vector-Jacobian product: the reference forward's cache into the reference backward."""
+        assert self.forward.handle is not None
+        cache = self.forward.expected(case)[self.forward.handle]
+        return self.backward.expected(self.backward_case(case, cache))
+
+    def objective(self, upstream: Mapping[str, np.ndarray], outputs: Mapping[str, Any],
+                  values: bool = True) -> float:
+        """<upstream, f(inputs)> summed over every output carrying a gradient."""
+        total = 0.0
+        for out_name, arg in self.upstream.items():
+            u = upstream[arg]
+            value = expect_values(outputs[out_name], out_name, u.shape) if values else outputs[out_name]
+            total += float(np.sum(value * u))
+        return total
+
+    def gradient_check(self, ctx: Context, inputs: Mapping[str, Any], upstream: Mapping[str, np.ndarray],
+                       rng: np.random.Generator, *, wrt: Iterable[str] | None = None, **kwargs: Any) -> dict[str, float]:
+        """T3: the candidate's backward against finite differences of its own forward, at a fixed upstream.
+
+        `inputs` is the forward's case (options included), `upstream` the backward's upstream arguments by name,
+        `wrt` the inputs to check (default: every input with a gradient in `grads`). The errors per input are
+        returned (put them in ctx.details["errors"]); keyword arguments go to self_consistency.
+        """
+        names = list(wrt or self.grads)
+        _, got = self.call_backward(ctx, {**inputs, **upstream}, own=False)
+        grads = {n: expect_array(got.get(self.grads[n]), self.grads[n], np.shape(inputs[n])) for n in names}
+
+        def candidate(v: Mapping[str, np.ndarray]) -> float:
+            return self.objective(upstream, self.forward.call(ctx, {**inputs, **v}))
+
+        def reference(v: Mapping[str, np.ndarray]) -> float:
+            return self.objective(upstream, self.forward.expected({**inputs, **v}), values=False)
+
+        return self_consistency(candidate, {n: inputs[n] for n in names}, grads, rng, self.backward.name,
+                                reference=reference, **kwargs)
+
+
+def run_fixed(cases: Iterable[Case], check: Callable[[Any], None],
+              describe: Callable[[Any], str] = describe_example) -> None:
+    """Run a check on fixed cases, reporting the failing case as the counterexample."""
+    for case in cases:
+        try:
+            check(case)
+        except CheckFailed as exc:
+            raise exc.amended(counterexample=exc.counterexample or describe(case)) from None
