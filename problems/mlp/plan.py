@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 
 from grader.engine.checks import strategies as gst
 from grader.engine.checks.compare import (assert_close, check_output, compare, expect_array, expect_params, expect_scalar,
-                                   expect_tuple)
+                                          expect_tuple)
 from grader.engine.checks.gradcheck import self_consistency
+from grader.engine.checks.layers import Contract, Layer, check_values
+from grader.engine.checks.variants import Variant
 from grader.engine.plan import CheckFailed, Context, Plan
 from grader.engine.report import Figure
 from reference import mlp as ref
@@ -52,21 +54,28 @@ def softmax_cases(draw: st.DrawFn) -> dict[str, Any]:
             "y": np.array(draw(st.lists(st.integers(0, c - 1), min_size=n, max_size=n)), dtype=np.int64)}
 
 
+# -- contracts -------------------------------------------------------------------------------------
+
+AFFINE = Layer(
+    Contract("affine_forward", args=("x", "w", "b"), returns=("out", "cache"), handle="cache",
+             reference=ref.affine_forward),
+    Contract("affine_backward", args=("dout", "cache"), returns=("dx", "dw", "db"), reference=ref.affine_backward),
+    upstream={"out": "dout"}, grads={"x": "dx", "w": "dw", "b": "db"})
+RELU = Layer(
+    Contract("relu_forward", args=("x",), returns=("out", "cache"), handle="cache", reference=ref.relu_forward),
+    Contract("relu_backward", args=("dout", "cache"), returns=("dx",), reference=ref.relu_backward),
+    upstream={"out": "dout"}, grads={"x": "dx"})
+SOFTMAX = Contract("softmax_cross_entropy", args=("logits", "y"), returns=("loss", "dlogits"),
+                   reference=ref.softmax_cross_entropy)
+
+
 # -- affine ---------------------------------------------------------------------------------------
-
-
-def _affine_forward(ctx: Context, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Any]:
-    result = ctx.call_checked("affine_forward", x, w, b, keep=[1], arg_names=("x", "w", "b"))
-    out, cache = expect_tuple(result, 2, "affine_forward", "out, cache")
-    return out, cache
 
 
 @plan.test("affine_forward")
 def affine_forward(ctx: Context) -> None:
     def check(case: dict[str, Any]) -> None:
-        out, _ = _affine_forward(ctx, case["x"], case["w"], case["b"])
-        expected, _ = ref.affine_forward(case["x"], case["w"], case["b"])
-        check_output(out, expected, "out")
+        check_values(*AFFINE.forward.arrays(AFFINE.forward.call(ctx, case, own=True), AFFINE.forward.expected(case)))
 
     rng = ctx.rng("fixed")
     check({"x": rng.standard_normal((3, 2, 4, 2)), "w": rng.standard_normal((16, 5)), "b": rng.standard_normal(5)})
@@ -76,20 +85,12 @@ def affine_forward(ctx: Context) -> None:
 @plan.test("affine_backward")
 def affine_backward(ctx: Context) -> None:
     def check(case: dict[str, Any]) -> None:
-        x, w, b, dout = case["x"], case["w"], case["b"], case["dout"]
-        _, cache = _affine_forward(ctx, x, w, b)
-        result = ctx.call("affine_backward", dout, cache)
-        dx, dw, db = expect_tuple(result, 3, "affine_backward", "dx, dw, db")
-        _, ref_cache = ref.affine_forward(x, w, b)
-        rdx, rdw, rdb = ref.affine_backward(dout, ref_cache)
-        expect_array(dx, "dx", rdx.shape)
-        expect_array(dw, "dw", rdw.shape)
-        expect_array(db, "db", rdb.shape)
-        if not compare(db, rdb).ok and compare(db, rdb / x.shape[0]).ok:
-            raise CheckFailed("db is averaged over the batch; it must be summed (the mean is taken in the loss)")
-        assert_close(db, rdb, "db")
-        assert_close(dw, rdw, "dw")
-        assert_close(dx, rdx, "dx")
+        _, got = AFFINE.call_backward(ctx, case)
+        expected = AFFINE.vjp(case)
+        check_values(*AFFINE.backward.arrays(got, expected, ("db", "dw", "dx")), [
+            Variant("db is averaged over the batch; it must be summed (the mean is taken in the loss)",
+                    {"db": expected["db"] / case["x"].shape[0]}),
+        ])
 
     ctx.check_property(affine_cases(), check)
 
@@ -98,19 +99,7 @@ def affine_backward(ctx: Context) -> None:
 def affine_gradcheck(ctx: Context) -> None:
     rng = ctx.rng("inputs")
     inputs = {"x": rng.standard_normal((3, 2, 2)), "w": rng.standard_normal((4, 3)), "b": rng.standard_normal(3)}
-    dout = rng.standard_normal((3, 3))
-
-    def objective(v: dict[str, np.ndarray]) -> float:
-        out, _ = expect_tuple(ctx.call("affine_forward", v["x"], v["w"], v["b"], keep=[1]), 2, "affine_forward")
-        return float(np.sum(expect_array(out, "out", dout.shape) * dout))
-
-    _, cache = _affine_forward(ctx, inputs["x"], inputs["w"], inputs["b"])
-    dx, dw, db = expect_tuple(ctx.call("affine_backward", dout, cache), 3, "affine_backward", "dx, dw, db")
-    grads = {"x": expect_array(dx, "dx", inputs["x"].shape), "w": expect_array(dw, "dw", inputs["w"].shape),
-             "b": expect_array(db, "db", inputs["b"].shape)}
-    ctx.details["errors"] = self_consistency(
-        objective, inputs, grads, rng, "affine_backward",
-        reference=lambda v: float(np.sum(ref.affine_forward(v["x"], v["w"], v["b"])[0] * dout)))
+    ctx.details["errors"] = AFFINE.gradient_check(ctx, inputs, {"dout": rng.standard_normal((3, 3))}, rng)
 
 
 # -- relu -------------------------------------------------------------------------------------------
@@ -119,9 +108,7 @@ def affine_gradcheck(ctx: Context) -> None:
 @plan.test("relu_forward")
 def relu_forward(ctx: Context) -> None:
     def check(case: dict[str, Any]) -> None:
-        result = ctx.call_checked("relu_forward", case["x"], keep=[1], arg_names=("x",))
-        out, _ = expect_tuple(result, 2, "relu_forward", "out, cache")
-        check_output(out, ref.relu_forward(case["x"])[0], "out")
+        check_values(*RELU.forward.arrays(RELU.forward.call(ctx, case, own=True), RELU.forward.expected(case)))
 
     ctx.check_property(relu_cases(), check)
 
@@ -129,13 +116,11 @@ def relu_forward(ctx: Context) -> None:
 @plan.test("relu_backward")
 def relu_backward(ctx: Context) -> None:
     def check(case: dict[str, Any]) -> None:
-        x, dout = case["x"], case["dout"]
-        _, cache = expect_tuple(ctx.call("relu_forward", x, keep=[1]), 2, "relu_forward", "out, cache")
-        dx = expect_array(ctx.call("relu_backward", dout, cache), "dx", x.shape)
-        expected = ref.relu_backward(dout, ref.relu_forward(x)[1])
-        if not compare(dx, expected).ok and compare(dx, dout * (x < 0)).ok:
-            raise CheckFailed("the ReLU mask is inverted: the gradient must flow where x > 0 and stop where x < 0")
-        assert_close(dx, expected, "dx")
+        _, got = RELU.call_backward(ctx, case)
+        check_values(*RELU.backward.arrays(got, RELU.vjp(case)), [
+            Variant("the ReLU mask is inverted: the gradient must flow where x > 0 and stop where x < 0",
+                    {"dx": case["dout"] * (case["x"] < 0)}),
+        ])
 
     ctx.check_property(relu_cases(), check)
 
@@ -143,25 +128,24 @@ def relu_backward(ctx: Context) -> None:
 # -- softmax cross-entropy ------------------------------------------------------------------------------
 
 
-def _softmax(ctx: Context, logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    result = ctx.call_checked("softmax_cross_entropy", logits, y, arg_names=("logits", "y"))
-    loss, dlogits = expect_tuple(result, 2, "softmax_cross_entropy", "loss, dlogits")
-    return expect_scalar(loss, "loss"), expect_array(dlogits, "dlogits", logits.shape)
+def _softmax(ctx: Context, logits: np.ndarray, y: np.ndarray, own: bool = False) -> tuple[float, np.ndarray]:
+    got = SOFTMAX.call(ctx, {"logits": logits, "y": y}, own=own)
+    return expect_scalar(got["loss"], "loss"), expect_array(got["dlogits"], "dlogits", logits.shape)
 
 
 @plan.test("softmax_loss")
 def softmax_loss(ctx: Context) -> None:
     def check(case: dict[str, Any]) -> None:
-        logits, y = case["logits"], case["y"]
-        loss, dlogits = _softmax(ctx, logits, y)
-        rloss, rdlogits = ref.softmax_cross_entropy(logits, y)
-        n = logits.shape[0]
-        if not compare(np.array(loss), np.array(rloss)).ok and compare(np.array(loss), np.array(rloss * n)).ok:
-            raise CheckFailed("the loss is summed over the batch; it must be the mean")
-        assert_close(np.array(loss), np.array(rloss), "loss")
-        if not compare(dlogits, rdlogits).ok and compare(dlogits, rdlogits * n).ok:
-            raise CheckFailed("dlogits is not divided by the batch size: the loss is a mean, so is its gradient")
-        assert_close(dlogits, rdlogits, "dlogits")
+        loss, dlogits = _softmax(ctx, case["logits"], case["y"], own=True)
+        rloss, rdlogits = ref.softmax_cross_entropy(case["logits"], case["y"])
+        n = case["logits"].shape[0]
+        check_values({"loss": np.array(loss)}, {"loss": np.array(rloss)}, [
+            Variant("the loss is summed over the batch; it must be the mean", {"loss": np.array(rloss * n)}),
+        ])
+        check_values({"dlogits": dlogits}, {"dlogits": rdlogits}, [
+            Variant("dlogits is not divided by the batch size: the loss is a mean, so is its gradient",
+                    {"dlogits": rdlogits * n}),
+        ])
 
     ctx.check_property(softmax_cases(), check)
 
@@ -173,17 +157,16 @@ def softmax_stability(ctx: Context) -> None:
         logits = rng.standard_normal((4, 6)) * scale
         logits[1] = [scale, -scale, 0.5 * scale, scale, 0.0, -0.5 * scale]  # a tie at the top
         y = np.array([0, 1, 2, 5])
-        result = ctx.call("softmax_cross_entropy", logits, y)
-        loss, dlogits = expect_tuple(result, 2, "softmax_cross_entropy", "loss, dlogits")
+        got = SOFTMAX.call(ctx, {"logits": logits, "y": y})
         try:
-            loss_value = expect_scalar(loss, f"loss at logits of magnitude {scale:g}")
-            expect_array(dlogits, f"dlogits at logits of magnitude {scale:g}", logits.shape)
+            loss_value = expect_scalar(got["loss"], f"loss at logits of magnitude {scale:g}")
+            expect_array(got["dlogits"], f"dlogits at logits of magnitude {scale:g}", logits.shape)
         except CheckFailed as exc:
             raise exc.amended(f"{exc.message}: exponentials overflow; subtract each row's maximum before "
                               "exponentiating (log-sum-exp)") from None
         rloss, rdlogits = ref.softmax_cross_entropy(logits, y)
         assert_close(np.array(loss_value), np.array(rloss), f"loss at logits of magnitude {scale:g}")
-        assert_close(dlogits, rdlogits, f"dlogits at logits of magnitude {scale:g}")
+        assert_close(got["dlogits"], rdlogits, f"dlogits at logits of magnitude {scale:g}")
 
 
 @plan.test("softmax_gradcheck")
