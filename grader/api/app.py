@@ -15,7 +15,7 @@ from grader.api.errors import install_error_handlers
 from grader.api.routes import health, problems, submissions, tokens
 from grader.engine.catalog import list_problems
 from grader.config import Settings, get_settings
-from grader.queue.pool import GradeFn, WorkerPool, engine_grade
+from grader.service.grading import ServiceGradeFn, build_pool, engine_grade
 from grader.service.metrics import Metrics
 from grader.service.webhooks import WebhookDispatcher
 from grader.store.db import open_store
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 PAGES_MODULE = "grader.api.pages"
 
 
-def create_app(settings: Settings | None = None, *, grade: GradeFn = engine_grade,
+def create_app(settings: Settings | None = None, *, grade: ServiceGradeFn = engine_grade,
                run_workers: bool = True) -> FastAPI:
     """The service: the schema is migrated here; workers and webhooks run while the app's lifespan does."""
     settings = settings or get_settings()
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, *, grade: GradeFn = engine_grad
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher = WebhookDispatcher(store, settings, metrics)
-        pool = WorkerPool(store, settings, grade=grade, metrics=metrics, on_finished=dispatcher.wake)
+        pool = build_pool(store, settings, grade=grade, metrics=metrics, on_finished=dispatcher.wake)
         if run_workers:
             dispatcher.start()
             pool.start()

@@ -1,8 +1,6 @@
-"""The embedded job queue: jobs are rows of the submissions table, graded by a pool of worker threads.
+"""Grading jobs: the `Queue` protocol (base.py), its database implementation (database.py), and the
+embedded worker pool (pool.py) that grades what a queue hands out.
 
-Durable by construction: a job exists as soon as its submission is committed,
-and a job left 'running' by a process that died is put back in the queue when a
-worker pool starts (or when its lease runs out). The attempt counter doubles as
-a fencing token, so a stale worker's result is discarded and each submission
-gets exactly one report.
+The queue knows nothing of the product: what a finished job means (audit, webhooks,
+metrics) is the service's, handed in as listeners.
 """

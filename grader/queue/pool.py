@@ -1,69 +1,61 @@
-"""The embedded worker pool: N threads (settings.workers) that claim jobs from the database and grade them."""
+"""The embedded worker pool: N threads that claim jobs from a `Queue` and grade them with a grade function."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
-from grader.config import Settings
-from grader.errors import GraderError
-from grader.queue import jobs
 from grader.engine.report import Report
-from grader.service.metrics import Metrics
-from grader.store.db import Store
+from grader.errors import GraderError
+from grader.queue.base import Job, Outcome, OutcomeKind, Queue
 
 log = logging.getLogger(__name__)
 
-GradeFn = Callable[[str, dict[str, str], Settings, str], Report]
-"""(problem_id, files, settings, entry) -> Report; the engine's `grade` in the product."""
+GradeFn = Callable[[str, dict[str, str], str], Report]
+"""(problem_id, files, entry) -> Report: blocking, thread-safe, a candidate's mistake is a report.
+
+The service binds the engine's `grader.engine.grade` to its settings (backend and options)."""
 
 IDLE_POLL_S = 1.0  # picks up jobs committed by other processes; local submits wake the pool at once
+MAX_HEARTBEAT_S = 10.0
 
 
-def engine_grade(problem_id: str, files: dict[str, str], settings: Settings, entry: str) -> Report:
-    """The grading engine: blocking, thread-safe, a candidate's mistake is a report."""
-    from grader.engine import grade
-    from grader.isolation import get_backend
-
-    return grade(problem_id, files, backend=get_backend(settings.sandbox_backend),
-                 options=settings.grading_options(), entry=entry)
+def _ignore(outcome: Outcome) -> None:
+    pass
 
 
 class WorkerPool:
-    """Grades queued submissions with at most `settings.workers` at once on this machine."""
+    """Grades jobs from `queue` with at most `workers` at once on this machine.
 
-    def __init__(self, store: Store, settings: Settings, *, grade: GradeFn = engine_grade,
-                 metrics: Metrics | None = None, on_finished: Callable[[], None] | None = None) -> None:
-        self.store, self.settings, self.grade = store, settings, grade
-        self.metrics = metrics or Metrics()
-        self.on_finished = on_finished
-        self.owner = jobs.owner_id(uuid.uuid4().hex[:8])
-        self.heartbeat_s = min(10.0, settings.job_lease_s / 4)
+    `on_outcome` hears what became of each grading (and of jobs taken back at start), for
+    metrics and to wake whatever acts on finished jobs; it is called from the workers' threads.
+    """
+
+    def __init__(self, queue: Queue, grade: GradeFn, *, workers: int, lease_s: float,
+                 on_outcome: Callable[[Outcome], None] = _ignore) -> None:
+        self.queue, self.grade, self.workers, self.lease_s = queue, grade, workers, lease_s
+        self.on_outcome = on_outcome
+        self.heartbeat_s = min(MAX_HEARTBEAT_S, lease_s / 4)
         self._wake = threading.Condition()
         self._pending_wakes = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._active_lock = threading.Lock()
-        self._active: set[str] = set()
+        self._active: dict[str, Job] = {}
 
     def start(self) -> None:
         """Take back jobs orphaned by a dead process, then start the workers and the lease keeper."""
-        requeued, failed = jobs.recover_orphans(self.store, self.settings.job_max_attempts)
-        if requeued:
-            self.metrics.count("grader_gradings_total", {"outcome": "requeued"}, requeued)
-        if failed:
-            self.metrics.count("grader_gradings_total", {"outcome": "failed"}, failed)
-        for i in range(self.settings.workers):
+        self._recover()
+        for i in range(self.workers):
             t = threading.Thread(target=self._work, name=f"grader-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
         keeper = threading.Thread(target=self._keep_leases, name="grader-leases", daemon=True)
         keeper.start()
         self._threads.append(keeper)
-        log.info("worker pool %s started with %d workers", self.owner, self.settings.workers)
+        log.info("worker pool started with %d workers", self.workers)
 
     def wake(self) -> None:
         """A job was just queued: let an idle worker claim it now rather than at its next poll."""
@@ -80,6 +72,13 @@ class WorkerPool:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
+    def _recover(self) -> None:
+        requeued, failed = self.queue.recover()
+        if requeued:
+            self.on_outcome(Outcome("requeued", count=requeued))
+        if failed:
+            self.on_outcome(Outcome("failed", count=failed))
+
     def _idle_wait(self) -> None:
         with self._wake:
             if self._pending_wakes == 0:
@@ -89,7 +88,7 @@ class WorkerPool:
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
-                job = jobs.claim(self.store, self.owner, self.settings.job_lease_s)
+                job = self.queue.claim()
             except Exception:  # a locked or unreachable database: wait and try again, never die
                 log.exception("claiming a job failed")
                 job = None
@@ -98,55 +97,52 @@ class WorkerPool:
                 self._idle_wait()
                 continue
             with self._active_lock:
-                self._active.add(job.submission_id)
+                self._active[job.submission_id] = job
             try:
                 self._run(job)
             except Exception:
                 # Storing the outcome failed (database gone, disk full): the lease lapses and the job is
                 # taken back and graded again; this worker goes on with the next one.
                 log.exception("finishing %s failed; it will be graded again", job.submission_id)
-                self.metrics.count("grader_gradings_total", {"outcome": "lost"})
+                self.on_outcome(Outcome("lost"))
             finally:
                 with self._active_lock:
-                    self._active.discard(job.submission_id)
+                    self._active.pop(job.submission_id, None)
 
-    def _run(self, job: jobs.Job) -> None:
+    def _run(self, job: Job) -> None:
         started = time.monotonic()
-        outcome = "graded"
+        outcome: OutcomeKind
         try:
-            report = self.grade(job.problem_id, job.files, self.settings, job.entry)
+            report = self.grade(job.problem_id, job.files, job.entry)
         except GraderError as exc:
             log.error("grading %s failed: %s", job.submission_id, exc.message)
-            outcome = "failed" if jobs.fail(self.store, job, self.owner, exc.message) else "stale"
+            outcome = self.queue.fail(job, exc.message, retry=False)
         except Exception as exc:  # a bug in the grader: graded again (then failed with the reason); the worker lives on
             log.exception("grading %s crashed", job.submission_id)
             message = f"internal grader error ({type(exc).__name__}); an administrator can find it in the logs"
-            outcome = jobs.retry(self.store, job, self.owner, message, self.settings.job_max_attempts)
+            outcome = self.queue.fail(job, message, retry=True)
         else:
             if report.status == "incomplete":
                 # A grader fault in some test must never cost the candidate: no score is stored.
                 log.error("grading %s was incomplete: %s", job.submission_id, report.error)
-                outcome = jobs.retry(self.store, job, self.owner, report.error or "the grader failed",
-                                     self.settings.job_max_attempts)
+                outcome = self.queue.fail(job, report.error or "the grader failed", retry=True)
+            elif self.queue.complete(job, report):
+                outcome = "failed" if report.status == "error" else "graded"
             else:
-                stored = jobs.complete(self.store, job, self.owner, report)
-                outcome = ("failed" if report.status == "error" else "graded") if stored else "stale"
+                outcome = "stale"
         duration_s = time.monotonic() - started
-        self.metrics.observe_grading(duration_s)
-        self.metrics.count("grader_gradings_total", {"outcome": outcome})
         log.info("submission %s (attempt %d): %s in %.1f s", job.submission_id, job.attempt, outcome, duration_s)
-        if self.on_finished is not None:
-            self.on_finished()
+        self.on_outcome(Outcome(outcome, duration_s=duration_s))
 
     def _keep_leases(self) -> None:
         last_sweep = time.monotonic()
         while not self._stop.wait(self.heartbeat_s):
             try:
                 with self._active_lock:
-                    active = sorted(self._active)
-                jobs.renew(self.store, self.owner, self.settings.job_lease_s, active)
-                if time.monotonic() - last_sweep > self.settings.job_lease_s / 2:
-                    jobs.recover_orphans(self.store, self.settings.job_max_attempts)
+                    active = list(self._active.values())
+                self.queue.renew(active)
+                if time.monotonic() - last_sweep > self.lease_s / 2:
+                    self.queue.recover()
                     last_sweep = time.monotonic()
             except Exception:
                 log.exception("renewing leases failed")

@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 
 from grader.api.app import create_app
 from grader.config import Settings
-from grader.queue.pool import WorkerPool
 from grader.service import submissions as subs
 from grader.service.auth import SYSTEM
+from grader.service.grading import build_pool
 from grader.service.schemas import SubmissionCreate
 from grader.store.db import open_store
 from grader.store.models import Base, ReportRow
@@ -88,7 +88,7 @@ def test_two_pools_claim_each_job_once_on_postgres(pg_settings: Settings) -> Non
         graded.append(files["solution.py"])
         return standin_grade(problem_id, files, s, entry)
 
-    pools = [WorkerPool(store, pg_settings, grade=grade) for _ in range(2)]
+    pools = [build_pool(store, pg_settings, grade=grade) for _ in range(2)]
     for p in pools:
         p.start()
     try:

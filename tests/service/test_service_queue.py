@@ -12,10 +12,11 @@ from sqlalchemy import func, select
 
 from grader.config import Settings
 from grader.errors import SandboxUnavailable
-from grader.queue import jobs
-from grader.queue.pool import WorkerPool
 from grader.engine.report import Report
+from grader.queue.base import Job
+from grader.queue.database import DatabaseQueue, owner_id
 from grader.service import submissions as subs
+from grader.service.grading import build_pool, open_queue
 from grader.service.auth import SYSTEM
 from grader.service.schemas import SubmissionCreate
 from grader.store.db import Store, open_store
@@ -49,6 +50,12 @@ def reports(store: Store, sid: str) -> int:
         return db.scalar(select(func.count()).select_from(ReportRow).where(ReportRow.submission_id == sid)) or 0
 
 
+def queue_of(store: Store, owner: str, lease_s: float = 60, max_attempts: int = 3) -> DatabaseQueue:
+    """The database queue as the service opens it, held by `owner`."""
+    return open_queue(store, make_settings(Path("unused"), job_lease_s=lease_s, job_max_attempts=max_attempts),
+                      owner)
+
+
 def dead_pid() -> int:
     import subprocess
     import sys
@@ -63,9 +70,10 @@ def test_job_of_a_dead_process_is_regraded_once(store: Store, settings: Settings
     import socket
 
     ghost = f"{socket.gethostname()}:{dead_pid()}:deadbeef"
-    job = jobs.claim(store, ghost, lease_s=3600)  # a lease far in the future: only the dead pid frees it
+    ghost_queue = queue_of(store, ghost, lease_s=3600)  # a lease far in the future: only the dead pid frees it
+    job = ghost_queue.claim()
     assert job is not None and job.attempt == 1
-    pool = WorkerPool(store, settings, grade=standin_grade)
+    pool = build_pool(store, settings, grade=standin_grade)
     pool.start()
     try:
         row = wait_done(store, sid)
@@ -73,8 +81,7 @@ def test_job_of_a_dead_process_is_regraded_once(store: Store, settings: Settings
         pool.stop()
     assert row.status == "done" and row.attempts == 2 and reports(store, sid) == 1
     # The ghost comes back to life with its old result: it is not counted.
-    assert jobs.complete(store, job, ghost, standin_grade("mlp", {"solution.py": ""}, settings, "solution.py")) \
-        is False
+    assert ghost_queue.complete(job, standin_grade("mlp", {"solution.py": ""}, settings, "solution.py")) is False
     assert reports(store, sid) == 1 and wait_done(store, sid).score == 8.0
     with store.session() as db:
         actions = list(db.scalars(select(AuditEvent.action).where(AuditEvent.submission_id == sid)
@@ -84,17 +91,20 @@ def test_job_of_a_dead_process_is_regraded_once(store: Store, settings: Settings
 
 def test_expired_lease_is_taken_over_and_the_slow_worker_is_fenced(store: Store, settings: Settings) -> None:
     sid = new_submission(store, settings)
-    slow = jobs.owner_id("slow")  # a live process on this host: only the lease can free its job
-    job_a = jobs.claim(store, slow, lease_s=0.01)
+    slow = queue_of(store, owner_id("slow"), lease_s=0.01)  # a live process: only the lease can free its job
+    fast = queue_of(store, owner_id("fast"))
+    job_a = slow.claim()
     assert job_a is not None
     time.sleep(0.05)
-    assert jobs.recover_orphans(store, max_attempts=3) == (1, 0)
-    job_b = jobs.claim(store, jobs.owner_id("fast"), lease_s=60)
+    assert fast.recover() == (1, 0)
+    job_b = fast.claim()
     assert job_b is not None and job_b.attempt == 2
     report = standin_grade("mlp", job_b.files, settings, "solution.py")
-    assert jobs.complete(store, job_b, jobs.owner_id("fast"), report) is True
-    assert jobs.complete(store, job_a, slow, report) is False
-    assert jobs.fail(store, job_a, slow, "late failure") is False
+    assert fast.complete(job_b, report) is True
+    assert slow.complete(job_a, report) is False
+    assert slow.fail(job_a, "late failure", retry=False) == "stale"
+    assert slow.fail(job_a, "late crash", retry=True) == "stale"
+    assert slow.renew([job_a]) == 0
     with store.session() as db:
         row = db.get(Submission, sid)
         assert row is not None and (row.status, row.error) == ("done", None)
@@ -103,8 +113,8 @@ def test_expired_lease_is_taken_over_and_the_slow_worker_is_fenced(store: Store,
 
 def test_live_lease_is_left_alone(store: Store, settings: Settings) -> None:
     new_submission(store, settings)
-    assert jobs.claim(store, jobs.owner_id("other"), lease_s=60) is not None
-    assert jobs.recover_orphans(store, max_attempts=3) == (0, 0)
+    assert queue_of(store, owner_id("other")).claim() is not None
+    assert queue_of(store, owner_id("sweeper")).recover() == (0, 0)
 
 
 def test_a_submission_that_keeps_killing_workers_is_failed(store: Store, settings: Settings) -> None:
@@ -112,8 +122,9 @@ def test_a_submission_that_keeps_killing_workers_is_failed(store: Store, setting
     import socket
 
     for attempt in range(1, settings.job_max_attempts + 1):
-        assert jobs.claim(store, f"{socket.gethostname()}:{dead_pid()}:x", lease_s=60).attempt == attempt  # type: ignore[union-attr]
-        jobs.recover_orphans(store, settings.job_max_attempts)
+        dead = queue_of(store, f"{socket.gethostname()}:{dead_pid()}:x", max_attempts=settings.job_max_attempts)
+        assert dead.claim().attempt == attempt  # type: ignore[union-attr]
+        dead.recover()
     row = wait_done(store, sid, timeout_s=1)
     assert row.status == "failed" and f"interrupted {settings.job_max_attempts} times" in (row.error or "")
     assert reports(store, sid) == 0
@@ -139,7 +150,7 @@ def test_grader_faults_are_graded_again_then_failed_and_the_worker_lives_on(stor
 
     codes = ("sandbox", "bug", "error-report", "fine", "incomplete once", "incomplete always")
     ids = [new_submission(store, settings, code) for code in codes]
-    pool = WorkerPool(store, settings, grade=grade)
+    pool = build_pool(store, settings, grade=grade)
     pool.start()
     try:
         rows = [wait_done(store, sid) for sid in ids]
@@ -174,7 +185,7 @@ def test_concurrency_limit_from_settings(tmp_path: Path) -> None:
         return standin_grade(*args)  # type: ignore[arg-type]
 
     ids = [new_submission(store, settings) for _ in range(5)]
-    pool = WorkerPool(store, settings, grade=grade)
+    pool = build_pool(store, settings, grade=grade)
     pool.start()
     try:
         for sid in ids:
@@ -196,7 +207,7 @@ def test_many_workers_claim_each_job_once(tmp_path: Path) -> None:
         return standin_grade(problem_id, files, s, entry)
 
     ids = [new_submission(store, settings, f"# {i}\n") for i in range(20)]
-    pools = [WorkerPool(store, settings, grade=grade) for _ in range(2)]  # two pools on one database
+    pools = [build_pool(store, settings, grade=grade) for _ in range(2)]  # two pools on one database
     for p in pools:
         p.start()
     try:
@@ -218,11 +229,11 @@ def test_lease_is_renewed_while_grading(tmp_path: Path, gate: threading.Event) -
         return standin_grade(*args)  # type: ignore[arg-type]
 
     sid = new_submission(store, settings)
-    pool = WorkerPool(store, settings, grade=grade)
+    pool = build_pool(store, settings, grade=grade)
     pool.start()
     try:
         time.sleep(1.2)  # three leases long: without renewal a sweep would have requeued it
-        assert jobs.recover_orphans(store, settings.job_max_attempts) == (0, 0)
+        assert queue_of(store, owner_id("sweeper")).recover() == (0, 0)
         with store.session() as db:
             row = db.get(Submission, sid)
             assert row is not None and row.status == "running" and row.attempts == 1
@@ -236,19 +247,19 @@ def test_lease_is_renewed_while_grading(tmp_path: Path, gate: threading.Event) -
 
 def test_a_worker_that_fails_to_store_its_result_loses_nothing(store: Store, settings: Settings,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    real_complete = jobs.complete
+    real_complete = DatabaseQueue.complete
     failures = [0]
     sid = new_submission(store, settings)
 
-    def flaky_complete(store_: Store, job: jobs.Job, owner: str, report: Report) -> bool:
+    def flaky_complete(self: DatabaseQueue, job: Job, report: Report) -> bool:
         if job.submission_id == sid and failures[0] == 0:
             failures[0] += 1
             raise OSError("disk full")  # as if the database write failed after grading
-        return real_complete(store_, job, owner, report)
+        return real_complete(self, job, report)
 
-    monkeypatch.setattr(jobs, "complete", flaky_complete)
+    monkeypatch.setattr(DatabaseQueue, "complete", flaky_complete)
     later = new_submission(store, settings, "relu_forward\n")
-    pool = WorkerPool(store, settings, grade=standin_grade)
+    pool = build_pool(store, settings, grade=standin_grade)
     started = time.monotonic()
     pool.start()
     try:
@@ -270,7 +281,7 @@ def test_a_lone_surrogate_from_the_sandbox_is_graded_once_and_done(store: Store,
     code = (ROOT / "reference" / "mlp.py").read_text() + \
         '\n\ndef relu_forward(x):\n    raise ValueError("bad \\ud800 value")\n'
     sid = new_submission(store, settings, code)
-    pool = WorkerPool(store, settings)
+    pool = build_pool(store, settings)
     pool.start()
     try:
         row = wait_done(store, sid, timeout_s=180)

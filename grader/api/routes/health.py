@@ -23,7 +23,7 @@ def healthz(request: Request, store: Store = Depends(get_store)) -> JSONResponse
         database = f"error: {type(exc).__name__}"
     pool = getattr(request.app.state, "pool", None)
     body = {"status": "ok" if database == "ok" else "degraded", "database": database,
-            "workers": pool.settings.workers if pool else 0, "workers_running": pool is not None}
+            "workers": pool.workers if pool else 0, "workers_running": pool is not None}
     return JSONResponse(body, status_code=200 if database == "ok" else 503)
 
 

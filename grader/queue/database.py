@@ -1,0 +1,200 @@
+"""The database queue: a submission row is its job, claimed with a compare-and-set and held with a lease.
+
+Durable by construction: a job exists as soon as its submission is committed,
+and a job left 'running' by a process that died is put back in the queue when a
+worker pool starts (or when its lease runs out). The attempt counter doubles as
+a fencing token, so a stale worker's result is discarded and each submission
+gets exactly one report.
+
+Every change of a job's state is announced to the listener inside the same
+transaction, so what the service records for it (an audit event, a webhook
+delivery row: an outbox) commits or rolls back with the change itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Collection
+from datetime import timedelta
+from typing import Any, Literal, cast
+
+from sqlalchemy import CursorResult, Update, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from grader.engine.report import Report
+from grader.queue.base import FailResult, Job, JobEvent
+from grader.store.db import Store
+from grader.store.models import ReportRow, Submission, utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 2000
+CLAIM_RACES = 5  # another worker may win the race for the same row; then try the next one
+
+Listener = Callable[[Session, JobEvent], None]
+"""Called inside the transaction that changed the job, after the change (the row is flushed)."""
+
+
+def owner_id(instance: str) -> str:
+    """Who holds a job: host, process id and a per-pool instance id (a pid can be reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{instance}"
+
+
+def _owner_is_dead(owner: str | None) -> bool:
+    """True when `owner` was a process on this host that no longer runs (or an earlier pool of this one)."""
+    if not owner:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text, _, _instance = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine's job: only its lease can say it is dead
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False  # this process's own live pool; an earlier pool of it is covered by the lease
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _ignore(db: Session, event: JobEvent) -> None:
+    pass
+
+
+def _changed(db: Session, statement: Update) -> int:
+    """Rows an UPDATE matched: 1 when a compare-and-set won, 0 when another worker's state stood."""
+    result = cast(CursorResult[Any], db.execute(statement.execution_options(synchronize_session=False)))
+    return result.rowcount or 0
+
+
+class DatabaseQueue:
+    """The `Queue` on the submissions table, for one worker (`owner`); one instance per worker pool."""
+
+    def __init__(self, store: Store, *, owner: str, lease_s: float, max_attempts: int,
+                 listener: Listener = _ignore) -> None:
+        self.store, self.owner, self.lease_s, self.max_attempts = store, owner, lease_s, max_attempts
+        self.listener = listener
+
+    def claim(self) -> Job | None:
+        """Take the oldest queued job, or None when the queue is empty."""
+        for _ in range(CLAIM_RACES):
+            with self.store.session() as db:
+                sid = db.scalar(select(Submission.id).where(Submission.status == "queued")
+                                .order_by(Submission.created_at, Submission.id).limit(1))
+                if sid is None:
+                    return None
+                now = utcnow()
+                claimed = _changed(db, update(Submission)
+                                   .where(Submission.id == sid, Submission.status == "queued")
+                                   .values(status="running", owner=self.owner, attempts=Submission.attempts + 1,
+                                           started_at=now, lease_expires_at=now + timedelta(seconds=self.lease_s)))
+                if claimed != 1:
+                    continue
+                row = db.get(Submission, sid, populate_existing=True)
+                assert row is not None
+                return Job(submission_id=sid, problem_id=row.problem_id, files={f.name: f.text for f in row.files},
+                           entry=row.entry, attempt=row.attempts)
+        return None
+
+    def renew(self, jobs: Collection[Job]) -> int:
+        """Extend the leases of the jobs this owner is grading right now; returns how many were extended.
+
+        Only the jobs a worker is actually busy with: a job whose worker thread died
+        must let its lease run out, so that it is taken back and graded again.
+        """
+        if not jobs:
+            return 0
+        with self.store.session() as db:
+            return _changed(db, update(Submission)
+                            .where(Submission.status == "running", Submission.owner == self.owner,
+                                   Submission.id.in_(sorted(j.submission_id for j in jobs)))
+                            .values(lease_expires_at=utcnow() + timedelta(seconds=self.lease_s)))
+
+    def _fenced(self, job: Job) -> list[Any]:
+        return [Submission.id == job.submission_id, Submission.status == "running", Submission.owner == self.owner,
+                Submission.attempts == job.attempt]
+
+    def complete(self, job: Job, report: Report) -> bool:
+        """Store the report and mark the job done (failed for an error report), unless this worker lost the job."""
+        failed = report.status == "error"
+        try:
+            with self.store.session() as db:
+                done = _changed(db, update(Submission).where(*self._fenced(job)).values(
+                    status="failed" if failed else "done", score=report.score, max_score=report.max_score,
+                    final_score=report.score, passed=report.passed, test_count=len(report.tests),
+                    error=(report.error or "the grader failed")[:MAX_ERROR_CHARS] if failed else None,
+                    finished_at=utcnow(), lease_expires_at=None))
+                if done != 1:
+                    log.warning("discarding a stale result for %s (attempt %d)", job.submission_id, job.attempt)
+                    return False
+                db.add(ReportRow(submission_id=job.submission_id, report_json=report.model_dump_json(),
+                                 attempt=job.attempt))
+                db.flush()
+                self.listener(db, JobEvent(kind="graded", submission_id=job.submission_id, attempt=job.attempt,
+                                           report=report,
+                                           detail={"score": report.score, "max_score": report.max_score,
+                                                   "attempt": job.attempt, "duration_s": report.duration_s}))
+                return True
+        except IntegrityError:  # a report already exists: someone else completed it; ours is not counted
+            log.warning("a report for %s already exists; discarding attempt %d", job.submission_id, job.attempt)
+            return False
+
+    def fail(self, job: Job, reason: str, *, retry: bool) -> FailResult:
+        """Fail the job, or with `retry` (the grader's own fault) queue it again until max_attempts gradings.
+
+        Nothing is stored as the candidate's score. After `max_attempts` gradings the job is failed
+        with the reason, as for a submission that keeps bringing the service down.
+        """
+        if retry and job.attempt >= self.max_attempts:
+            reason, retry = f"the grader failed {job.attempt} time(s) on this submission; last: {reason}", False
+        reason = reason[:MAX_ERROR_CHARS]
+        with self.store.session() as db:
+            values: dict[str, Any] = (
+                {"status": "queued", "owner": None, "lease_expires_at": None, "error": reason} if retry else
+                {"status": "failed", "error": reason, "finished_at": utcnow(), "lease_expires_at": None})
+            if _changed(db, update(Submission).where(*self._fenced(job)).values(**values)) != 1:
+                return "stale"
+            kind: Literal["requeued", "failed"] = "requeued" if retry else "failed"
+            self.listener(db, JobEvent(kind=kind, submission_id=job.submission_id, attempt=job.attempt,
+                                       reason=reason,
+                                       detail={"reason" if retry else "error": reason, "attempt": job.attempt}))
+            return kind
+
+    def recover(self) -> tuple[int, int]:
+        """Requeue running jobs whose worker is gone (dead process on this host, or an expired lease).
+
+        A job interrupted `max_attempts` times is failed instead: a submission that
+        brings the service down must not do it forever. Returns (requeued, failed).
+        """
+        requeued = failed = 0
+        with self.store.session() as db:
+            now = utcnow()
+            rows = db.scalars(select(Submission).where(Submission.status == "running")).all()
+            for row in rows:
+                expired = row.lease_expires_at is None or row.lease_expires_at < now
+                if not (expired or _owner_is_dead(row.owner)):
+                    continue
+                if row.attempts >= self.max_attempts:
+                    row.status, row.finished_at, row.lease_expires_at = "failed", now, None
+                    row.error = (f"grading was interrupted {row.attempts} times (the service stopped while grading "
+                                 "this submission); it is not retried again")
+                    event = JobEvent(kind="failed", submission_id=row.id, attempt=row.attempts, reason=row.error,
+                                     detail={"error": row.error, "attempt": row.attempts})
+                    failed += 1
+                else:
+                    event = JobEvent(kind="taken_back", submission_id=row.id, attempt=row.attempts,
+                                     detail={"previous_owner": row.owner, "attempt": row.attempts,
+                                             "reason": "lease expired" if expired else "worker process is gone"})
+                    row.status, row.owner, row.lease_expires_at = "queued", None, None
+                    requeued += 1
+                db.flush()
+                self.listener(db, event)
+        if requeued or failed:
+            log.warning("took back orphaned jobs: %d requeued, %d failed after too many attempts", requeued, failed)
+        return requeued, failed
