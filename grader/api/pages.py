@@ -229,7 +229,8 @@ def _report_page(store: Store, me: Principal, submission_id: str, *, flash: str 
         notes=[n.model_dump() for n in detail.notes], audit=[e.model_dump() for e in detail.audit],
         overrides=[o.model_dump() for o in detail.overrides],
         webhook=detail.webhook.model_dump() if detail.webhook else None, viewer=_viewer(me), links=LINKS,
-        flash=flash, error=error)
+        flash=flash, error=error, points=detail.effective_points,
+        score=subs.overridden_score(detail.report, detail.overrides) if detail.report else None)
     return _html(body, status_code)
 
 

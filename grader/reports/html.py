@@ -297,32 +297,29 @@ class _TestView:
     figures: list[tuple[str, str]]
 
 
-def effective_points(report: Report, overrides: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """Points per test after overrides: the latest override of a test replaces what the grader gave."""
-    points = {t.id: t.earned for t in report.tests}
-    for override in overrides:
-        if override.get("test_id") in points:
-            points[str(override["test_id"])] = float(override["points"])
-    return points
-
-
 def render_report_page(*, submission: SubmissionRow, report: Report | None, files: Mapping[str, str],
                        entry: str = "solution.py", notes: Sequence[Mapping[str, Any]] = (),
                        audit: Sequence[Mapping[str, Any]] = (), overrides: Sequence[Mapping[str, Any]] = (),
                        webhook: Mapping[str, Any] | None = None, viewer: Viewer | None = None,
-                       links: Links = Links(), flash: str | None = None, error: str | None = None) -> str:
-    """A submission's report page: score, tests, findings, code with failing lines, output, notes, audit log."""
+                       links: Links = Links(), flash: str | None = None, error: str | None = None,
+                       points: Mapping[str, float] | None = None, score: float | None = None) -> str:
+    """A submission's report page: score, tests, findings, code with failing lines, output, notes, audit log.
+
+    `points` (test id -> points) and `score` are the ones after overrides, computed by the service
+    (one function for the API and the pages); without them the page shows what the grader gave.
+    """
     tests: list[_TestView] = []
     code_files: list[CodeFile] = []
-    score = graded_score = None
+    graded_score = None
     if report is not None:
         code_files, anchors = build_code_files(files, entry, report.tests, report.findings)
-        points = effective_points(report, overrides)
+        earned = {t.id: t.earned for t in report.tests} | dict(points or {})
         latest = {str(o.get("test_id")): o for o in overrides}
-        tests = [_TestView(test=t, earned=points[t.id], override=latest.get(t.id), anchor=anchors.get(t.id),
+        tests = [_TestView(test=t, earned=earned[t.id], override=latest.get(t.id), anchor=anchors.get(t.id),
                            figures=[(f.title, figure_data_uri(f)) for f in t.figures])
                  for t in report.tests]
-        graded_score, score = report.score, sum(points.values())
+        graded_score = report.score
+        score = report.score if score is None else score
     else:
         code_files, _ = build_code_files(files, entry, (), ())
     return environment().get_template("report.html.j2").render(

@@ -13,9 +13,10 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -352,13 +353,31 @@ def _overrides(db: Session, submission_id: str) -> list[Override]:
     return list(db.scalars(select(Override).where(Override.submission_id == submission_id).order_by(Override.id)))
 
 
-def effective_points(report: Report, overrides: list[Override]) -> dict[str, float]:
-    """Test id -> points after overrides; the latest override of a test wins."""
+class PointsOverride(Protocol):
+    """What scoring needs of an override: a stored row and its API view both fit."""
+
+    @property
+    def test_id(self) -> str: ...
+
+    @property
+    def points(self) -> float: ...
+
+
+def effective_points(report: Report, overrides: Iterable[PointsOverride]) -> dict[str, float]:
+    """Test id -> points after overrides, in order; the latest override of a test wins."""
     points = {t.id: t.earned for t in report.tests}
     for o in overrides:
         if o.test_id in points:
-            points[o.test_id] = o.points
+            points[o.test_id] = float(o.points)
     return points
+
+
+def overridden_score(report: Report, overrides: Iterable[PointsOverride]) -> float:
+    """The final score: the grader's points with the interviewers' overrides applied.
+
+    The one computation of it: stored as `final_score` by the API and shown by the pages.
+    """
+    return round(sum(effective_points(report, overrides).values()), 6)
 
 
 def _override_out(o: Override) -> OverrideOut:
@@ -431,7 +450,7 @@ def override_test(store: Store, principal: Principal, submission_id: str, test_i
                             reason=reason, author=principal.name, token_id=principal.token_id or None)
         db.add(override)
         db.flush()
-        row.final_score = round(sum(effective_points(report, [*overrides, override]).values()), 6)
+        row.final_score = overridden_score(report, [*overrides, override])
         record(db, principal, "override.set", submission_id=row.id,
                detail={"test_id": test_id, "points": float(points), "previous_points": previous, "reason": reason,
                        "final_score": row.final_score})

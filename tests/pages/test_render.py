@@ -15,15 +15,18 @@ from hypothesis import strategies as st
 
 from grader.reports import html as pages
 from grader.reports.html import (Links, SubmissionRow, Viewer, build_code_files, content_security_policy,
-                                 effective_points, failure_location, highlight_lines, render_error_page,
+                                 failure_location, highlight_lines, render_error_page,
                                  render_login_page, render_report_page, render_submissions_page)
 from grader.engine.report import Environment, Figure, Finding, Output, ProblemRef, Report
 from grader.engine.report import TestResult as Result  # not collected by pytest as a test class
 from grader.reports.plots import figure_data_uri, render_png
+from grader.service.schemas import OverrideOut
+from grader.service.submissions import effective_points, overridden_score
 
 XSS = "<script>alert(1)</script>"
 ATTR_XSS = '"><img src=x onerror=alert(2)>'
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+META = {"id": 1, "previous_points": 0.0, "created_at": "2026-11-23T20:05:00"}
 
 SOLUTION = f'''import numpy as np
 from helpers import shape_of
@@ -198,9 +201,10 @@ def test_overrides_change_the_score_and_the_latest_wins() -> None:
     overrides = [{"test_id": "shapes", "points": 1.0, "reason": "a", "author": "x"},
                  {"test_id": "shapes", "points": 0.5, "reason": "b", "author": "y"},
                  {"test_id": "no-such-test", "points": 5.0, "reason": "c", "author": "z"}]
-    points = effective_points(report, overrides)
-    assert points["shapes"] == 0.5 and sum(points.values()) == 2.5
-    html = render_sample(overrides=overrides)
+    points = effective_points(report, [OverrideOut.model_validate(o | META) for o in overrides])
+    score = overridden_score(report, [OverrideOut.model_validate(o | META) for o in overrides])
+    assert points["shapes"] == 0.5 and score == 2.5
+    html = render_sample(overrides=overrides, points=points, score=score)
     assert '<div class="big">2.5<span class="of"> / 8</span>' in html
     assert "graded 2, adjusted by 3 overrides" in html
     assert "<del>0</del> 0.5 / 1" in html

@@ -207,3 +207,27 @@ def test_openapi_is_served(client: TestClient) -> None:
     body = spec["paths"]["/v1/submissions"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "multipart/form-data"}
     assert json.dumps(spec)  # serializable, no stray objects
+
+
+def test_the_page_and_the_api_show_one_overridden_score(client: TestClient, tokens: Tokens) -> None:
+    """The score after overrides is computed once (grader.service.submissions.overridden_score)."""
+    from grader.reports.html import format_points
+
+    sid = submit(client, tokens.submitter, code="# affine_forward relu_forward\n")["id"]
+    wait_for_status(client, sid, tokens.submitter)
+    h = Tokens.auth(tokens.interviewer)
+    failed = [t for t in client.get(f"/v1/submissions/{sid}/report", headers=h).json()["tests"]
+              if t["status"] == "failed"]
+    for test, points in zip(failed, (0.1, 0.2, 0.7)):  # float sums that are not exact
+        r = client.post(f"/v1/submissions/{sid}/overrides", headers=h,
+                        json={"test_id": test["id"], "points": min(points, test["points"]), "reason": "partial"})
+        assert r.status_code == 201
+    detail = client.get(f"/v1/submissions/{sid}/detail", headers=h).json()
+    final = detail["submission"]["final_score"]
+    assert final == round(detail["report"]["score"] + sum(detail["effective_points"][t["id"]] for t in failed), 6)
+    assert client.post("/ui/login", data={"token": tokens.interviewer}, follow_redirects=False).status_code == 303
+    page = client.get(f"/ui/submissions/{sid}")
+    assert page.status_code == 200
+    assert f'<div class="big">{format_points(final)}<span' in page.text
+    listing = client.get("/ui/submissions").text
+    assert f'<td class="num">{format_points(final)} / {format_points(detail["report"]["max_score"])}</td>' in listing
