@@ -1,0 +1,102 @@
+"""Known-wrong: dropout drops a unit with probability p + 0.05 instead of p (kept units still scaled by 1/(1-p)).
+Expect: dropout_statistics
+
+A near miss: over dropout_statistics' 50 x 80 masks the kept fraction is off by
+about 10 standard deviations at p = 0.1 (6 to 8 at the other p), so the 5-sigma
+bounds catch it and bounds at 50 sigma would not. Every unit is 0 or x / (1 - p),
+so dropout_forward and dropout_backward pass.
+"""
+
+import numpy as np
+
+BIAS = 0.05
+
+
+def l2_penalty(params, reg):
+    loss = 0.0
+    grads = {}
+    for k, v in params.items():
+        if k.startswith("W"):
+            loss += 0.5 * reg * np.sum(v * v)
+            grads[k] = reg * v
+        else:
+            grads[k] = np.zeros_like(v)
+    return float(loss), grads
+
+
+def dropout_forward(x, p, train, seed):
+    if not train or p == 0:
+        return x.copy(), None
+    rng = np.random.default_rng(seed)
+    # Draws with p + BIAS, scales with the p it was given: every kept unit is still x / (1 - p).
+    mask = (rng.random(x.shape) >= min(p + BIAS, 1.0)) / (1 - p)
+    return x * mask, mask
+
+
+def dropout_backward(dout, cache):
+    mask = cache
+    if mask is None:
+        return dout.copy()
+    return dout * mask
+
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    mode = bn_param["mode"]
+    eps = bn_param.get("eps", 1e-5)
+    momentum = bn_param.get("momentum", 0.1)
+    N, D = x.shape
+    if bn_param.get("running_mean") is None:
+        bn_param["running_mean"] = np.zeros(D)
+    if bn_param.get("running_var") is None:
+        bn_param["running_var"] = np.ones(D)
+    running_mean = bn_param["running_mean"]
+    running_var = bn_param["running_var"]
+
+    if mode == "train":
+        mu = x.mean(axis=0)
+        var = x.var(axis=0)
+        inv_std = 1.0 / np.sqrt(var + eps)
+        x_hat = (x - mu) * inv_std
+        out = gamma * x_hat + beta
+        running_mean[:] = (1 - momentum) * running_mean + momentum * mu
+        running_var[:] = (1 - momentum) * running_var + momentum * var * N / (N - 1)
+        return out, (x_hat, gamma, inv_std)
+    x_hat = (x - running_mean) / np.sqrt(running_var + eps)
+    return gamma * x_hat + beta, None
+
+
+def batchnorm_backward(dout, cache):
+    x_hat, gamma, inv_std = cache
+    N = dout.shape[0]
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * x_hat).sum(axis=0)
+    dx_hat = dout * gamma
+    dx = inv_std / N * (N * dx_hat - dx_hat.sum(axis=0) - x_hat * (dx_hat * x_hat).sum(axis=0))
+    return dx, dgamma, dbeta
+
+
+class EarlyStopping:
+    def __init__(self, patience, min_delta=0.0, mode="min"):
+        self.patience = patience
+        self.min_delta = min_delta
+        self.mode = mode
+        self.best_value = None
+        self.best_epoch = None
+        self.epoch = -1
+        self.bad_epochs = 0
+
+    def step(self, value):
+        self.epoch += 1
+        if self.best_value is None:
+            improved = True
+        elif self.mode == "min":
+            improved = value < self.best_value - self.min_delta
+        else:
+            improved = value > self.best_value + self.min_delta
+        if improved:
+            self.best_value = value
+            self.best_epoch = self.epoch
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
