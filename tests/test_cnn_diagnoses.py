@@ -64,6 +64,10 @@ def test_known_mistake_is_named(stem: str, test_id: str, phrase: str) -> None:
     assert phrase in r.message, r.message
 
 
+def test_every_known_wrong_solution_has_a_named_diagnosis() -> None:
+    assert {f"wrong_{stem}" for stem, _, _ in DIAGNOSES} == {p.stem for p in SOLUTIONS_DIR.glob("wrong_*.py")}
+
+
 SHRUNK = [
     ("wrong_backward_ignores_stride", "conv_backward", ["x.shape=(2, 1,", "stride=2"]),
     ("wrong_crop_minus_pad", "conv_backward", ["x.shape=(2, 1, 1, 1)", "pad=0"]),

@@ -72,6 +72,10 @@ def test_the_mistake_is_named_on_its_test(stem: str, test_id: str, phrase: str) 
     assert phrase in r.message, r.message
 
 
+def test_every_known_wrong_solution_has_a_named_diagnosis() -> None:
+    assert {f"wrong_{stem}" for stem, _, _ in DIAGNOSES} == {p.stem for p in SOLUTIONS_DIR.glob("wrong_*.py")}
+
+
 def test_a_loss_mistake_is_counted_in_the_loss_tests_only() -> None:
     # train_step is checked with the contract's losses standing in for the candidate's.
     for stem in ("labels_swapped", "loss_summed", "saturating_generator_loss", "log_sigmoid", "d_loss_averaged"):

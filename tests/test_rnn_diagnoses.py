@@ -65,6 +65,10 @@ def test_known_mistake_is_named(stem: str, test_id: str, phrase: str) -> None:
     assert phrase in r.message, r.message
 
 
+def test_every_known_wrong_solution_has_a_named_diagnosis() -> None:
+    assert {f"wrong_{stem}" for stem, _, _ in DIAGNOSES} == {p.stem for p in SOLUTIONS_DIR.glob("wrong_*.py")}
+
+
 SHRUNK = [("wrong_gate_order_ifog", "lstm_step_forward"), ("wrong_tanh_derivative", "rnn_step_backward"),
           ("wrong_dh0_zeros", "lstm_backward")]
 
