@@ -15,15 +15,16 @@ RNN and LSTM, the picture of the vanishing-gradient question.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 
 from grader.engine.checks import strategies as gst
-from grader.engine.checks.compare import NotFinite, check_output, compare, expect_array, expect_tuple
-from grader.engine.checks.gradcheck import self_consistency
-from grader.engine.checks.variants import Variant, check_outputs
+from grader.engine.checks.compare import NotFinite, assert_close, compare
+from grader.engine.checks.layers import Contract, Layer, check_values, expect_values, precision_of
+from grader.engine.checks.variants import Variant
 from grader.engine.plan import CheckFailed, Context, Plan
 from grader.engine.report import Figure
 from reference import rnn as ref
@@ -97,44 +98,25 @@ def _fixed(ctx: Context, make: Callable[..., Arrays], *sizes: int, upstream: dic
     return case
 
 
-# -- calling the candidate ----------------------------------------------------------------------------
+# -- contracts ----------------------------------------------------------------------------------------
 
-
-def _rnn_step(ctx: Context, c: Arrays) -> tuple[np.ndarray, Any]:
-    result = ctx.call_checked("rnn_step_forward", c["x"], c["h_prev"], c["Wx"], c["Wh"], c["b"], keep=[1],
-                              arg_names=("x", "h_prev", "Wx", "Wh", "b"))
-    h_next, cache = expect_tuple(result, 2, "rnn_step_forward", "h_next, cache")
-    return h_next, cache
-
-
-def _rnn_step_backward(ctx: Context, dh_next: np.ndarray, cache: Any) -> dict[str, Any]:
-    result = ctx.call_checked("rnn_step_backward", dh_next, cache, arg_names=("dh_next", "cache"))
-    return dict(zip(RNN_GRADS, expect_tuple(result, 5, "rnn_step_backward", ", ".join(RNN_GRADS))))
-
-
-def _lstm_step(ctx: Context, c: Arrays) -> tuple[np.ndarray, np.ndarray, Any]:
-    result = ctx.call_checked("lstm_step_forward", c["x"], c["h_prev"], c["c_prev"], c["Wx"], c["Wh"], c["b"],
-                              keep=[2], arg_names=("x", "h_prev", "c_prev", "Wx", "Wh", "b"))
-    h_next, c_next, cache = expect_tuple(result, 3, "lstm_step_forward", "h_next, c_next, cache")
-    return h_next, c_next, cache
-
-
-def _lstm_step_backward(ctx: Context, dh_next: np.ndarray, dc_next: np.ndarray, cache: Any) -> dict[str, Any]:
-    result = ctx.call_checked("lstm_step_backward", dh_next, dc_next, cache,
-                              arg_names=("dh_next", "dc_next", "cache"))
-    return dict(zip(LSTM_STEP_GRADS, expect_tuple(result, 6, "lstm_step_backward", ", ".join(LSTM_STEP_GRADS))))
-
-
-def _lstm(ctx: Context, c: Arrays) -> tuple[np.ndarray, Any]:
-    result = ctx.call_checked("lstm_forward", c["x"], c["h0"], c["Wx"], c["Wh"], c["b"], keep=[1],
-                              arg_names=("x", "h0", "Wx", "Wh", "b"))
-    h, cache = expect_tuple(result, 2, "lstm_forward", "h, cache")
-    return h, cache
-
-
-def _lstm_backward(ctx: Context, dh: np.ndarray, cache: Any) -> dict[str, Any]:
-    result = ctx.call_checked("lstm_backward", dh, cache, arg_names=("dh", "cache"))
-    return dict(zip(LSTM_GRADS, expect_tuple(result, 5, "lstm_backward", ", ".join(LSTM_GRADS))))
+RNN_STEP = Layer(
+    Contract("rnn_step_forward", args=("x", "h_prev", "Wx", "Wh", "b"), returns=("h_next", "cache"), handle="cache",
+             reference=ref.rnn_step_forward),
+    Contract("rnn_step_backward", args=("dh_next", "cache"), returns=RNN_GRADS, reference=ref.rnn_step_backward),
+    upstream={"h_next": "dh_next"}, grads={"x": "dx", "h_prev": "dh_prev", "Wx": "dWx", "Wh": "dWh", "b": "db"})
+LSTM_STEP = Layer(
+    Contract("lstm_step_forward", args=("x", "h_prev", "c_prev", "Wx", "Wh", "b"),
+             returns=("h_next", "c_next", "cache"), handle="cache", reference=ref.lstm_step_forward),
+    Contract("lstm_step_backward", args=("dh_next", "dc_next", "cache"), returns=LSTM_STEP_GRADS,
+             reference=ref.lstm_step_backward),
+    upstream={"h_next": "dh_next", "c_next": "dc_next"},
+    grads={"x": "dx", "h_prev": "dh_prev", "c_prev": "dc_prev", "Wx": "dWx", "Wh": "dWh", "b": "db"})
+LSTM = Layer(
+    Contract("lstm_forward", args=("x", "h0", "Wx", "Wh", "b"), returns=("h", "cache"), handle="cache",
+             reference=ref.lstm_forward),
+    Contract("lstm_backward", args=("dh", "cache"), returns=LSTM_GRADS, reference=ref.lstm_backward),
+    upstream={"h": "dh"}, grads={"x": "dx", "h0": "dh0", "Wx": "dWx", "Wh": "dWh", "b": "db"})
 
 
 # -- the mistakes, computed by trusted code for diagnosis ---------------------------------------------
@@ -145,44 +127,50 @@ def _swap_go(*arrays: np.ndarray) -> list[np.ndarray]:
     return [ref.reorder_gates(a) for a in arrays]
 
 
-def _right_dtanh(t: np.ndarray) -> np.ndarray:
-    return 1.0 - t**2
+Step = Callable[[np.ndarray, np.ndarray, Any], tuple[np.ndarray, ...]]
 
 
-def _wrong_dtanh(t: np.ndarray) -> np.ndarray:
-    return 1.0 - t
+def _wrong_dtanh(dh_next: np.ndarray, dc_next: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
+    """lstm_step_backward with the tanh derivative taken as 1 - tanh (on the cell and on the candidate g).
+
+    The reference's backward on an upstream dc_next that makes its cell gradient the mistaken one, then the
+    g block of the pre-activation gradient corrected from 1 - g**2 to 1 - g.
+    """
+    x, h_prev, _, Wx, Wh, i, _, g, o, tanh_c = cache
+    shifted = dc_next + dh_next * o * ((1.0 - tanh_c) - (1.0 - tanh_c**2))
+    dx, dh_prev, dc_prev, dWx, dWh, db = ref.lstm_step_backward(dh_next, shifted, cache)
+    H = g.shape[1]
+    da = np.zeros((g.shape[0], 4 * H))
+    da[:, 2 * H:3 * H] = (dc_next + dh_next * o * (1.0 - tanh_c)) * i * ((1.0 - g) - (1.0 - g**2))
+    return dx + da @ Wx.T, dh_prev + da @ Wh.T, dc_prev, dWx + x.T @ da, dWh + h_prev.T @ da, db + da.sum(axis=0)
 
 
-def _lstm_step_grads(x: np.ndarray, h_prev: np.ndarray, c_prev: np.ndarray, Wx: np.ndarray, Wh: np.ndarray,
-                     b: np.ndarray, dh: np.ndarray, dc: np.ndarray, *, dtanh: Callable[[np.ndarray], np.ndarray]
-                     = _right_dtanh, forget_in_dc_prev: bool = True) -> Arrays:
-    """One LSTM step's gradients, with a known mistake switched on by the keyword arguments."""
-    H = h_prev.shape[1]
-    a = x @ Wx + h_prev @ Wh + b
-    i, f, o = (ref.sigmoid(a[:, k * H:(k + 1) * H]) for k in (0, 1, 3))
-    g = np.tanh(a[:, 2 * H:3 * H])
-    tanh_c = np.tanh(f * c_prev + i * g)
-    dc_total = dc + dh * o * dtanh(tanh_c)
-    da = np.concatenate([dc_total * g * i * (1 - i), dc_total * c_prev * f * (1 - f), dc_total * i * dtanh(g),
-                         dh * tanh_c * o * (1 - o)], axis=1)
-    return {"dx": da @ Wx.T, "dh_prev": da @ Wh.T, "dc_prev": dc_total * f if forget_in_dc_prev else dc_total,
-            "dWx": x.T @ da, "dWh": h_prev.T @ da, "db": da.sum(axis=0)}
+def _without_forget(dh_next: np.ndarray, dc_next: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
+    """lstm_step_backward with dc_prev not multiplied by the forget gate f."""
+    dx, dh_prev, dc_prev, dWx, dWh, db = ref.lstm_step_backward(dh_next, dc_next, cache)
+    return dx, dh_prev, dc_prev / cache[6], dWx, dWh, db
 
 
-def _lstm_sequence_grads(c: Arrays, dh: np.ndarray, *, carry_cell: bool = True, **step_mistake: Any) -> Arrays:
-    """lstm_backward's outputs with a known mistake: the cell gradient dropped between steps, or a step mistake."""
+def _lstm_step_grads(c: Arrays, step: Step) -> Arrays:
+    """One LSTM step's gradients on a case, with a mistaken step backward."""
+    cache = LSTM_STEP.forward.expected(c)["cache"]
+    return dict(zip(LSTM_STEP_GRADS, step(c["dh_next"], c["dc_next"], cache)))
+
+
+def _lstm_sequence_grads(c: Arrays, dh: np.ndarray, *, carry_cell: bool = True,
+                         step: Step = ref.lstm_step_backward) -> Arrays:
+    """lstm_backward's outputs with a known mistake: the cell gradient dropped between steps, or a step mistake.
+
+    The reference's forward caches, chained back through time by `step` as the reference's lstm_backward does.
+    """
     N, T, H = dh.shape
-    h_prev, c_prev = c["h0"], np.zeros_like(c["h0"])
-    states = []
-    for t in range(T):
-        states.append((h_prev, c_prev))
-        h_prev, c_prev, _ = ref.lstm_step_forward(c["x"][:, t], h_prev, c_prev, c["Wx"], c["Wh"], c["b"])
+    _, caches = ref.lstm_forward(c["x"], c["h0"], c["Wx"], c["Wh"], c["b"])
     out = {"dx": np.zeros_like(c["x"]), "dWx": np.zeros_like(c["Wx"]), "dWh": np.zeros_like(c["Wh"]),
            "db": np.zeros_like(c["b"])}
     dh_carry, dc_carry = np.zeros((N, H)), np.zeros((N, H))
     for t in reversed(range(T)):
-        g = _lstm_step_grads(c["x"][:, t], *states[t], c["Wx"], c["Wh"], c["b"], dh[:, t] + dh_carry,
-                             dc_carry if carry_cell else np.zeros((N, H)), **step_mistake)
+        g = dict(zip(LSTM_STEP_GRADS, step(dh[:, t] + dh_carry, dc_carry if carry_cell else np.zeros((N, H)),
+                                           caches[t])))
         out["dx"][:, t] = g["dx"]
         for k in ("dWx", "dWh", "db"):
             out[k] += g[k]
@@ -215,10 +203,9 @@ def _gate_order_grads(grads: Arrays) -> Arrays:
 @plan.test("rnn_step_forward")
 def rnn_step_forward(ctx: Context) -> None:
     def check(c: dict[str, Any]) -> None:
-        h_next, _ = _rnn_step(ctx, c)
-        expected, _ = ref.rnn_step_forward(c["x"], c["h_prev"], c["Wx"], c["Wh"], c["b"])
+        got = RNN_STEP.forward.call(ctx, c, own=True)
         linear = c["x"] @ c["Wx"] + c["h_prev"] @ c["Wh"] + c["b"]
-        check_outputs({"h_next": h_next}, {"h_next": expected}, [
+        check_values(*RNN_STEP.forward.arrays(got, RNN_STEP.forward.expected(c)), [
             Variant("h_next is the pre-activation itself: apply tanh to x @ Wx + h_prev @ Wh + b",
                     {"h_next": linear}),
             Variant("h_next leaves out the bias b", {"h_next": np.tanh(linear - c["b"])}),
@@ -231,17 +218,16 @@ def rnn_step_forward(ctx: Context) -> None:
 @plan.test("rnn_step_backward")
 def rnn_step_backward(ctx: Context) -> None:
     def check(c: dict[str, Any]) -> None:
-        _, cache = _rnn_step(ctx, c)
-        got = _rnn_step_backward(ctx, c["dh_next"], cache)
-        h_next, ref_cache = ref.rnn_step_forward(c["x"], c["h_prev"], c["Wx"], c["Wh"], c["b"])
-        expected = dict(zip(RNN_GRADS, ref.rnn_step_backward(c["dh_next"], ref_cache)))
+        _, got = RNN_STEP.call_backward(ctx, c)
+        h_next = RNN_STEP.forward.expected(c)["h_next"]
+        expected = RNN_STEP.vjp(c)
 
         def with_da(da: np.ndarray) -> Arrays:
             return {"dx": da @ c["Wx"].T, "dh_prev": da @ c["Wh"].T, "dWx": c["x"].T @ da,
                     "dWh": c["h_prev"].T @ da, "db": da.sum(axis=0)}
 
         da = c["dh_next"] * (1 - h_next**2)
-        check_outputs(got, expected, [
+        check_values(*RNN_STEP.backward.arrays(got, expected), [
             Variant(TANH_DERIVATIVE_MESSAGE, lambda: with_da(c["dh_next"] * (1 - h_next))),
             Variant("dWh is computed from h_next; Wh multiplies h_prev in the forward pass, so dWh = h_prev.T @ da",
                     {"dWh": h_next.T @ da}),
@@ -258,28 +244,26 @@ def rnn_step_backward(ctx: Context) -> None:
 def rnn_step_gradcheck(ctx: Context) -> None:
     rng = ctx.rng("inputs")
     inputs = ref.rnn_step_inputs(int(rng.integers(2**31)), 3, 2, 3)
-    dh_next = rng.standard_normal((3, 3))
-
-    def objective(v: Arrays) -> float:
-        h_next, _ = _rnn_step(ctx, v)
-        return float(np.sum(expect_array(h_next, "h_next", dh_next.shape) * dh_next))
-
-    _, cache = _rnn_step(ctx, inputs)
-    got = _rnn_step_backward(ctx, dh_next, cache)
-    grads = {name: expect_array(got["d" + name], "d" + name, value.shape) for name, value in inputs.items()}
-    ctx.details["errors"] = self_consistency(objective, inputs, grads, rng, "rnn_step_backward",
-                                              reference=lambda v: float(np.sum(ref.rnn_step_forward(**v)[0] * dh_next)))
+    ctx.details["errors"] = RNN_STEP.gradient_check(ctx, inputs, {"dh_next": rng.standard_normal((3, 3))}, rng)
 
 
 # -- LSTM step ----------------------------------------------------------------------------------------
 
 
+def _forward_note(layer: Layer, got: dict[str, Any], c: Arrays, name: str, what: str) -> str:
+    """A hint for a backward test: whether the candidate's forward (graded on its own) agrees with the reference."""
+    value, want = got.get(name), layer.forward.expected(c)[name]
+    if isinstance(value, np.ndarray) and value.shape == want.shape and compare(value, want).ok:
+        return ""
+    return f"Your {what} also differs from the reference: fix the forward first"
+
+
 @plan.test("lstm_step_forward")
 def lstm_step_forward(ctx: Context) -> None:
     def check(c: dict[str, Any]) -> None:
-        h_next, c_next, _ = _lstm_step(ctx, c)
+        got = LSTM_STEP.forward.call(ctx, c, own=True)
         args = (c["x"], c["h_prev"], c["c_prev"])
-        rh, rc, _ = ref.lstm_step_forward(*args, c["Wx"], c["Wh"], c["b"])
+        rh, rc, _ = LSTM_STEP.forward.expected(c).values()
         H = rh.shape[1]
         o = ref.sigmoid((c["x"] @ c["Wx"] + c["h_prev"] @ c["Wh"] + c["b"])[:, 3 * H:])
 
@@ -287,7 +271,7 @@ def lstm_step_forward(ctx: Context) -> None:
             h, cn, _ = ref.lstm_step_forward(*args, *_swap_go(c["Wx"], c["Wh"], c["b"]))
             return {"c_next": cn, "h_next": h}
 
-        check_outputs({"c_next": c_next, "h_next": h_next}, {"c_next": rc, "h_next": rh}, [
+        check_values({"c_next": got["c_next"], "h_next": got["h_next"]}, {"c_next": rc, "h_next": rh}, [
             Variant(GATE_ORDER_MESSAGE, course_order),
             Variant("h_next = o * c_next; it must be o * tanh(c_next)", {"c_next": rc, "h_next": o * rc}),
             Variant("c_next is right but h_next is not: h_next = o * tanh(c_next) with o = sigmoid(a[:, 3H:4H])",
@@ -301,11 +285,9 @@ def lstm_step_forward(ctx: Context) -> None:
 @plan.test("lstm_step_backward")
 def lstm_step_backward(ctx: Context) -> None:
     def check(c: dict[str, Any]) -> None:
-        h_next, _, cache = _lstm_step(ctx, c)
-        got = _lstm_step_backward(ctx, c["dh_next"], c["dc_next"], cache)
+        forward, got = LSTM_STEP.call_backward(ctx, c)
         args = (c["x"], c["h_prev"], c["c_prev"], c["Wx"], c["Wh"], c["b"])
-        rh, _, ref_cache = ref.lstm_step_forward(*args)
-        expected = dict(zip(LSTM_STEP_GRADS, ref.lstm_step_backward(c["dh_next"], c["dc_next"], ref_cache)))
+        expected = LSTM_STEP.vjp(c)
         upstream = (c["dh_next"], c["dc_next"])
 
         def course_order() -> Arrays:
@@ -313,18 +295,15 @@ def lstm_step_backward(ctx: Context) -> None:
             _, _, swapped_cache = ref.lstm_step_forward(*swapped)
             return _gate_order_grads(dict(zip(LSTM_STEP_GRADS, ref.lstm_step_backward(*upstream, swapped_cache))))
 
-        forward_note = ("" if isinstance(h_next, np.ndarray) and h_next.shape == rh.shape and compare(h_next, rh).ok
-                        else "Your lstm_step_forward also differs from the reference: fix the forward first")
-        check_outputs(got, expected, [
+        check_values(*LSTM_STEP.backward.arrays(got, expected), [
             Variant(GATE_ORDER_MESSAGE, course_order),
-            Variant(TANH_DERIVATIVE_MESSAGE, lambda: _lstm_step_grads(*args, *upstream, dtanh=_wrong_dtanh)),
+            Variant(TANH_DERIVATIVE_MESSAGE, lambda: _lstm_step_grads(c, _wrong_dtanh)),
             Variant("dc_prev must be multiplied by the forget gate: c_next = f * c_prev + ..., "
-                    "so dc_prev = dc * f", lambda: _lstm_step_grads(*args, *upstream, forget_in_dc_prev=False)),
+                    "so dc_prev = dc * f", lambda: _lstm_step_grads(c, _without_forget)),
             Variant(DB_MEAN_MESSAGE, {"db": expected["db"] / c["x"].shape[0]}),
             Variant("dc_next is ignored: the upstream gradient of the cell state adds to dh_next * o * "
-                    "(1 - tanh(c_next)**2)", lambda: dict(zip(LSTM_STEP_GRADS, ref.lstm_step_backward(
-                        c["dh_next"], np.zeros_like(c["dc_next"]), ref_cache)))),
-        ], hint=forward_note)
+                    "(1 - tanh(c_next)**2)", lambda: LSTM_STEP.vjp({**c, "dc_next": np.zeros_like(c["dc_next"])})),
+        ], hint=_forward_note(LSTM_STEP, forward, c, "h_next", "lstm_step_forward"))
 
     ctx.check_property(lstm_step_cases(), check)
     check(_fixed(ctx, ref.lstm_step_inputs, 3, 5, 4, upstream={"dh_next": (3, 4), "dc_next": (3, 4)}))
@@ -334,20 +313,8 @@ def lstm_step_backward(ctx: Context) -> None:
 def lstm_step_gradcheck(ctx: Context) -> None:
     rng = ctx.rng("inputs")
     inputs = ref.lstm_step_inputs(int(rng.integers(2**31)), 2, 3, 2)
-    dh_next, dc_next = rng.standard_normal((2, 2)), rng.standard_normal((2, 2))
-
-    def objective(v: Arrays) -> float:
-        h_next, c_next, _ = _lstm_step(ctx, v)
-        return float(np.sum(expect_array(h_next, "h_next", dh_next.shape) * dh_next)
-                     + np.sum(expect_array(c_next, "c_next", dc_next.shape) * dc_next))
-
-    _, _, cache = _lstm_step(ctx, inputs)
-    got = _lstm_step_backward(ctx, dh_next, dc_next, cache)
-    grads = {name: expect_array(got["d" + name], "d" + name, value.shape) for name, value in inputs.items()}
-    ctx.details["errors"] = self_consistency(
-        objective, inputs, grads, rng, "lstm_step_backward",
-        reference=lambda v: float(np.sum(ref.lstm_step_forward(**v)[0] * dh_next)
-                                  + np.sum(ref.lstm_step_forward(**v)[1] * dc_next)))
+    upstream = {"dh_next": rng.standard_normal((2, 2)), "dc_next": rng.standard_normal((2, 2))}
+    ctx.details["errors"] = LSTM_STEP.gradient_check(ctx, inputs, upstream, rng)
 
 
 # -- LSTM over a sequence -----------------------------------------------------------------------------
@@ -356,14 +323,14 @@ def lstm_step_gradcheck(ctx: Context) -> None:
 @plan.test("lstm_forward")
 def lstm_forward(ctx: Context) -> None:
     def check(c: dict[str, Any]) -> None:
-        h, _ = _lstm(ctx, c)
+        got = LSTM.forward.call(ctx, c, own=True)
         weights = (c["Wx"], c["Wh"], c["b"])
-        expected, _ = ref.lstm_forward(c["x"], c["h0"], *weights)
-        check_outputs({"h": h}, {"h": expected}, [
+        check_values(*LSTM.forward.arrays(got, LSTM.forward.expected(c)), [
             Variant(GATE_ORDER_MESSAGE, lambda: {"h": ref.lstm_forward(c["x"], c["h0"], *_swap_go(*weights))[0]}),
             Variant("h0 is ignored: the first step must start from the h0 given (and a zero cell state)",
                     lambda: {"h": ref.lstm_forward(c["x"], np.zeros_like(c["h0"]), *weights)[0]}),
-            Variant("each step returns h = o * c; it must be o * tanh(c)", lambda: {"h": _lstm_forward_without_tanh(c)}),
+            Variant("each step returns h = o * c; it must be o * tanh(c)",
+                    lambda: {"h": _lstm_forward_without_tanh(c)}),
         ])
 
     ctx.check_property(lstm_sequence_cases(), check)
@@ -373,11 +340,9 @@ def lstm_forward(ctx: Context) -> None:
 @plan.test("lstm_backward")
 def lstm_backward(ctx: Context) -> None:
     def check(c: dict[str, Any]) -> None:
-        h, cache = _lstm(ctx, c)
-        got = _lstm_backward(ctx, c["dh"], cache)
+        forward, got = LSTM.call_backward(ctx, c)
         weights = (c["Wx"], c["Wh"], c["b"])
-        rh, ref_cache = ref.lstm_forward(c["x"], c["h0"], *weights)
-        expected = dict(zip(LSTM_GRADS, ref.lstm_backward(c["dh"], ref_cache)))
+        expected = LSTM.vjp(c)
         last_only = np.zeros_like(c["dh"])
         last_only[:, -1] = c["dh"][:, -1]
 
@@ -385,22 +350,20 @@ def lstm_backward(ctx: Context) -> None:
             _, swapped_cache = ref.lstm_forward(c["x"], c["h0"], *_swap_go(*weights))
             return _gate_order_grads(dict(zip(LSTM_GRADS, ref.lstm_backward(c["dh"], swapped_cache))))
 
-        forward_note = ("" if isinstance(h, np.ndarray) and h.shape == rh.shape and compare(h, rh).ok
-                        else "Your lstm_forward also differs from the reference: fix the forward first")
-        check_outputs(got, expected, [
+        check_values(*LSTM.backward.arrays(got, expected), [
             Variant(GATE_ORDER_MESSAGE, course_order),
             Variant("dh0 is all zeros: return the gradient that reaches h0 (dh_prev of the first step)",
                     {k: v if k != "dh0" else np.zeros_like(v) for k, v in expected.items()}),
             Variant("the upstream gradient dh is used only at the last time step; every hidden state h[:, t] "
                     "feeds the loss, so dh[:, t] adds to the gradient carried back into step t",
-                    lambda: dict(zip(LSTM_GRADS, ref.lstm_backward(last_only, ref_cache)))),
+                    lambda: LSTM.vjp({**c, "dh": last_only})),
             Variant("the cell-state gradient is not carried back through time: dc_prev of step t is the dc_next "
                     "of step t - 1", lambda: _lstm_sequence_grads(c, c["dh"], carry_cell=False)),
-            Variant(TANH_DERIVATIVE_MESSAGE, lambda: _lstm_sequence_grads(c, c["dh"], dtanh=_wrong_dtanh)),
+            Variant(TANH_DERIVATIVE_MESSAGE, lambda: _lstm_sequence_grads(c, c["dh"], step=_wrong_dtanh)),
             Variant("dc_prev must be multiplied by the forget gate: c_next = f * c_prev + ..., so dc_prev = dc * f",
-                    lambda: _lstm_sequence_grads(c, c["dh"], forget_in_dc_prev=False)),
+                    lambda: _lstm_sequence_grads(c, c["dh"], step=_without_forget)),
             Variant(DB_MEAN_MESSAGE, {"db": expected["db"] / c["x"].shape[0]}),
-        ], hint=forward_note)
+        ], hint=_forward_note(LSTM, forward, c, "h", "lstm_forward"))
 
     ctx.check_property(lstm_sequence_cases(), check)
     check(_fixed(ctx, ref.lstm_sequence_inputs, 3, 5, 4, 6, upstream={"dh": (3, 5, 6)}))
@@ -410,30 +373,29 @@ def lstm_backward(ctx: Context) -> None:
 def lstm_gradcheck(ctx: Context) -> None:
     rng = ctx.rng("inputs")
     inputs = ref.lstm_sequence_inputs(int(rng.integers(2**31)), 2, 3, 2, 2)
-    dh = rng.standard_normal((2, 3, 2))
-
-    def objective(v: Arrays) -> float:
-        h, _ = _lstm(ctx, v)
-        return float(np.sum(expect_array(h, "h", dh.shape) * dh))
-
-    _, cache = _lstm(ctx, inputs)
-    got = _lstm_backward(ctx, dh, cache)
-    grads = {name: expect_array(got["d" + name], "d" + name, value.shape) for name, value in inputs.items()}
-    ctx.details["errors"] = self_consistency(objective, inputs, grads, rng, "lstm_backward",
-                                              reference=lambda v: float(np.sum(ref.lstm_forward(**v)[0] * dh)))
+    ctx.details["errors"] = LSTM.gradient_check(ctx, inputs, {"dh": rng.standard_normal((2, 3, 2))}, rng)
 
 
 # -- stability ----------------------------------------------------------------------------------------
 
 
 def _finite_and_close(got: dict[str, Any], expected: Arrays, where: str) -> None:
-    """Every output finite (with the overflow diagnosis) and equal to the reference's."""
+    """Every output finite (with the overflow diagnosis) and equal to the reference's, at its dtype's precision."""
     for name, want in expected.items():
         try:
-            expect_array(got.get(name), f"{name} {where}", want.shape)
+            value = expect_values(got.get(name), f"{name} {where}", want.shape)
         except NotFinite as exc:
             raise exc.amended(f"{exc.message}: {SATURATION_HINT}") from None
-        check_output(got[name], want, f"{name} {where}")
+        assert_close(value, want, f"{name} {where}", *precision_of(value))
+
+
+def _saturates(ctx: Context, layer: Layer, c: Arrays, where: str) -> None:
+    """A layer's forward and backward (values only: conformance is graded in each function's own test)."""
+    assert layer.forward.handle is not None
+    forward = layer.forward.call(ctx, c)
+    _finite_and_close(*layer.forward.arrays(forward, layer.forward.expected(c)), f"of {layer.forward.name} {where}")
+    got = layer.backward.call(ctx, layer.backward_case(c, forward[layer.forward.handle]))
+    _finite_and_close(*layer.backward.arrays(got, layer.vjp(c)), f"of {layer.backward.name} {where}")
 
 
 @plan.test("saturation")
@@ -444,32 +406,18 @@ def saturation(ctx: Context) -> None:
 
     c = ref.rnn_step_inputs(int(rng.integers(2**31)), N, D, H)
     c["b"] = ref.saturating_bias(int(rng.integers(2**31)), H, gates=1)
-    dh_next = rng.standard_normal((N, H))
-    h_next, cache = _rnn_step(ctx, c)
-    rh, ref_cache = ref.rnn_step_forward(c["x"], c["h_prev"], c["Wx"], c["Wh"], c["b"])
-    _finite_and_close({"h_next": h_next}, {"h_next": rh}, f"of rnn_step_forward {where}")
-    _finite_and_close(_rnn_step_backward(ctx, dh_next, cache),
-                      dict(zip(RNN_GRADS, ref.rnn_step_backward(dh_next, ref_cache))), f"of rnn_step_backward {where}")
+    c["dh_next"] = rng.standard_normal((N, H))
+    _saturates(ctx, RNN_STEP, c, where)
 
     c = ref.lstm_step_inputs(int(rng.integers(2**31)), N, D, H)
     c["b"] = ref.saturating_bias(int(rng.integers(2**31)), H)
-    dh_next, dc_next = rng.standard_normal((N, H)), rng.standard_normal((N, H))
-    h_next, c_next, cache = _lstm_step(ctx, c)
-    rh, rc, ref_cache = ref.lstm_step_forward(c["x"], c["h_prev"], c["c_prev"], c["Wx"], c["Wh"], c["b"])
-    _finite_and_close({"h_next": h_next, "c_next": c_next}, {"h_next": rh, "c_next": rc},
-                      f"of lstm_step_forward {where}")
-    _finite_and_close(_lstm_step_backward(ctx, dh_next, dc_next, cache),
-                      dict(zip(LSTM_STEP_GRADS, ref.lstm_step_backward(dh_next, dc_next, ref_cache))),
-                      f"of lstm_step_backward {where}")
+    c["dh_next"], c["dc_next"] = rng.standard_normal((N, H)), rng.standard_normal((N, H))
+    _saturates(ctx, LSTM_STEP, c, where)
 
     c = ref.lstm_sequence_inputs(int(rng.integers(2**31)), N, T, D, H)
     c["b"] = ref.saturating_bias(int(rng.integers(2**31)), H)
-    dh = rng.standard_normal((N, T, H))
-    h, cache = _lstm(ctx, c)
-    rh, ref_cache = ref.lstm_forward(c["x"], c["h0"], c["Wx"], c["Wh"], c["b"])
-    _finite_and_close({"h": h}, {"h": rh}, f"of lstm_forward {where}")
-    _finite_and_close(_lstm_backward(ctx, dh, cache), dict(zip(LSTM_GRADS, ref.lstm_backward(dh, ref_cache))),
-                      f"of lstm_backward {where}")
+    c["dh"] = rng.standard_normal((N, T, H))
+    _saturates(ctx, LSTM, c, where)
 
 
 # -- the gradient through time ------------------------------------------------------------------------
@@ -499,14 +447,15 @@ def _candidate_rnn_flow(ctx: Context, c: Arrays, dh_last: np.ndarray) -> list[fl
     T, H = c["x"].shape[1], c["h0"].shape[1]
     h_t, caches = c["h0"], []
     for t in range(T):
-        h_t, cache = _rnn_step(ctx, {"x": c["x"][:, t], "h_prev": h_t, "Wx": c["Wx"], "Wh": c["Wh"], "b": c["b"]})
-        h_t = expect_array(h_t, f"h_next at step {t}", (c["x"].shape[0], H))
-        caches.append(cache)
+        out = RNN_STEP.forward.call(ctx, {"x": c["x"][:, t], "h_prev": h_t, "Wx": c["Wx"], "Wh": c["Wh"], "b": c["b"]})
+        h_t = expect_values(out["h_next"], f"h_next at step {t}", (c["x"].shape[0], H))
+        caches.append(out["cache"])
     norms = [0.0] * T
     dh_t = dh_last
     for t in reversed(range(T)):
         norms[t] = float(np.linalg.norm(dh_t))
-        dh_t = expect_array(_rnn_step_backward(ctx, dh_t, caches[t])["dh_prev"], f"dh_prev at step {t}", dh_t.shape)
+        grads = RNN_STEP.backward.call(ctx, {"dh_next": dh_t, "cache": caches[t]})
+        dh_t = expect_values(grads["dh_prev"], f"dh_prev at step {t}", dh_t.shape)
     return norms
 
 
@@ -516,17 +465,18 @@ def _candidate_lstm_flow(ctx: Context, c: Arrays, dh_last: np.ndarray) -> list[f
     H = c["h0"].shape[1]
     h_t, c_t, caches = c["h0"], np.zeros((N, H)), []
     for t in range(T):
-        h_t, c_t, cache = _lstm_step(ctx, {"x": c["x"][:, t], "h_prev": h_t, "c_prev": c_t, "Wx": c["Wx"],
+        out = LSTM_STEP.forward.call(ctx, {"x": c["x"][:, t], "h_prev": h_t, "c_prev": c_t, "Wx": c["Wx"],
                                            "Wh": c["Wh"], "b": c["b"]})
-        h_t, c_t = expect_array(h_t, f"h_next at step {t}", (N, H)), expect_array(c_t, f"c_next at step {t}", (N, H))
-        caches.append(cache)
+        h_t = expect_values(out["h_next"], f"h_next at step {t}", (N, H))
+        c_t = expect_values(out["c_next"], f"c_next at step {t}", (N, H))
+        caches.append(out["cache"])
     norms = [0.0] * T
     dh_t, dc_t = dh_last, np.zeros((N, H))
     for t in reversed(range(T)):
         norms[t] = float(np.linalg.norm(dh_t))
-        grads = _lstm_step_backward(ctx, dh_t, dc_t, caches[t])
-        dh_t = expect_array(grads["dh_prev"], f"dh_prev at step {t}", (N, H))
-        dc_t = expect_array(grads["dc_prev"], f"dc_prev at step {t}", (N, H))
+        grads = LSTM_STEP.backward.call(ctx, {"dh_next": dh_t, "dc_next": dc_t, "cache": caches[t]})
+        dh_t = expect_values(grads["dh_prev"], f"dh_prev at step {t}", (N, H))
+        dc_t = expect_values(grads["dc_prev"], f"dc_prev at step {t}", (N, H))
     return norms
 
 

@@ -1,0 +1,114 @@
+"""The layer-test kit (grader/engine/checks/layers.py): contracts, value checks and one lapse, one charge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from grader.engine.checks.layers import Contract, Layer, check_values, close, expect_values, precision_of
+from grader.engine.checks.variants import Variant
+from grader.engine.plan import CheckFailed
+from reference import mlp as ref
+from tests.conftest import SOLUTIONS
+
+AFFINE = Layer(
+    Contract("affine_forward", args=("x", "w", "b"), returns=("out", "cache"), handle="cache",
+             reference=ref.affine_forward),
+    Contract("affine_backward", args=("dout", "cache"), returns=("dx", "dw", "db"), reference=ref.affine_backward),
+    upstream={"out": "dout"}, grads={"x": "dx", "w": "dw", "b": "db"})
+
+
+def _case(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((3, 2, 2)), "w": rng.standard_normal((4, 5)), "b": rng.standard_normal(5),
+            "dout": rng.standard_normal((3, 5))}
+
+
+def test_contract_names_the_reference_returns() -> None:
+    case = _case()
+    out = AFFINE.forward.expected(case)
+    assert set(out) == {"out", "cache"} and out["out"].shape == (3, 5)
+    assert AFFINE.forward.keep == [1] and AFFINE.backward.keep is None
+    got, expected = AFFINE.forward.arrays(out, out)
+    assert list(got) == ["out"]  # the handle is never compared
+
+
+def test_vjp_is_the_reference_backward_on_the_reference_cache() -> None:
+    case = _case()
+    _, cache = ref.affine_forward(case["x"], case["w"], case["b"])
+    dx, dw, db = ref.affine_backward(case["dout"], cache)
+    vjp = AFFINE.vjp(case)
+    assert np.array_equal(vjp["dx"], dx) and np.array_equal(vjp["dw"], dw) and np.array_equal(vjp["db"], db)
+
+
+def test_objective_contracts_every_output_with_its_upstream() -> None:
+    case = _case()
+    out = AFFINE.forward.expected(case)
+    assert AFFINE.objective({"dout": case["dout"]}, out) == pytest.approx(float(np.sum(out["out"] * case["dout"])))
+
+
+def test_own_test_charges_float32() -> None:
+    want = np.linspace(-1.0, 1.0, 6)
+    with pytest.raises(CheckFailed, match="dtype float32; expected float64"):
+        check_values({"out": want.astype(np.float32)}, {"out": want})
+
+
+def test_other_tests_grade_float32_values_at_float32_precision() -> None:
+    want = np.linspace(-1.0, 1.0, 6) / 3.0
+    got = check_values({"out": want.astype(np.float32)}, {"out": want}, own=False)
+    assert got["out"].dtype == np.float32
+    assert precision_of(got["out"]) > precision_of(want)
+    with pytest.raises(CheckFailed, match="out differs from the reference"):
+        check_values({"out": (want + 1e-2).astype(np.float32)}, {"out": want}, own=False)
+
+
+def test_float64_keeps_float64_tolerance_outside_the_own_test() -> None:
+    want = np.linspace(-1.0, 1.0, 6)
+    assert not close(want + 1e-6, want)
+    with pytest.raises(CheckFailed, match="differs from the reference"):
+        check_values({"out": want + 1e-6}, {"out": want}, own=False)
+
+
+def test_other_dtypes_still_fail_outside_the_own_test() -> None:
+    with pytest.raises(CheckFailed, match="expected float64"):
+        expect_values(np.arange(6), "out", (6,))
+    with pytest.raises(CheckFailed, match="shape"):
+        expect_values(np.zeros(5), "out", (6,))
+
+
+def test_a_known_mistake_is_named_in_and_out_of_the_own_test() -> None:
+    want = np.linspace(1.0, 2.0, 4)
+    mistake = [Variant("db is averaged over the batch", {"db": want / 4})]
+    for own in (True, False):
+        with pytest.raises(CheckFailed, match="db is averaged"):
+            check_values({"db": want / 4}, {"db": want}, mistake, own=own)
+    with pytest.raises(CheckFailed, match="db differs from the reference"):
+        check_values({"db": want / 3}, {"db": want}, mistake)
+
+
+# -- one lapse, one charge: graded in the real sandbox --------------------------------------------------
+
+
+def _grade(problem: str, name: str) -> dict[str, tuple[str, str]]:
+    from tests.grading import grade_submission
+
+    report = grade_submission(problem, {"solution.py": (SOLUTIONS / problem / name).read_text()})
+    return {t.id: (t.status, t.message) for t in report.tests}
+
+
+@pytest.mark.slow
+def test_lstm_backward_updating_dc_next_in_place_is_charged_once() -> None:
+    """10 of 14 public LSTM solutions do this; their values are right, so only the conformance charge remains."""
+    tests = _grade("rnn", "lapse_dc_next_in_place.py")
+    failed = {k: v for k, v in tests.items() if v[0] != "passed"}
+    assert list(failed) == ["lstm_step_backward"], failed
+    assert failed["lstm_step_backward"][1] == ("lstm_step_backward modified its input `dc_next` in place; "
+                                               "inputs must be left unchanged")
+
+
+@pytest.mark.slow
+def test_forward_modifying_its_input_is_charged_in_the_forward_test_only() -> None:
+    tests = _grade("mlp", "wrong_affine_mutates_input.py")
+    failed = {k: v for k, v in tests.items() if v[0] != "passed"}
+    assert list(failed) == ["affine_forward"], failed
+    assert "modified its input `x` in place" in failed["affine_forward"][1]
