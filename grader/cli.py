@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from grader.errors import GraderError, InvalidRequest
 from grader.submission_files import read_submission
@@ -31,13 +31,17 @@ def cmd_problems(args: argparse.Namespace) -> int:
 def cmd_grade(args: argparse.Namespace) -> int:
     from grader.config import Settings
     from grader.engine import grade
+    from grader.engine.files import ENTRY, check_submission
     from grader.isolation import get_backend
     from grader.reports.text import render_text
 
-    files = read_submission(Path(args.file))
     settings = Settings()
+    options = settings.grading_options()
+    # The rules the API applies, checked before any sandbox starts: one message for one mistake everywhere.
+    files = check_submission(read_submission(Path(args.file), ENTRY), ENTRY, max_files=options.max_files,
+                             max_code_bytes=options.max_code_bytes)
     report = grade(args.problem, files, backend=get_backend(args.sandbox or settings.sandbox_backend),
-                   options=settings.grading_options())
+                   options=options, entry=ENTRY)
     if args.format == "json":
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     elif args.format == "junit":
@@ -76,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
     """Subcommands contributed by the service (serve, tokens), when installed."""
-    registrations = []
+    registrations: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
     try:
         from grader.api.commands import register
 

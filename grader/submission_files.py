@@ -24,6 +24,7 @@ import os
 import stat
 from pathlib import Path
 
+from grader.engine.files import decode_text
 from grader.errors import InvalidRequest
 
 MAX_FILES = 32
@@ -51,10 +52,7 @@ def _read_fd(fd: int, label: str, budget: int) -> str:
         if total > budget:
             raise InvalidRequest(f"{label}: the submission is over {MAX_TOTAL_BYTES} bytes in all")
         chunks.append(chunk)
-    try:
-        return b"".join(chunks).decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidRequest(f"{label} is not UTF-8 text") from None
+    return decode_text(b"".join(chunks), label)
 
 
 def _open(path: str, label: str, flags: int, dir_fd: int | None = None) -> int:

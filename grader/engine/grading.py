@@ -46,25 +46,10 @@ class GradingOptions:
 
 
 def validate_files(files: dict[str, str], entry: str, settings: GradingOptions) -> None:
-    """Request-level checks; each failure says what to change."""
-    if not files:
-        raise InvalidRequest("the submission has no files; send solution.py")
-    if len(files) > settings.max_files:
-        raise InvalidRequest(f"too many files: {len(files)} (the limit is {settings.max_files})")
-    for name, text in files.items():
-        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".") \
-                or "\x00" in name or len(name) > 100:
-            raise InvalidRequest(f"file name {name!r} is not allowed: use a plain name like helpers.py "
-                                 "(no folders, no leading dot)")
-        if not isinstance(text, str):
-            raise InvalidRequest(f"{name}: file content must be UTF-8 text")
-    total = sum(len(t.encode("utf-8", errors="surrogatepass")) for t in files.values())
-    if total > settings.max_code_bytes:
-        raise InvalidRequest(f"the submission is {total} bytes; the limit is {settings.max_code_bytes} bytes")
-    if entry not in files:
-        raise InvalidRequest(f"the entry file {entry!r} is missing; name the main file {entry}")
-    if not files[entry].strip():
-        raise InvalidRequest(f"{entry} is empty")
+    """Request-level checks (grader.engine.files, the rules the API and the CLI share); each says what to change."""
+    from grader.engine.files import check_submission
+
+    check_submission(files, entry, max_files=settings.max_files, max_code_bytes=settings.max_code_bytes)
 
 
 @dataclass

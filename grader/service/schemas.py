@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from grader.engine.files import Files
 from grader.engine.report import Report
 
 Role = Literal["submitter", "interviewer", "admin"]
@@ -26,7 +27,8 @@ class SubmissionCreate(BaseModel):
 
     problem: str = Field(description="problem id, see GET /v1/problems")
     code: str | None = Field(None, description="the whole solution as one file (becomes solution.py)")
-    files: dict[str, str] | None = Field(None, description="file name -> text; solution.py is the entry")
+    files: Files | None = Field(None, description="file name -> text; solution.py is the entry; names are plain "
+                                                  "module names like helpers.py")
     candidate: str | None = Field(None, description="who wrote it, as the hiring team names them")
     metadata: dict[str, Any] = Field(default_factory=dict, description="free-form JSON kept with the submission")
     callback_url: str | None = Field(None, description="http(s) URL that receives the signed report summary")

@@ -24,10 +24,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from grader.engine.catalog import get_problem
 from grader.config import Settings
-from grader.errors import Conflict, InvalidRequest, NotFound
+from grader.engine import files as files_rules
+from grader.engine.catalog import get_problem
+from grader.engine.files import ENTRY
 from grader.engine.report import Report
+from grader.errors import Conflict, InvalidRequest, NotFound
 from grader.service import netguard
 from grader.service.audit import event_out, record
 from grader.service.auth import Principal
@@ -49,9 +51,6 @@ from grader.service.schemas import (
 from grader.store.db import Store
 from grader.store.models import AuditEvent, Note, Override, ReportRow, Submission, SubmissionFile, WebhookDelivery
 
-ENTRY = "solution.py"
-# A plain Python module name: this rules out folders, '..', leading dots, spaces and NULs in one rule.
-FILE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,95}\.py")  # always matched whole (fullmatch)
 MAX_PAGE = 200
 MAX_JSON_DEPTH = 32
 SUBMISSION_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex; anything else cannot exist, and never reaches SQL
@@ -59,23 +58,17 @@ SUBMISSION_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex; anything else cannot
 
 def describe_validation_error(exc: ValidationError) -> str:
     """One readable sentence per problem in a pydantic error: where, and what is wrong."""
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    more = len(exc.errors()) - 5
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+    return files_rules.describe_errors(exc.errors())
 
 
 def _require_utf8(text: str, what: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidRequest(f"{what} is not valid UTF-8 text: unpaired surrogate {text[exc.start]!r} at "
-                             f"character {exc.start}; send the text as UTF-8") from None
+    problem = files_rules.utf8_problem(text, what)
+    if problem:
+        raise InvalidRequest(problem)
 
 
 def _require_utf8_json(value: Any, what: str) -> None:
+    # Metadata is JSON kept as JSON (a NUL is escaped there), so only the UTF-8 half of the text rule applies.
     if isinstance(value, str):
         _require_utf8(value, what)
     elif isinstance(value, dict):
@@ -110,7 +103,9 @@ def parse_create(data: Any) -> SubmissionCreate:
     try:
         return SubmissionCreate.model_validate(data)
     except ValidationError as exc:
-        raise InvalidRequest(f"invalid submission: {describe_validation_error(exc)}") from None
+        # A file's name or text breaks a rule: the rule's own sentence, word for word as the CLI says it.
+        framing = "" if files_rules.only_rule_errors(exc.errors()) else "invalid submission: "
+        raise InvalidRequest(framing + describe_validation_error(exc)) from None
 
 
 def decode_json_body(body: bytes) -> Any:
@@ -147,29 +142,14 @@ def validate_submission(payload: SubmissionCreate, settings: Settings) -> _Accep
         raise InvalidRequest("send either 'code' (one file) or 'files' (several), not both")
     if payload.code is None and payload.files is None:
         raise InvalidRequest("no code: send 'code' with the solution, or 'files' with solution.py among them")
-    files = {ENTRY: payload.code} if payload.code is not None else dict(payload.files or {})
-    if len(files) > settings.max_files:
-        raise InvalidRequest(f"too many files: {len(files)}; the limit is {settings.max_files}")
-    for name, text in files.items():
-        if not FILE_NAME.fullmatch(name):
-            raise InvalidRequest(f"file name {name!r} is not allowed: use a plain module name like helpers.py "
-                                 "(letters, digits and underscores, ending in .py; no folders, no '..')")
-        _require_utf8(text, name)
-        if "\x00" in text:
-            raise InvalidRequest(f"{name} contains a NUL character: send the source as plain text")
-    if ENTRY not in files:
-        raise InvalidRequest(f"the entry file {ENTRY} is missing: name the main file {ENTRY} "
-                             f"(got {', '.join(sorted(files)) or 'no files'})")
-    if not files[ENTRY].strip():
-        raise InvalidRequest(f"{ENTRY} is empty: send the code of the solution")
-    total_bytes = sum(len(t.encode("utf-8")) for t in files.values())
-    if total_bytes > settings.max_code_bytes:
-        raise InvalidRequest(f"the code is too large: {total_bytes} bytes; the limit is "
-                             f"{settings.max_code_bytes} bytes for all files together")
+    # The engine's own rules, so what the API accepts the CLI and the workers accept too.
+    options = settings.grading_options()
+    files = files_rules.check_submission({ENTRY: payload.code} if payload.code is not None else payload.files or {},
+                                         ENTRY, max_files=options.max_files, max_code_bytes=options.max_code_bytes)
     candidate = payload.candidate.strip() if payload.candidate else None
     if candidate is not None:
-        _require_utf8(candidate, "candidate")
-        if len(candidate) > MAX_CANDIDATE_CHARS or "\x00" in candidate:
+        files_rules.check_text(candidate, "candidate")
+        if len(candidate) > MAX_CANDIDATE_CHARS:
             raise InvalidRequest(f"candidate must be at most {MAX_CANDIDATE_CHARS} characters of plain text")
     _require_utf8_json(payload.metadata, "metadata")
     metadata_bytes = len(json.dumps(payload.metadata, ensure_ascii=False).encode("utf-8"))
@@ -177,7 +157,7 @@ def validate_submission(payload: SubmissionCreate, settings: Settings) -> _Accep
         raise InvalidRequest(f"metadata is {metadata_bytes} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
     callback_url = payload.callback_url or None
     if callback_url is not None:
-        _require_utf8(callback_url, "callback_url")
+        files_rules.check_text(callback_url, "callback_url")
         parts = urlsplit(callback_url)
         if (parts.scheme not in ("http", "https") or not parts.hostname or len(callback_url) > MAX_CALLBACK_URL_CHARS
                 or any(c.isspace() or ord(c) < 32 for c in callback_url)):
@@ -210,7 +190,7 @@ def summary(row: Submission, viewer: Principal) -> SubmissionSummary:
     """The submission as `viewer` may see it (final_score only for interviewers)."""
     return SubmissionSummary(
         id=row.id, problem=row.problem_id, problem_version=row.problem_version, candidate=row.candidate,
-        status=row.status, score=row.score,  # type: ignore[arg-type]
+        status=row.status, score=row.score,
         final_score=row.final_score if viewer.can("interviewer") else None, max_score=row.max_score,
         passed=row.passed, tests=row.test_count, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, attempts=row.attempts, error=row.error, metadata=row.metadata_json or {},
@@ -292,7 +272,7 @@ def list_submissions(store: Store, principal: Principal, filters: SubmissionFilt
         raise InvalidRequest("offset must be 0 or more")
     f = filters or SubmissionFilter()
     for name, value in (("problem", f.problem), ("candidate", f.candidate)):
-        if value is not None and ("\x00" in value or not value.isprintable()):
+        if value is not None and not value.isprintable():
             raise InvalidRequest(f"the {name} filter must be printable text")
     conditions = []
     if not principal.can("interviewer"):
@@ -402,7 +382,7 @@ def get_submission_detail(store: Store, principal: Principal, submission_id: str
             overrides=[_override_out(o) for o in overrides],
             effective_points=effective_points(report, overrides) if report else {},
             audit=[event_out(e) for e in events],
-            webhook=WebhookOut(url=hook.url, status=hook.status, attempts=hook.attempts,  # type: ignore[arg-type]
+            webhook=WebhookOut(url=hook.url, status=hook.status, attempts=hook.attempts,
                                last_status_code=hook.last_status_code, last_error=hook.last_error,
                                delivered_at=hook.delivered_at) if hook else None)
 
@@ -413,9 +393,7 @@ def add_note(store: Store, principal: Principal, submission_id: str, text: str) 
     text = text.strip()
     if not text:
         raise InvalidRequest("the note is empty: write something")
-    _require_utf8(text, "the note")
-    if "\x00" in text:
-        raise InvalidRequest("the note contains a NUL character: send plain text")
+    files_rules.check_text(text, "the note")
     with store.session() as db:
         row = _visible(db, principal, submission_id)
         note = Note(submission_id=row.id, author=principal.name, token_id=principal.token_id or None, text=text)
@@ -432,9 +410,7 @@ def override_test(store: Store, principal: Principal, submission_id: str, test_i
     reason = reason.strip()
     if not reason:
         raise InvalidRequest("an override needs a reason: say why the points change")
-    _require_utf8(reason, "the reason")
-    if "\x00" in reason:
-        raise InvalidRequest("the reason contains a NUL character: send plain text")
+    files_rules.check_text(reason, "the reason")
     with store.session() as db:
         row = _visible(db, principal, submission_id)
         report = _load_report(db, row)

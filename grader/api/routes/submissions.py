@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -15,9 +14,10 @@ from starlette.exceptions import HTTPException
 from grader.api.deps import get_app_settings, get_store, require_role
 from grader.api.errors import ERROR_RESPONSES, ErrorBody
 from grader.config import Settings
+from grader.engine.files import decode_text
+from grader.engine.report import Report
 from grader.errors import InvalidRequest
 from grader.reports.junit import render_junit
-from grader.engine.report import Report
 from grader.service import submissions as subs
 from grader.service.auth import Principal
 from grader.service.schemas import (
@@ -76,11 +76,7 @@ async def _read_capped(request: Request, limit_bytes: int) -> bytes:
 
 
 def _upload_text(upload: UploadFile, data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"{upload.filename or 'the uploaded file'} is not UTF-8 text "
-                             f"(invalid byte at offset {exc.start}); save it as UTF-8") from None
+    return decode_text(data, upload.filename or "the uploaded file")
 
 
 async def _parse_multipart(request: Request, settings: Settings) -> SubmissionCreate:
