@@ -13,8 +13,8 @@ from fastapi import FastAPI
 import grader
 from grader.api.errors import install_error_handlers
 from grader.api.routes import health, problems, submissions, tokens
-from grader.engine.catalog import list_problems
 from grader.config import Settings, get_settings
+from grader.engine.catalog import list_problems
 from grader.service.grading import ServiceGradeFn, build_pool, engine_grade
 from grader.service.metrics import Metrics
 from grader.service.webhooks import WebhookDispatcher

@@ -83,9 +83,8 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
 
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     """Revoke a token by id."""
-    from grader.service.auth import SYSTEM, revoke_token
-
     from grader.errors import InvalidRequest, NotFound
+    from grader.service.auth import SYSTEM, revoke_token
 
     store = _store(args)
     try:

@@ -19,8 +19,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from grader.api.deps import clear_login_cookie, get_store, optional_principal, set_login_cookie
 from grader.engine.catalog import list_problems
 from grader.errors import GraderError, InvalidRequest, NotFound, Unauthorized
-from grader.reports.html import (Links, Pager, SubmissionRow, Viewer, content_security_policy, render_error_page,
-                                 render_login_page, render_report_page, render_submissions_page)
+from grader.reports.html import (
+    Links,
+    Pager,
+    SubmissionRow,
+    Viewer,
+    content_security_policy,
+    render_error_page,
+    render_login_page,
+    render_report_page,
+    render_submissions_page,
+)
 from grader.service import submissions as subs
 from grader.service.auth import Principal, authenticate
 from grader.service.schemas import SubmissionFilter, SubmissionSummary
@@ -196,7 +205,7 @@ def submissions_page(request: Request, store: StoreDep, me: Caller, problem: str
         if filters["status"] and filters["status"] not in STATUSES:
             raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}")
         query = SubmissionFilter(problem=filters["problem"] or None, candidate=filters["candidate"] or None,
-                                 status=filters["status"] or None,  # type: ignore[arg-type]
+                                 status=filters["status"] or None,
                                  created_after=_parse_date(filters["created_after"], "From"),
                                  created_before=_parse_date(filters["created_before"], "To", end_of_day=True))
     except InvalidRequest as exc:

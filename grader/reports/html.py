@@ -16,7 +16,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -139,10 +139,10 @@ def format_when(value: datetime | str | None) -> str:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            return value
+            return str(value)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def format_detail(value: Any) -> str:
@@ -199,7 +199,7 @@ def _css_class(ttype: _TokenType) -> str:
     """Pygments' short class for a token type ('k', 's2', ...), climbing to a parent type when needed."""
     while ttype not in STANDARD_TYPES:
         ttype = ttype.parent
-    return STANDARD_TYPES[ttype]
+    return str(STANDARD_TYPES[ttype])
 
 
 def highlight_lines(code: str) -> list[list[tuple[str, str]]]:
@@ -325,7 +325,8 @@ def render_report_page(*, submission: SubmissionRow, report: Report | None, file
     return environment().get_template("report.html.j2").render(
         title=f"{submission.problem} · {submission.candidate or submission.id}", submission=submission,
         report=report, tests=tests, score=score, graded_score=graded_score, code_files=code_files,
-        notes=notes, audit=audit, overrides=overrides, webhook=webhook, viewer=viewer, links=links, flash=flash, error=error,
+        notes=notes, audit=audit, overrides=overrides, webhook=webhook, viewer=viewer, links=links, flash=flash,
+        error=error,
         refresh_s=5 if submission.status in ("queued", "running") else None)
 
 

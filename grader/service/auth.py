@@ -47,7 +47,7 @@ def hash_token(raw: str) -> str:
 
 
 def _out(row: Token) -> TokenOut:
-    return TokenOut(id=row.id, name=row.name, role=row.role, prefix=row.prefix,  # type: ignore[arg-type]
+    return TokenOut(id=row.id, name=row.name, role=row.role, prefix=row.prefix,
                     created_at=row.created_at, last_used_at=row.last_used_at, revoked_at=row.revoked_at)
 
 

@@ -92,7 +92,7 @@ def resolve_for_delivery(url: str, allowed: list[Network]) -> tuple[str, str, st
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise Refused(f"cannot resolve {host}: {exc.strerror}") from None
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     for a in addresses:
         reason = why_refused(a, allowed)
         if reason:

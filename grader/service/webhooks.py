@@ -67,7 +67,7 @@ def build_body(row: Submission, report: Report | None) -> str:
 
 def backoff_s(attempt: int, base_s: float) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based): base, 2 base, 4 base, ..."""
-    return base_s * 2 ** (attempt - 1)
+    return base_s * 2.0 ** (attempt - 1)
 
 
 class WebhookDispatcher:

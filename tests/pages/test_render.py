@@ -13,12 +13,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grader.reports import html as pages
-from grader.reports.html import (Links, SubmissionRow, Viewer, build_code_files, content_security_policy,
-                                 failure_location, highlight_lines, render_error_page,
-                                 render_login_page, render_report_page, render_submissions_page)
 from grader.engine.report import Environment, Figure, Finding, Output, ProblemRef, Report
 from grader.engine.report import TestResult as Result  # not collected by pytest as a test class
+from grader.reports import html as pages
+from grader.reports.html import (
+    Links,
+    SubmissionRow,
+    Viewer,
+    build_code_files,
+    content_security_policy,
+    failure_location,
+    highlight_lines,
+    render_error_page,
+    render_login_page,
+    render_report_page,
+    render_submissions_page,
+)
 from grader.reports.plots import figure_data_uri, render_png
 from grader.service.schemas import OverrideOut
 from grader.service.submissions import effective_points, overridden_score

@@ -139,7 +139,7 @@ def test_a_note_is_kept_logged_and_shown_as_text(site: Site) -> None:
     assert response.status_code == 303
     assert response.headers["location"] == f"/ui/submissions/{site.submission_id}?saved=note#notes"
     page = site.client.get(response.headers["location"]).text
-    assert "Note added." in page and f"hm &lt;script&gt;" in page and "note.added" in page
+    assert "Note added." in page and "hm &lt;script&gt;" in page and "note.added" in page
     response = site.client.post(f"/ui/submissions/{site.submission_id}/notes", data={"text": "   "})
     assert response.status_code == 400 and "the note is empty" in response.text
 

@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from grader.api.app import create_app
-from grader.engine.catalog import get_problem
 from grader.config import Settings
+from grader.engine.catalog import get_problem
 from grader.engine.report import Environment, ProblemRef, Report, TestResult
 from grader.service.auth import create_token
 from grader.store.db import Store

@@ -11,13 +11,13 @@ from conftest import make_settings, standin_grade
 from sqlalchemy import func, select
 
 from grader.config import Settings
-from grader.errors import SandboxUnavailable
 from grader.engine.report import Report
+from grader.errors import SandboxUnavailable
 from grader.queue.base import Job
 from grader.queue.database import DatabaseQueue, owner_id
 from grader.service import submissions as subs
-from grader.service.grading import build_pool, open_queue
 from grader.service.auth import SYSTEM
+from grader.service.grading import build_pool, open_queue
 from grader.service.schemas import SubmissionCreate
 from grader.store.db import Store, open_store
 from grader.store.models import AuditEvent, ReportRow, Submission, utcnow

@@ -11,8 +11,8 @@ from alembic.migration import MigrationContext
 from conftest import make_settings, standin_grade
 from sqlalchemy import inspect
 
-from grader.reports.junit import render_junit
 from grader.engine.report import Output
+from grader.reports.junit import render_junit
 from grader.store.db import Store, alembic_config, open_store
 from grader.store.models import Base
 
