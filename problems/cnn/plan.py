@@ -18,7 +18,8 @@ forward pass; the speed of conv2d_forward is reported, not scored.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 from grader.engine.checks import strategies as gst
 from grader.engine.checks.compare import assert_close, check_output, compare, expect_array, expect_params, expect_tuple
 from grader.engine.checks.gradcheck import self_consistency
+from grader.engine.checks.layers import Contract, Layer, check_values, expect_values, run_fixed
 from grader.engine.checks.ties import check_tied_split, pool_window_ties
 from grader.engine.checks.timing import compare_speed
 from grader.engine.checks.variants import Variant, check_outputs, matches, matching_variant
@@ -112,32 +114,35 @@ def fixed_pool_cases(ctx: Context) -> list[dict[str, Any]]:
     return cases
 
 
-def _run_fixed(cases: list[dict[str, Any]], check: Callable[[dict[str, Any]], None]) -> None:
-    """Run a check on fixed cases, reporting the failing case as the counterexample."""
-    for case in cases:
-        try:
-            check(case)
-        except CheckFailed as exc:
-            raise exc.amended(counterexample=exc.counterexample or describe_example(case)) from None
+# -- contracts ----------------------------------------------------------------------------------------
+
+CONV = Layer(
+    Contract("conv2d_forward", args=("x", "w", "b"), options=("stride", "pad"), returns=("out", "cache"),
+             handle="cache", reference=ref.conv2d_forward),
+    Contract("conv2d_backward", args=("dout", "cache"), returns=CONV_GRADS, reference=ref.conv2d_backward),
+    upstream={"out": "dout"}, grads={"x": "dx", "w": "dw", "b": "db"})
+POOL = Layer(
+    Contract("maxpool2d_forward", args=("x",), options=("kernel", "stride"), returns=("out", "cache"),
+             handle="cache", reference=ref.maxpool2d_forward),
+    Contract("maxpool2d_backward", args=("dout", "cache"), returns=("dx",), reference=ref.maxpool2d_backward),
+    upstream={"out": "dout"}, grads={"x": "dx"})
 
 
 # -- calling the candidate ----------------------------------------------------------------------------
 
 
-def _conv_forward(ctx: Context, c: dict[str, Any], stride: int | None = None) -> tuple[Any, Any]:
+def _conv_forward(ctx: Context, c: dict[str, Any], stride: int | None = None, own: bool = False) -> tuple[Any, Any]:
     """(out, cache handle) from the candidate, with a hint when it refuses a size the contract allows."""
     stride = c["stride"] if stride is None else stride
     try:
-        result = ctx.call_checked("conv2d_forward", c["x"], c["w"], c["b"], stride=stride, pad=c["pad"], keep=[1],
-                                  arg_names=("x", "w", "b"))
+        result = CONV.forward.call(ctx, {**c, "stride": stride}, own=own)
     except CandidateRaised as exc:
         if exc.error.missing or _divisible({**c, "stride": stride}) or not _works_when_divisible(ctx, c, stride):
             raise
         raise exc.amended(f"{exc.message}. It raises only where H + 2*pad - KH is not a multiple of the stride "
                           f"(the same input cropped to a multiple works); such sizes are valid: {ROUNDING_HINT}"
                           ) from None
-    out, cache = expect_tuple(result, 2, "conv2d_forward", "out, cache")
-    return out, cache
+    return result["out"], result["cache"]
 
 
 def _works_when_divisible(ctx: Context, c: dict[str, Any], stride: int) -> bool:
@@ -185,9 +190,8 @@ def _forward_first(out: Any, shape: tuple[int, ...], what: str, diagnose: Callab
     expect_array(out, f"{what}'s out", shape)
 
 
-def _conv_backward(ctx: Context, dout: np.ndarray, cache: Any) -> Arrays:
-    result = ctx.call_checked("conv2d_backward", dout, cache, arg_names=("dout", "cache"))
-    return dict(zip(CONV_GRADS, expect_tuple(result, 3, "conv2d_backward", "dx, dw, db")))
+def _conv_backward(ctx: Context, dout: np.ndarray, cache: Any, own: bool = False) -> Arrays:
+    return CONV.backward.call(ctx, {"dout": dout, "cache": cache}, own=own)
 
 
 def _check_dx_shape(dx: Any, c: dict[str, Any]) -> None:
@@ -204,11 +208,9 @@ def _check_dx_shape(dx: Any, c: dict[str, Any]) -> None:
                           "dx_padded[:, :, 0:0] when pad is 0; crop with pad:pad+H and pad:pad+W")
 
 
-def _pool_forward(ctx: Context, c: dict[str, Any]) -> tuple[Any, Any]:
-    result = ctx.call_checked("maxpool2d_forward", c["x"], kernel=c["kernel"], stride=c["stride"], keep=[1],
-                              arg_names=("x",))
-    out, cache = expect_tuple(result, 2, "maxpool2d_forward", "out, cache")
-    return out, cache
+def _pool_forward(ctx: Context, c: dict[str, Any], own: bool = False) -> tuple[Any, Any]:
+    result = POOL.forward.call(ctx, c, own=own)
+    return result["out"], result["cache"]
 
 
 def _check_pool_shape(out: Any, c: dict[str, Any]) -> None:
@@ -223,9 +225,10 @@ def _check_pool_shape(out: Any, c: dict[str, Any]) -> None:
                           "run past the input is dropped)")
 
 
-def _pool_backward(ctx: Context, dout: np.ndarray, cache: Any, x_shape: tuple[int, ...]) -> np.ndarray:
-    dx = ctx.call_checked("maxpool2d_backward", dout, cache, arg_names=("dout", "cache"))
-    return expect_array(dx, "dx", x_shape)
+def _pool_backward(ctx: Context, dout: np.ndarray, cache: Any, x_shape: tuple[int, ...],
+                   own: bool = False) -> np.ndarray:
+    dx = POOL.backward.call(ctx, {"dout": dout, "cache": cache}, own=own)["dx"]
+    return expect_array(dx, "dx", x_shape) if own else expect_values(dx, "dx", x_shape)
 
 
 # -- convolution --------------------------------------------------------------------------------------
@@ -234,7 +237,7 @@ def _pool_backward(ctx: Context, dout: np.ndarray, cache: Any, x_shape: tuple[in
 @plan.test("conv_forward")
 def conv_forward(ctx: Context) -> None:
     def check(c: dict[str, Any]) -> None:
-        out, _ = _conv_forward(ctx, c)
+        out, _ = _conv_forward(ctx, c, own=True)
         _check_out_shape(out, c)
         args = (c["x"], c["w"], c["b"], c["stride"], c["pad"])
         expected, _ = ref.conv2d_forward(*args)
@@ -246,7 +249,7 @@ def conv_forward(ctx: Context) -> None:
     ctx.check_property(conv_cases(), check)
     large = fixed_conv_cases(ctx)[0]
     large.update(x=large["x"] * 1e3, b=large["b"] * 1e3)  # large pre-activations must stay exact
-    _run_fixed([*fixed_conv_cases(ctx), large], check)
+    run_fixed([*fixed_conv_cases(ctx), large], check)
 
 
 @plan.test("conv_backward")
@@ -254,7 +257,7 @@ def conv_backward(ctx: Context) -> None:
     def check(c: dict[str, Any]) -> None:
         out, cache = _conv_forward(ctx, c)
         _forward_first(out, c["dout"].shape, "conv2d_forward", lambda: _check_out_shape(out, c))
-        got = _conv_backward(ctx, c["dout"], cache)
+        got = _conv_backward(ctx, c["dout"], cache, own=True)
         _check_dx_shape(got["dx"], c)
         args = (c["x"], c["w"], c["b"], c["stride"], c["pad"])
         _, ref_cache = ref.conv2d_forward(*args)
@@ -277,7 +280,7 @@ def conv_backward(ctx: Context) -> None:
             assert_close(arrays[k], expected[k], k)
 
     ctx.check_property(conv_cases(), check)
-    _run_fixed(fixed_conv_cases(ctx), check)
+    run_fixed(fixed_conv_cases(ctx), check)
 
 
 def _diagnose_stride(ctx: Context, c: dict[str, Any], wrong: list[str]) -> None:
@@ -324,12 +327,12 @@ def conv_gradcheck(ctx: Context) -> None:
 @plan.test("pool_forward")
 def pool_forward(ctx: Context) -> None:
     def check(c: dict[str, Any]) -> None:
-        out, _ = _pool_forward(ctx, c)
+        out, _ = _pool_forward(ctx, c, own=True)
         _check_pool_shape(out, c)
-        check_output(out, ref.maxpool2d_forward(c["x"], c["kernel"], c["stride"])[0], "out")
+        check_values({"out": out}, {"out": POOL.forward.expected(c)["out"]})
 
     ctx.check_property(pool_cases(), check)
-    _run_fixed(fixed_pool_cases(ctx), check)
+    run_fixed(fixed_pool_cases(ctx), check)
 
 
 @plan.test("pool_backward")
@@ -338,8 +341,8 @@ def pool_backward(ctx: Context) -> None:
         x, k, s, dout = c["x"], c["kernel"], c["stride"], c["dout"]
         out, cache = _pool_forward(ctx, c)
         _forward_first(out, dout.shape, "maxpool2d_forward", lambda: _check_pool_shape(out, c))
-        dx = _pool_backward(ctx, dout, cache, x.shape)
-        expected = ref.maxpool2d_backward(dout, ref.maxpool2d_forward(x, k, s)[1])
+        dx = _pool_backward(ctx, dout, cache, x.shape, own=True)
+        expected = POOL.vjp(c)["dx"]
         if compare(dx, expected).ok:
             return
         spread = ref.maxpool2d_spread_backward(dout, x.shape, k, s)
@@ -361,7 +364,7 @@ def pool_backward(ctx: Context) -> None:
         assert_close(dx, expected, "dx", hint=note)
 
     ctx.check_property(pool_cases(), check)
-    _run_fixed(fixed_pool_cases(ctx), check)
+    run_fixed(fixed_pool_cases(ctx), check)
 
 
 @plan.test("pool_ties")
@@ -378,7 +381,7 @@ def pool_ties(ctx: Context) -> None:
         try:
             out, cache = _pool_forward(ctx, c)
             _check_pool_shape(out, c)
-            check_output(out, ref.maxpool2d_forward(x, kernel, stride)[0], "out")
+            check_values({"out": out}, {"out": POOL.forward.expected(c)["out"]}, own=False)
             dout = rng.standard_normal(out.shape)
             dx = _pool_backward(ctx, dout, cache, x.shape)
             check_tied_split(dx, pool_window_ties(x, kernel, stride), dout.ravel(), "maxpool2d_backward with ties")
