@@ -7,16 +7,16 @@ is marked slow; tests/test_catalog.py repeats the score checks in the real sandb
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from grader.engine import report as model
-from tests.grading import grade_submission
 from problems.cnn import plan as cnn_plan
 from reference import cnn as ref
+from tests.grading import grade_submission
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ DIAGNOSES = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def graded(stem: str) -> model.Report:
     path = SOLUTIONS_DIR / f"{stem}.py"
     return grade_submission("cnn", {"solution.py": path.read_text()}, backend="inprocess")

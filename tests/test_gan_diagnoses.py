@@ -9,15 +9,15 @@ checks in the real sandbox.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
 import torch
 
 from grader.engine import report as model
-from tests.grading import grade_submission
 from problems.gan import plan as gan_plan
+from tests.grading import grade_submission
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def restore_torch_defaults() -> Iterator[None]:
     torch.set_default_dtype(dtype)
 
 
-@lru_cache(maxsize=None)
+@cache
 def graded(stem: str) -> model.Report:
     path = SOLUTIONS_DIR / f"{stem}.py"
     return grade_submission("gan", {"solution.py": path.read_text()}, backend="inprocess")

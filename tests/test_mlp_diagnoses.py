@@ -8,14 +8,14 @@ checks in the real sandbox.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
 
 from grader.engine import report as model
-from tests.grading import grade_submission
 from problems.mlp import plan as mlp_plan
+from tests.grading import grade_submission
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ ALSO_FAILS = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def graded(stem: str) -> model.Report:
     path = SOLUTIONS_DIR / f"{stem}.py"
     return grade_submission("mlp", {"solution.py": path.read_text()}, backend="inprocess")

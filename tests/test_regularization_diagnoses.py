@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -92,7 +92,7 @@ NEAR_MISSES = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def graded(stem: str) -> model.Report:
     path = SOLUTIONS_DIR / f"{stem}.py"
     return grade_submission("regularization", {"solution.py": path.read_text()}, backend="inprocess")
