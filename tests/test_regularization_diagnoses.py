@@ -2,8 +2,8 @@
 
 The near misses sit just past a threshold of the grader's own checks (a gradient
 off by a relative error near 1e-3, a dropout statistic about 10 sigma off, a mask
-shared along a row with the right kept fraction), so a gradient-check tolerance,
-statistics bounds or mask-independence check made weaker fails a test here.
+shared along a row or a column with the right kept fraction), so a gradient-check
+tolerance, statistics bounds or mask-independence check made weaker fails a test here.
 
 Grades the sample solutions with the in-process sandbox (trusted code only), so
 it needs no sandbox, but it grades every sample end to end (about 1 s each), so
@@ -73,6 +73,8 @@ DIAGNOSES = [
     ("nearmiss_dropout_mask_shared_along_row", "dropout_statistics",
      "agreement between the masks of neighbouring columns"),
     ("nearmiss_dropout_mask_shared_along_row", "dropout_statistics", "each unit must be dropped independently"),
+    ("nearmiss_dropout_mask_shared_along_column", "dropout_statistics",
+     "agreement between the masks of neighbouring rows"),
 ]
 
 # Mistakes whose message on these tests is the generic comparison: the test must still fail.
@@ -89,6 +91,7 @@ NEAR_MISSES = {
     "wrong_l2_grad_one_sided_difference": {"l2_grads", "l2_gradcheck"},
     "wrong_dropout_drops_too_many": {"dropout_statistics"},
     "nearmiss_dropout_mask_shared_along_row": {"dropout_statistics"},
+    "nearmiss_dropout_mask_shared_along_column": {"dropout_statistics"},
 }
 
 
