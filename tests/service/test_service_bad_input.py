@@ -199,3 +199,12 @@ def test_file_names_are_matched_whole(client, tokens) -> None:  # type: ignore[n
     for name in ("helpers.py\n", "helpers.py\nx", "solution.py\n"):
         status, detail = post(client, tokens, {"problem": "mlp", "files": {"solution.py": "x = 1", name: "y = 2"}})
         assert status == 400 and "is not allowed" in detail, (name, detail)
+
+
+def test_a_token_name_must_be_printable_text(client, tokens) -> None:  # type: ignore[no-untyped-def]
+    h = {**Tokens.auth(tokens.admin), "Content-Type": "application/json"}
+    r = client.post("/v1/tokens", content=b'{"role": "submitter", "name": "a\\u0000b"}', headers=h)
+    assert r.status_code == 400 and "printable" in r.json()["detail"], r.text
+    # An unpaired surrogate is refused while the body is parsed, before the name rule is reached.
+    r = client.post("/v1/tokens", content=b'{"role": "submitter", "name": "a\\ud800"}', headers=h)
+    assert r.status_code == 422 and "unicode" in r.json()["detail"], r.text
