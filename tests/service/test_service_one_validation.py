@@ -116,3 +116,21 @@ def test_a_nul_in_a_note_or_reason_is_one_message_in_the_api_and_the_pages(clien
     assert client.post("/ui/login", data={"token": tokens.interviewer}, follow_redirects=False).status_code == 303
     page = client.post(path, data=form, follow_redirects=False)
     assert page.status_code == 400 and html.escape(expected) in page.text
+
+
+def test_the_single_value_types_carry_the_same_rule() -> None:
+    from pydantic import BaseModel, ValidationError
+
+    from grader.engine.files import FileName, FileText, describe_errors
+
+    class Upload(BaseModel):
+        name: FileName
+        text: FileText
+
+    assert Upload(name="helpers.py", text="X = 1\n").name == "helpers.py"
+    with pytest.raises(ValidationError) as bad:
+        Upload(name="my-helper.py", text="x\x00")
+    # A field names its own subject: the field's name stands where a file's name would.
+    expected = [name_problem("my-helper.py"), text_problem("x\x00", "text")]
+    assert describe_errors(bad.value.errors()) == "; ".join(str(m) for m in expected)
+    assert expected[1] == "text contains a NUL character: send plain text"
