@@ -13,15 +13,24 @@ running value, biased running variance), are named in the verdict.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
 
 from grader.engine.checks import strategies as gst
-from grader.engine.checks.compare import (NotFinite, assert_close, check_output, compare, expect_array, expect_scalar,
-                                   expect_tuple)
+from grader.engine.checks.compare import (
+    NotFinite,
+    assert_close,
+    check_output,
+    compare,
+    expect_array,
+    expect_scalar,
+    expect_tuple,
+)
 from grader.engine.checks.gradcheck import self_consistency
+from grader.engine.checks.layers import Contract, Layer, expect_values, run_fixed
 from grader.engine.checks.statistics import binomial_bounds, check_fraction
 from grader.engine.checks.traces import Observe, Rule, check_trace
 from grader.engine.checks.variants import Variant, check_outputs
@@ -76,7 +85,11 @@ def _describe_l2(case: dict[str, Any]) -> str:
     return f"reg={case['reg']:g}, params: " + "; ".join(entry(k, v) for k, v in case["params"].items())
 
 
-def _l2(ctx: Context, params: dict[str, np.ndarray], reg: float) -> tuple[float, Any]:
+def _l2(ctx: Context, params: dict[str, np.ndarray], reg: float, own: bool = False) -> tuple[float, Any]:
+    """The candidate's (loss, grads); `own` (l2_loss, its conformance test): params must come back unchanged."""
+    if not own:
+        loss, grads = expect_tuple(ctx.call("l2_penalty", params, reg), 2, "l2_penalty", "loss, grads")
+        return expect_scalar(loss, "loss"), grads
     result, (after, _) = ctx.call_returning_args("l2_penalty", params, reg)
     loss, grads = expect_tuple(result, 2, "l2_penalty", "loss, grads")
     if not isinstance(after, dict) or sorted(after) != sorted(params) or not all(
@@ -89,7 +102,7 @@ def _l2(ctx: Context, params: dict[str, np.ndarray], reg: float) -> tuple[float,
 def l2_loss(ctx: Context) -> None:
     def check(case: dict[str, Any]) -> None:
         params, reg = case["params"], case["reg"]
-        loss, _ = _l2(ctx, params, reg)
+        loss, _ = _l2(ctx, params, reg, own=True)
         expected, _ = ref.l2_penalty(params, reg)
         everything = 0.5 * reg * sum(float(np.sum(v**2)) for v in params.values())
         check_outputs({"loss": np.array(loss)}, {"loss": np.array(expected)}, [
@@ -161,10 +174,13 @@ def dropout_cases(draw: st.DrawFn) -> dict[str, Any]:
             "dout": draw(gst.arrays(shape, gst.away_from_zero(0.1)))}
 
 
-def _dropout(ctx: Context, x: np.ndarray, p: float, train: bool, seed: int) -> tuple[np.ndarray, Any]:
-    result = ctx.call_checked("dropout_forward", x, p, train, seed, keep=[1], arg_names=("x",))
-    out, cache = expect_tuple(result, 2, "dropout_forward", "out, cache")
-    return expect_array(out, "out", x.shape), cache
+DROPOUT = Contract("dropout_forward", args=("x", "p", "train", "seed"), returns=("out", "cache"), handle="cache")
+
+
+def _dropout(ctx: Context, x: np.ndarray, p: float, train: bool, seed: int,
+             own: bool = False) -> tuple[np.ndarray, Any]:
+    got = DROPOUT.call(ctx, {"x": x, "p": p, "train": train, "seed": seed}, own=own)
+    return (expect_array if own else expect_values)(got["out"], "out", x.shape), got["cache"]
 
 
 def _check_dropout_units(x: np.ndarray, out: np.ndarray, p: float) -> np.ndarray:
@@ -188,7 +204,7 @@ def _check_dropout_units(x: np.ndarray, out: np.ndarray, p: float) -> np.ndarray
 @plan.test("dropout_forward")
 def dropout_forward(ctx: Context) -> None:
     def check(case: dict[str, Any]) -> None:
-        out, _ = _dropout(ctx, case["x"], case["p"], True, case["seed"])
+        out, _ = _dropout(ctx, case["x"], case["p"], True, case["seed"], own=True)
         _check_dropout_units(case["x"], out, case["p"])
 
     rng = ctx.rng("fixed")
@@ -334,14 +350,17 @@ def _bn_param(case: dict[str, Any], mode: str, **extra: Any) -> dict[str, Any]:
 
 
 def _bn(ctx: Context, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
-        bn_param: dict[str, Any]) -> tuple[np.ndarray, Any, Any]:
-    """Call batchnorm_forward; returns (out, cache handle, bn_param as the call left it), inputs checked untouched."""
+        bn_param: dict[str, Any], own: bool = False) -> tuple[np.ndarray, Any, Any]:
+    """Call batchnorm_forward; returns (out, cache handle, bn_param as the call left it).
+
+    `own` (bn_forward, its conformance test): x, gamma and beta must come back unchanged, out in float64.
+    """
     result, after = ctx.call_returning_args("batchnorm_forward", x, gamma, beta, bn_param, keep=[1])
     out, cache = expect_tuple(result, 2, "batchnorm_forward", "out, cache")
-    for name, before, now in zip(("x", "gamma", "beta"), (x, gamma, beta), after):
+    for name, before, now in zip(("x", "gamma", "beta"), (x, gamma, beta), after if own else ()):
         if not (isinstance(now, np.ndarray) and now.shape == before.shape and np.array_equal(now, before)):
             raise CheckFailed(f"batchnorm_forward modified its input `{name}` in place; inputs must be left unchanged")
-    return expect_array(out, "out", x.shape), cache, after[3]
+    return (expect_array if own else expect_values)(out, "out", x.shape), cache, after[3]
 
 
 def _normalized(x: np.ndarray, mean: np.ndarray, var: np.ndarray, eps: float, gamma: np.ndarray,
@@ -355,7 +374,7 @@ def bn_forward(ctx: Context) -> None:
     def check(case: dict[str, Any], bn_param: dict[str, Any] | None = None) -> None:
         x, gamma, beta, eps = case["x"], case["gamma"], case["beta"], case["eps"]
         param = bn_param if bn_param is not None else _bn_param(case, "train")
-        out, _, _ = _bn(ctx, x, gamma, beta, param)
+        out, _, _ = _bn(ctx, x, gamma, beta, param, own=True)
         expected, _ = ref.batchnorm_forward(x, gamma, beta, {k: (v.copy() if isinstance(v, np.ndarray) else v)
                                                              for k, v in param.items()})
         mean, var = x.mean(axis=0), x.var(axis=0)
@@ -535,25 +554,20 @@ def bn_backward(ctx: Context) -> None:
     ctx.check_property(bn_cases(), check)
 
 
+BN = Layer(
+    Contract("batchnorm_forward", args=("x", "gamma", "beta", "bn_param"), returns=("out", "cache"), handle="cache",
+             reference=ref.batchnorm_forward, mutates=("bn_param",)),
+    Contract("batchnorm_backward", args=("dout", "cache"), returns=("dx", "dgamma", "dbeta"),
+             reference=ref.batchnorm_backward),
+    upstream={"out": "dout"}, grads={"x": "dx", "gamma": "dgamma", "beta": "dbeta"})
+
+
 @plan.test("bn_gradcheck")
 def bn_gradcheck(ctx: Context) -> None:
     rng = ctx.rng("inputs")
     p = ref.batchnorm_inputs(int(rng.integers(2**31)), 4, 3)
-    inputs = {"x": p["x"], "gamma": p["gamma"], "beta": p["beta"]}
-    dout = rng.standard_normal(p["x"].shape)
-
-    def objective(v: dict[str, np.ndarray]) -> float:
-        out, _, _ = _bn(ctx, v["x"], v["gamma"], v["beta"], {"mode": "train"})
-        return float(np.sum(out * dout))
-
-    _, cache, _ = _bn(ctx, p["x"], p["gamma"], p["beta"], {"mode": "train"})
-    dx, dgamma, dbeta = expect_tuple(ctx.call("batchnorm_backward", dout, cache), 3, "batchnorm_backward",
-                                     "dx, dgamma, dbeta")
-    grads = {"x": expect_array(dx, "dx", p["x"].shape), "gamma": expect_array(dgamma, "dgamma", p["gamma"].shape),
-             "beta": expect_array(dbeta, "dbeta", p["beta"].shape)}
-    ctx.details["errors"] = self_consistency(
-        objective, inputs, grads, rng, "batchnorm_backward",
-        reference=lambda v: float(np.sum(ref.batchnorm_forward(v["x"], v["gamma"], v["beta"], {"mode": "train"})[0] * dout)))
+    inputs = {"x": p["x"], "gamma": p["gamma"], "beta": p["beta"], "bn_param": {"mode": "train"}}
+    ctx.details["errors"] = BN.gradient_check(ctx, inputs, {"dout": rng.standard_normal(p["x"].shape)}, rng)
 
 
 @plan.test("bn_stability")
@@ -611,31 +625,49 @@ def es_probes(case: dict[str, Any], rng: np.random.Generator) -> list[dict[str, 
     return probes
 
 
+class _Misread(ref.EarlyStopping):
+    """The reference's EarlyStopping with a known misreading of the contract switched on.
+
+    `against_last`: an epoch counts as an improvement when it beats the previous epoch's value (the best
+    value is still kept as the reference keeps it); `strict=False`: a gain of exactly min_delta improves.
+    """
+
+    def __init__(self, patience: int, min_delta: float, mode: str, *, against_last: bool = False,
+                 strict: bool = True) -> None:
+        super().__init__(patience, min_delta, mode)
+        self.against_last, self.strict, self.last = against_last, strict, None
+
+    def _gain(self, value: float, over: float) -> float:
+        return over - value if self.mode == "min" else value - over
+
+    def improves(self, value: float) -> bool:
+        if self.strict or self.best_value is None:
+            return super().improves(value)
+        return self._gain(value, self.best_value) >= self.min_delta
+
+    def step(self, value: float) -> bool:
+        counts = self.last is None or self._gain(value, self.last) > self.min_delta
+        before = self.epochs_without_improvement
+        stop = super().step(value)
+        self.last = value
+        if not self.against_last:
+            return stop
+        self.epochs_without_improvement = 0 if counts else before + 1
+        return self.epochs_without_improvement >= self.patience
+
+
 def _es_rule(case: dict[str, Any], *, wait_needed: int | None = None, mode_used: str | None = None,
-             min_delta: float | None = None, first_epoch: int = 0, against_last: bool = False,
-             strict: bool = True, best_is_last: bool = False) -> list[dict[str, Any]]:
-    """The trace of an early-stopping rule with the given (possibly mistaken) reading of the contract."""
-    needed = case["patience"] if wait_needed is None else wait_needed
-    delta = case["min_delta"] if min_delta is None else min_delta
-    sign = 1.0 if (mode_used or case["mode"]) == "max" else -1.0
-
-    def improves(value: float, over: float | None) -> bool:
-        if over is None:
-            return True
-        gain = sign * (value - over)
-        return gain > delta if strict else gain >= delta
-
-    best: float | None = None
-    last: float | None = None
-    best_epoch, wait = -1, 0
+             min_delta: float | None = None, first_epoch: int = 0, best_is_last: bool = False,
+             **misread: bool) -> list[dict[str, Any]]:
+    """The trace of the reference's early stopping under a (possibly mistaken) reading of the contract."""
+    stopper = _Misread(case["patience"] if wait_needed is None else wait_needed,
+                       case["min_delta"] if min_delta is None else min_delta, mode_used or case["mode"], **misread)
     trace = []
-    for epoch, value in enumerate(case["values"]):
-        counts = improves(value, last if against_last else best)
-        if improves(value, best):
-            best, best_epoch = value, epoch + first_epoch
-        wait = 0 if counts else wait + 1
-        last = value
-        trace.append({"stop": wait >= needed, "best_value": value if best_is_last else best, "best_epoch": best_epoch})
+    for value in case["values"]:
+        stop = stopper.step(value)
+        assert stopper.best_epoch is not None
+        trace.append({"stop": stop, "best_value": value if best_is_last else stopper.best_value,
+                      "best_epoch": stopper.best_epoch + first_epoch})
     return trace
 
 
@@ -746,11 +778,7 @@ ES_FIXED = {
 def _es_test(ctx: Context, cases: st.SearchStrategy[Any], kwargs: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
     check = _es_check(ctx, kwargs)
     ctx.check_property(cases, check, describe=_es_describe)
-    for case in ES_FIXED[ctx.test_id]:
-        try:
-            check(case)
-        except CheckFailed as exc:
-            raise exc.amended(counterexample=exc.counterexample or _es_describe(case)) from None
+    run_fixed(ES_FIXED[ctx.test_id], check, _es_describe)
 
 
 @plan.test("es_min")
