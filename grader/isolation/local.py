@@ -8,11 +8,11 @@ Each session is one `bwrap` process tree:
 - a clean environment, no capabilities, no_new_privs, and a uid of its own;
 - a seccomp filter (grader/isolation/seccomp.py) refusing namespace creation, mount,
   ptrace, keyctl, bpf, perf_event_open, userfaultfd, io_uring and the like;
-- cgroup v1 memory, pids and cpu limits entered before exec (a CPU quota of
-  `cpu_cores`, so a neighbour's busy loop cannot starve a correct solution), a
-  cpuacct group whose usage is the sandbox's CPU clock (time limits are CPU
-  seconds, with a wall-clock backstop), plus rlimits (CPU time, file size, open
-  files, processes, no core dumps).
+- cgroup v1 memory, pids and cpu limits (a CPU quota of `cpu_cores`, so a
+  neighbour's busy loop cannot starve a correct solution), a cpuacct group whose
+  usage is the sandbox's CPU clock (time limits are CPU seconds, with a
+  wall-clock backstop), plus rlimits (CPU time, file size, open files,
+  processes, no core dumps); all in force before bwrap starts (see `LAUNCHER`).
 
 Nothing of the grader, the reference code, the problems or the data is mounted.
 Without bubblewrap, root or the cgroup controllers the backend refuses to start
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from grader.errors import SandboxUnavailable
 from grader.isolation import seccomp
-from grader.isolation.base import Isolation, OutputCapture, PipeSession, SandboxSpec
+from grader.isolation.base import Isolation, OutputCapture, PipeSession, SandboxCrashed, SandboxSpec
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,17 @@ CGROUP_PARENT = "dl-grader"
 SANDBOX_SITE = "/opt/site"
 UID_RANGE = (100_000, 165_000)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+# The first program of every sandbox, in place of a preexec_fn: the service starts sandboxes from several
+# threads, and a child forked from a threaded parent can block forever, before exec, on a lock another
+# thread held at the fork. The launcher instead waits on its stdin until the parent has put its pid in the
+# session's cgroups and set its rlimits (`LocalSession._enter_limits`), then execs bwrap, so bwrap and
+# everything it starts are inside them from their first instruction. No line (the parent failed or died):
+# it exits without starting anything. A shell's `read` takes a pipe one byte at a time and stops at the
+# newline, so the frames that follow the gate line stay in the pipe for the runner.
+LAUNCHER = ("/bin/sh", "-c", 'umask 022; IFS= read -r gate || exit 125; [ "$gate" = go ] || exit 125; exec "$@"',
+            "grader-launcher")
+GATE = b"go\n"
 
 
 @lru_cache(maxsize=None)
@@ -133,15 +144,32 @@ class LocalSession(PipeSession):
         to_r, to_w = os.pipe()
         from_r, from_w = os.pipe()
         out_r, out_w = os.pipe()
-        filter_fd = seccomp.filter_fd()
         try:
-            self.proc = subprocess.Popen(
-                self._command(backend, filter_fd), stdin=to_r, stdout=from_w, stderr=out_w, close_fds=True,
-                pass_fds=(filter_fd,), preexec_fn=self._enter_limits, env={"PATH": "/usr/bin:/bin"})
+            filter_fd = seccomp.filter_fd()
+            try:
+                self.proc = subprocess.Popen(
+                    [*LAUNCHER, *self._command(backend, filter_fd)], stdin=to_r, stdout=from_w, stderr=out_w,
+                    close_fds=True, pass_fds=(filter_fd,), env={"PATH": "/usr/bin:/bin"})
+            finally:
+                os.close(filter_fd)
+        except BaseException:
+            for fd in (to_w, from_r, out_r):
+                os.close(fd)
+            self._remove_cgroups()
+            raise
         finally:
-            for fd in (to_r, from_w, out_w, filter_fd):
+            for fd in (to_r, from_w, out_w):
                 os.close(fd)
         super().__init__(to_w, from_r, OutputCapture(out_r, self.limits.output_bytes), self.limits.wire_limits())
+        try:
+            self._enter_limits(self.proc.pid)
+            os.write(to_w, GATE)  # a fresh pipe has room for it: never blocks
+        except BaseException as exc:
+            self._dead = SandboxCrashed("the sandbox did not start")
+            self._terminate()
+            if isinstance(exc, OSError):
+                raise SandboxUnavailable(f"could not put the sandbox in its cgroups and limits: {exc}") from exc
+            raise
         self._handshake(self.limits.start_timeout_s)
         self.baseline = set(self._pids())
 
@@ -167,19 +195,21 @@ class LocalSession(PipeSession):
                 pass  # swap accounting off: there is no swap to escape to either
         (pids / "pids.max").write_text(str(self.limits.max_processes))
 
-    def _enter_limits(self) -> None:
-        """Runs in the child between fork and exec: join the cgroups, set rlimits."""
-        os.umask(0o022)
+    def _enter_limits(self, pid: int) -> None:
+        """Put the launcher, still waiting at its gate, in the session's cgroups and under its rlimits.
+
+        Done from the parent, so the child runs no Python between fork and exec; whatever
+        the launcher execs inherits both.
+        """
         for cg in dict.fromkeys(self.cgroups):
-            with open(cg / "cgroup.procs", "w") as fh:
-                fh.write(str(os.getpid()))
+            (cg / "cgroup.procs").write_text(str(pid))
         lim = self.limits
-        resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_time_s, lim.cpu_time_s + 5))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_size_mb << 20,) * 2)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (lim.open_files,) * 2)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.prlimit(pid, resource.RLIMIT_CPU, (lim.cpu_time_s, lim.cpu_time_s + 5))
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (lim.file_size_mb << 20,) * 2)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (lim.open_files,) * 2)
+        resource.prlimit(pid, resource.RLIMIT_CORE, (0, 0))
         # Counted per uid, and every session has its own uid, so sessions never share the count.
-        resource.setrlimit(resource.RLIMIT_NPROC, (lim.max_processes,) * 2)
+        resource.prlimit(pid, resource.RLIMIT_NPROC, (lim.max_processes,) * 2)
 
     def _command(self, backend: LocalBackend, filter_fd: int) -> list[str]:
         prefix = Path(sys.base_prefix)
@@ -292,6 +322,9 @@ class LocalSession(PipeSession):
             except OSError:
                 pass
         self._to = self._from = -1
+        self._remove_cgroups()
+
+    def _remove_cgroups(self) -> None:
         for cg in dict.fromkeys(self.cgroups):
             for _ in range(50):
                 try:
