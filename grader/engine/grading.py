@@ -19,11 +19,12 @@ from typing import Any
 import grader
 from grader.engine.catalog import Problem, TestSpec, get_problem
 from grader.engine.checks import static
-from grader.errors import GraderError, InvalidRequest
+from grader.engine.files import check_submission
 from grader.engine.plan import CheckFailed, Context, stable_seed
 from grader.engine.report import Environment, Finding, Output, ProblemRef, Report, TestResult
-from grader.isolation.base import WALL_FACTOR, WALL_SLACK_S, Backend, CallTimeout, SandboxFault, Session
 from grader.engine.verdict import PASSED, Verdict
+from grader.errors import GraderError
+from grader.isolation.base import WALL_FACTOR, WALL_SLACK_S, Backend, CallTimeout, SandboxFault, Session
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ class GradingOptions:
 
 def validate_files(files: dict[str, str], entry: str, settings: GradingOptions) -> None:
     """Request-level checks (grader.engine.files, the rules the API and the CLI share); each says what to change."""
-    from grader.engine.files import check_submission
-
     check_submission(files, entry, max_files=settings.max_files, max_code_bytes=settings.max_code_bytes)
 
 
