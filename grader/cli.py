@@ -17,8 +17,6 @@ from grader.submission_files import read_submission
 
 EXIT_OK, EXIT_LOW_SCORE, EXIT_USAGE, EXIT_FAULT = 0, 1, 2, 3
 
-Command = Callable[[argparse.Namespace], int]
-
 
 def cmd_problems(args: argparse.Namespace) -> int:
     from grader.engine.catalog import list_problems
