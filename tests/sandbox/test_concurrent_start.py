@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from grader.errors import SandboxUnavailable
 from grader.isolation import get_backend
 from grader.isolation.base import SandboxSpec
 from grader.isolation.local import CONTROLLERS, LAUNCHER, LocalSession
@@ -165,3 +166,17 @@ def test_the_launcher_leaves_what_follows_the_gate_for_the_runner() -> None:
     proc = subprocess.run([*LAUNCHER, "/bin/cat"], input=b"go\n\x00frame bytes\n", capture_output=True, timeout=10)
     assert proc.returncode == 0
     assert proc.stdout == b"\x00frame bytes\n"
+
+
+@pytest.mark.slow
+def test_a_start_that_cannot_join_its_cgroups_runs_nothing_and_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: LocalSession, pid: int) -> None:
+        raise PermissionError(13, "Permission denied", "cgroup.procs")
+
+    monkeypatch.setattr(LocalSession, "_enter_limits", refuse)
+    with pytest.raises(SandboxUnavailable, match="cgroups and limits"):
+        get_backend("local").start(SandboxSpec())
+    assert sandbox_leftovers() == []
+    # The launcher was killed and reaped, never having run bwrap.
+    assert [pid for pid in descendants(os.getpid()) if pid != os.getpid()
+            and Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:1] in ([b"/bin/sh"], [b"bwrap"])] == []
