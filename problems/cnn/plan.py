@@ -30,9 +30,9 @@ from grader.engine.checks.gradcheck import self_consistency
 from grader.engine.checks.layers import Contract, Layer, check_values, expect_values, run_fixed
 from grader.engine.checks.ties import check_tied_split, pool_window_ties
 from grader.engine.checks.timing import compare_speed
+from grader.engine.checks.training import score_classifier
 from grader.engine.checks.variants import Variant, check_outputs, matches, matching_variant
 from grader.engine.plan import CandidateRaised, CheckFailed, Context, Plan, describe_example
-from grader.engine.report import Figure
 from reference import cnn as ref
 
 plan = Plan()
@@ -443,20 +443,11 @@ def train_cnn(ctx: Context) -> None:
     split = ref.digits_split(ctx.seed)
     params = ctx.call("train_cnn", split.X_train, split.y_train, 0)
     checked = expect_params(params, ref.PARAM_SHAPES, "train_cnn's params", diverged_hint="learning rate too high?")
-    predictions = ref.predict(checked, split.X_test)
-    accuracy = float(np.mean(predictions == split.y_test))
-    per_class = [float(np.mean(predictions[split.y_test == k] == k)) for k in range(ref.NUM_CLASSES)]
-    ctx.details["held_out_accuracy"] = round(accuracy, 4)
     ctx.details["held_out_images"] = int(split.y_test.size)
-    ctx.figure(Figure(kind="bar", title="Held-out accuracy per digit", x_label="digit", y_label="accuracy",
-                      series={"accuracy": [[float(k), a] for k, a in enumerate(per_class)]}))
-    chance = 1 / ref.NUM_CLASSES
-    if accuracy < PASS_ACCURACY:
-        raise CheckFailed(f"held-out accuracy {accuracy:.3f} on {split.y_test.size} digits is under the pass mark "
-                          f"{PASS_ACCURACY:.2f} (chance is {chance:.2f})"
-                          f"{_training_diagnosis(checked, split.X_test, split.y_test)}")
-    ctx.note(f"held-out accuracy {accuracy:.3f} on {split.y_test.size} digits (pass mark {PASS_ACCURACY:.2f}; "
-             f"chance is {chance:.2f})")
+    score_classifier(ctx, ref.predict(checked, split.X_test), split.y_test, ref.NUM_CLASSES, PASS_ACCURACY,
+                     per_class_title="Held-out accuracy per digit", class_label="digit",
+                     on=f" on {split.y_test.size} digits",
+                     diagnosis=lambda _: _training_diagnosis(checked, split.X_test, split.y_test))
 
 
 # -- efficiency ---------------------------------------------------------------------------------------

@@ -16,13 +16,20 @@ import numpy as np
 from hypothesis import strategies as st
 
 from grader.engine.checks import strategies as gst
-from grader.engine.checks.compare import (assert_close, check_output, compare, expect_array, expect_params, expect_scalar,
-                                          expect_tuple)
+from grader.engine.checks.compare import (
+    assert_close,
+    check_output,
+    compare,
+    expect_array,
+    expect_params,
+    expect_scalar,
+    expect_tuple,
+)
 from grader.engine.checks.gradcheck import self_consistency
 from grader.engine.checks.layers import Contract, Layer, check_values
+from grader.engine.checks.training import score_classifier
 from grader.engine.checks.variants import Variant
 from grader.engine.plan import CheckFailed, Context, Plan
-from grader.engine.report import Figure
 from reference import mlp as ref
 
 plan = Plan()
@@ -336,11 +343,6 @@ PASS_ACCURACY = 0.80  # the reference reaches 0.956-0.974 over seeds 0-7, 0.975 
 HIDDEN_DIM = 64
 
 
-def per_class_accuracy(params: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, classes: int) -> list[float]:
-    predictions = np.argmax(ref.mlp_scores(params, X), axis=1)
-    return [float(np.mean(predictions[y == k] == k)) if np.any(y == k) else 0.0 for k in range(classes)]
-
-
 @plan.test("train_mlp")
 def train_mlp(ctx: Context) -> None:
     task = ref.training_task(ctx.seed, hidden_dim=HIDDEN_DIM)
@@ -348,13 +350,6 @@ def train_mlp(ctx: Context) -> None:
     params = expect_params(ctx.call("train_mlp", task.X_train, task.y_train, h, c, 0),
                            {"W1": (f, h), "b1": (h,), "W2": (h, c), "b2": (c,)}, "train_mlp's params",
                            diverged_hint="learning rate too high, or a gradient not averaged over the batch?")
-    accuracy = ref.accuracy(params, task.X_test, task.y_test)
-    ctx.details["held_out_accuracy"] = round(accuracy, 4)
-    ctx.figure(Figure(kind="bar", title="Held-out accuracy per class", x_label="class", y_label="accuracy",
-                      series={"accuracy": [[float(k), a] for k, a in
-                                           enumerate(per_class_accuracy(params, task.X_test, task.y_test, c))]}))
-    if accuracy < PASS_ACCURACY:
-        hint = ": the returned params look untrained" if accuracy < 2.0 / c else ""
-        raise CheckFailed(f"held-out accuracy {accuracy:.3f} is under the pass mark {PASS_ACCURACY:.2f} "
-                          f"(chance is {1 / c:.2f}){hint}")
-    ctx.note(f"held-out accuracy {accuracy:.3f} (pass mark {PASS_ACCURACY:.2f}; chance is {1 / c:.2f})")
+    score_classifier(ctx, np.argmax(ref.mlp_scores(params, task.X_test), axis=1), task.y_test, c, PASS_ACCURACY,
+                     per_class_title="Held-out accuracy per class", class_label="class",
+                     diagnosis=lambda a: ": the returned params look untrained" if a < 2.0 / c else "")
