@@ -70,10 +70,10 @@ DIAGNOSES = [
     # Near misses: each is caught by one check only, and only while that check keeps its threshold.
     ("wrong_l2_grad_one_sided_difference", "l2_gradcheck", "disagree with finite differences of your own forward"),
     ("wrong_dropout_drops_too_many", "dropout_statistics", "fraction of units kept with p=0.1"),
-    ("nearmiss_dropout_mask_shared_along_row", "dropout_statistics",
+    ("wrong_dropout_mask_shared_along_row", "dropout_statistics",
      "agreement between the masks of neighbouring columns"),
-    ("nearmiss_dropout_mask_shared_along_row", "dropout_statistics", "each unit must be dropped independently"),
-    ("nearmiss_dropout_mask_shared_along_column", "dropout_statistics",
+    ("wrong_dropout_mask_shared_along_row", "dropout_statistics", "each unit must be dropped independently"),
+    ("wrong_dropout_mask_shared_along_column", "dropout_statistics",
      "agreement between the masks of neighbouring rows"),
 ]
 
@@ -90,8 +90,8 @@ ALSO_FAILS = [
 NEAR_MISSES = {
     "wrong_l2_grad_one_sided_difference": {"l2_grads", "l2_gradcheck"},
     "wrong_dropout_drops_too_many": {"dropout_statistics"},
-    "nearmiss_dropout_mask_shared_along_row": {"dropout_statistics"},
-    "nearmiss_dropout_mask_shared_along_column": {"dropout_statistics"},
+    "wrong_dropout_mask_shared_along_row": {"dropout_statistics"},
+    "wrong_dropout_mask_shared_along_column": {"dropout_statistics"},
 }
 
 
@@ -106,7 +106,7 @@ def result(stem: str, test_id: str) -> model.TestResult:
 
 
 def known_wrong() -> list[str]:
-    return sorted(p.stem for p in SOLUTIONS_DIR.glob("*.py") if p.stem.startswith(("wrong_", "nearmiss_")))
+    return sorted(p.stem for p in SOLUTIONS_DIR.glob("*.py") if p.stem.startswith("wrong_"))
 
 
 @pytest.mark.parametrize("stem, test_id, phrase", DIAGNOSES, ids=[f"{s}-{t}" for s, t, _ in DIAGNOSES])

@@ -71,7 +71,7 @@ def l2_problems(impl: ModuleType, rtol: float) -> list[str]:
 
 
 def dropout_problems(impl: ModuleType) -> list[str]:
-    """Mask statistics, scaling, seeding, backward mask and eval identity, for several p."""
+    """Mask statistics and independence, scaling, seeding, backward mask and eval identity, for several p."""
     bad = []
     shape = (60, 50)
     dout = np.random.default_rng(3).standard_normal(shape)
@@ -85,6 +85,11 @@ def dropout_problems(impl: ModuleType) -> list[str]:
         sd = math.sqrt(p * (1 - p) / kept.size)
         if abs(kept.mean() - (1 - p)) > 5 * sd:
             bad.append(f"dropout p={p}: kept fraction {kept.mean():.3f}")
+        agree = p * p + (1 - p) * (1 - p)  # chance that two independent units are both kept or both dropped
+        for axis, name in [(0, "rows"), (1, "columns")]:
+            same = np.diff(kept, axis=axis) == 0
+            if abs(same.mean() - agree) > 5 * math.sqrt(agree * (1 - agree) / same.size):
+                bad.append(f"dropout p={p}: the masks of neighbouring {name} agree on {same.mean():.3f} of units")
         if kept.any() and differs(out[kept] / x[kept], np.full(kept.sum(), 1 / (1 - p)), 1e-12):
             bad.append(f"dropout p={p}: kept units not scaled by 1/(1-p)")
         again, _ = impl.dropout_forward(x, p, True, 100 + i)

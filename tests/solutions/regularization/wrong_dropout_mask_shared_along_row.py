@@ -1,13 +1,10 @@
-"""Known-wrong: dropout draws one mask for a single example and shares it along the batch (every row drops the same units).
+"""Known-wrong: dropout draws one mask value per row (example) and shares it along the row: whole rows are dropped.
 Expect: dropout_statistics
 
 A near miss: every unit is 0 or x / (1 - p), the same seed gives the same mask
 and the kept fraction is exactly 1 - p on dropout_statistics' 50 x 80 inputs, so
-only the mask-independence check (neighbouring rows agree on every unit)
-catches it. Named nearmiss_, not wrong_: the in-process smoke test
-(tests/test_solutions_regularization_smoke.py) has no mask-independence probe,
-so it cannot tell this file from a correct one; tests/test_regularization_diagnoses.py
-grades it.
+only the mask-independence check (neighbouring columns agree on every unit)
+catches it (and the in-process smoke test's own independence probe).
 """
 
 import numpy as np
@@ -29,12 +26,11 @@ def dropout_forward(x, p, train, seed):
     if not train or p == 0:
         return x.copy(), None
     rng = np.random.default_rng(seed)
-    # One draw per feature, shared by every row of the batch; exactly round((1 - p) * D) features are
-    # kept, so the kept fraction is right to the unit wherever (1 - p) * D is a whole number.
-    features = x.shape[1:]
-    d = int(np.prod(features))
-    keep = (rng.permutation(d) < round((1 - p) * d)).reshape(features)
-    mask = np.broadcast_to(keep, x.shape) / (1 - p)
+    # One draw per row, shared by every unit of that row; exactly round((1 - p) * N) rows are kept,
+    # so the kept fraction is right to the unit wherever (1 - p) * N is a whole number.
+    n = x.shape[0]
+    keep_rows = rng.permutation(n) < round((1 - p) * n)
+    mask = np.broadcast_to(keep_rows.reshape((n,) + (1,) * (x.ndim - 1)), x.shape) / (1 - p)
     return x * mask, mask
 
 
