@@ -16,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from grader.engine import grade  # noqa: E402
 from grader.engine.catalog import list_problems  # noqa: E402
 from grader.isolation import get_backend  # noqa: E402
-from grader.engine import grade  # noqa: E402
 from grader.isolation.base import Backend  # noqa: E402
 from grader.isolation.inprocess import InProcessBackend  # noqa: E402
 

@@ -21,6 +21,7 @@ from grader.engine import grade  # noqa: E402
 from grader.isolation import get_backend  # noqa: E402
 from tests.sandbox.garbage import CPU_HOG as HOG  # noqa: E402
 
+
 def correct(problem_id: str) -> dict[str, str]:
     found = sorted((ROOT / "tests" / "solutions" / problem_id).glob("correct_*.py"))
     return {"solution.py": (found[0] if found else ROOT / "reference" / f"{problem_id}.py").read_text()}

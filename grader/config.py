@@ -65,9 +65,14 @@ class Settings(BaseSettings):
 
     def grading_options(self) -> GradingOptions:
         """The part of the settings the grading engine needs."""
-        return GradingOptions(seed=self.seed, submission_budget_s=self.submission_budget_s,
-                              test_timeout_cap_s=self.test_timeout_cap_s, import_timeout_cap_s=self.import_timeout_cap_s,
-                              max_code_bytes=self.max_code_bytes, max_files=self.max_files)
+        return GradingOptions(
+            seed=self.seed,
+            submission_budget_s=self.submission_budget_s,
+            test_timeout_cap_s=self.test_timeout_cap_s,
+            import_timeout_cap_s=self.import_timeout_cap_s,
+            max_code_bytes=self.max_code_bytes,
+            max_files=self.max_files,
+        )
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -63,7 +63,9 @@ def dropout_keep_mask(shape: tuple[int, ...], p: float, seed: int) -> Array:
 
 
 def dropout_forward(x: Array, p: float, train: bool, seed: int) -> tuple[Array, Any]:
-    """Inverted dropout: drop each unit with probability p, scale kept units by 1/(1-p); identity in eval or at p == 0."""
+    """Inverted dropout: drop each unit with probability p, scale kept units by 1/(1-p).
+
+    The identity in eval mode or at p == 0."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability p must be in [0, 1], got {p}")
     if not train or p == 0.0:
@@ -241,7 +243,9 @@ def running_stats_trace(
     return trace
 
 
-def batchnorm_eval(x: Array, gamma: Array, beta: Array, running_mean: Array, running_var: Array, eps: float = BN_EPS) -> Array:
+def batchnorm_eval(
+    x: Array, gamma: Array, beta: Array, running_mean: Array, running_var: Array, eps: float = BN_EPS
+) -> Array:
     """Eval-mode batch norm with the given running statistics."""
     return gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
 
@@ -281,7 +285,9 @@ class StopState:
     best_epoch: int
 
 
-def early_stopping_trace(values: Sequence[float], patience: int, min_delta: float = 0.0, mode: str = "min") -> list[StopState]:
+def early_stopping_trace(
+    values: Sequence[float], patience: int, min_delta: float = 0.0, mode: str = "min"
+) -> list[StopState]:
     """The state after each step of a fresh EarlyStopping fed `values`."""
     stopper = EarlyStopping(patience, min_delta, mode)
     trace = []

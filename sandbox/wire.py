@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -252,7 +253,8 @@ class Decoder:
     """Rebuilds a value tree from a header node, checking every cap and type."""
 
     def __init__(self, buffers: list[bytes] | list[bytearray], limits: Limits = Limits(),
-                 from_handle: Callable[[int], Any] | None = None, make_tensor: Callable[..., Any] | None = None) -> None:
+                 from_handle: Callable[[int], Any] | None = None,
+                 make_tensor: Callable[..., Any] | None = None) -> None:
         self.buffers = buffers
         self.used: set[int] = set()
         self.limits = limits
@@ -314,8 +316,11 @@ class Decoder:
         self.used.add(idx)
         if dtype not in ALLOWED_DTYPES:
             raise WireError(f"array dtype {dtype!r} is not a numeric dtype")
-        if (type(shape) is not list or len(shape) > self.limits.max_ndim
-                or not all(type(d) is int and 0 <= d <= self.limits.max_frame_bytes for d in shape)):
+        if (
+            type(shape) is not list
+            or len(shape) > self.limits.max_ndim
+            or not all(type(d) is int and 0 <= d <= self.limits.max_frame_bytes for d in shape)
+        ):
             raise WireError("malformed array shape")
         dt = np.dtype(dtype)
         count = 1

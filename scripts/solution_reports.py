@@ -12,11 +12,11 @@ moved and why. Messages and durations are not compared: they may be reworded.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +38,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
             return grade(pid, files, backend=get_backend(backend))
     except ImportError:  # a commit before the engine was a package of its own: compare against it too
         from grader.catalog import list_problems  # type: ignore[no-redef]
+
         from grader.service.grading import grade_submission  # type: ignore[no-redef]
 
     known = {p.id for p in list_problems()}

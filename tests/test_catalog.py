@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from grader.engine.catalog import catalog_errors, get_problem, list_problems
-from tests.grading import grade_submission
 from tests.conftest import ROOT, Solution, solutions
+from tests.grading import grade_submission
 
 pytestmark = pytest.mark.slow
 

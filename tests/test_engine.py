@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from grader.errors import InvalidRequest
-from grader.engine.report import Report
-from tests.grading import grade_submission
 from grader.engine.catalog import list_problems
+from grader.engine.report import Report
+from grader.errors import InvalidRequest
 from tests.conftest import ROOT, Solution, solutions
+from tests.grading import grade_submission
 
 REFERENCE = (ROOT / "reference" / "mlp.py").read_text()
 

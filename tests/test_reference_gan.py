@@ -92,7 +92,10 @@ def test_generator_loss_and_its_gradient(shape: tuple[int, ...], seed: int) -> N
     loss = ref.generator_loss(lf_)
     assert loss.shape == () and loss.dtype == torch.float64
     close(loss.item(), softplus_np(-fake).mean())
-    close(loss.item(), F.binary_cross_entropy(torch.sigmoid(torch.tensor(fake)), torch.ones(shape, dtype=torch.float64)).item())
+    close(
+        loss.item(),
+        F.binary_cross_entropy(torch.sigmoid(torch.tensor(fake)), torch.ones(shape, dtype=torch.float64)).item(),
+    )
     loss.backward()
     close(lf_.grad.numpy(), (sigmoid_np(fake) - 1.0) / fake.size)
 
@@ -174,8 +177,13 @@ def adam_update(lr: float, betas: tuple[float, float], eps: float = 1e-8) -> Upd
 
 
 def functional_train_step(
-    G: torch.nn.Module, D: torch.nn.Module, g_params: Params, d_params: Params,
-    real: torch.Tensor, z: torch.Tensor, update: Update,
+    G: torch.nn.Module,
+    D: torch.nn.Module,
+    g_params: Params,
+    d_params: Params,
+    real: torch.Tensor,
+    z: torch.Tensor,
+    update: Update,
 ) -> tuple[Params, Params, float, float]:
     """One D then one G update, gradients taken only with respect to the network being updated."""
     g_params = {k: p.requires_grad_(True) for k, p in g_params.items()}
@@ -257,8 +265,14 @@ def test_builders_are_deterministic_float64_and_leave_the_global_seed_alone() ->
     G, D = ref.build_generator(5, seed=7), ref.build_discriminator(seed=7)
     assert torch.equal(torch.rand(1), expected_next)
     shapes = {k: a.shape for k, a in ref.module_arrays(G).items()}
-    assert shapes == {"0.weight": (64, 5), "0.bias": (64,), "2.weight": (64, 64), "2.bias": (64,),
-                      "4.weight": (2, 64), "4.bias": (2,)}
+    assert shapes == {
+        "0.weight": (64, 5),
+        "0.bias": (64,),
+        "2.weight": (64, 64),
+        "2.bias": (64,),
+        "4.weight": (2, 64),
+        "4.bias": (2,),
+    }
     assert ref.module_arrays(D)["4.weight"].shape == (1, 64)
     assert all(p.dtype == torch.float64 for p in [*G.parameters(), *D.parameters()])
     again = ref.module_arrays(ref.build_generator(5, seed=7))

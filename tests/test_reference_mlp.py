@@ -35,7 +35,9 @@ def t(a: np.ndarray, grad: bool = False) -> torch.Tensor:
     return torch.tensor(a, dtype=torch.float64, requires_grad=grad)
 
 
-def torch_net_loss(p: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, reg: float) -> tuple[float, dict[str, np.ndarray]]:
+def torch_net_loss(
+    p: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, reg: float
+) -> tuple[float, dict[str, np.ndarray]]:
     """The contract's TwoLayerNet loss and gradients computed by torch autograd."""
     tp = {k: t(v, grad=True) for k, v in p.items()}
     hidden = torch.relu(t(X).reshape(X.shape[0], -1) @ tp["W1"] + tp["b1"])

@@ -173,7 +173,8 @@ def test_batchnorm_train_steps_then_eval_match_batchnorm1d(N: int, D: int, momen
     batches = ref.batchnorm_batches(1, 4, N, D)
     bn = torch_bn(D, momentum, eps, p["gamma"], p["beta"])
     running_mean, running_var = np.zeros(D), np.ones(D)
-    bn_param = {"mode": "train", "eps": eps, "momentum": momentum, "running_mean": running_mean, "running_var": running_var}
+    bn_param = {"mode": "train", "eps": eps, "momentum": momentum, "running_mean": running_mean,
+                "running_var": running_var}
 
     bn.train()
     for x in batches:
@@ -316,7 +317,9 @@ def test_early_stopping_rejects_an_unknown_mode() -> None:
     min_delta=st.sampled_from([0.0, 0.1, 0.6, 1.1]),
     mode=st.sampled_from(ref.MODES),
 )
-def test_early_stopping_matches_the_history_reading(values: list[float], patience: int, min_delta: float, mode: str) -> None:
+def test_early_stopping_matches_the_history_reading(
+    values: list[float], patience: int, min_delta: float, mode: str
+) -> None:
     # Values on a grid of 0.25 and min_delta off the grid: no gain is ever exactly min_delta.
     trace = ref.early_stopping_trace(values, patience, min_delta, mode)
     expected = stops_by_history(values, patience, min_delta, mode)

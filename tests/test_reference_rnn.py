@@ -127,7 +127,8 @@ def test_lstm_sequence_matches_nn_lstm_and_autograd(seed: int, N: int, T: int, D
 def test_rnn_sequence_matches_chained_rnncell(N: int, T: int, D: int, H: int) -> None:
     p = ref.lstm_sequence_inputs(3, N, T, D, H)
     rng = np.random.default_rng(4)
-    Wx, Wh, b = rng.standard_normal((D, H)) / np.sqrt(D), rng.standard_normal((H, H)) / np.sqrt(H), rng.standard_normal(H)
+    Wx, Wh = rng.standard_normal((D, H)) / np.sqrt(D), rng.standard_normal((H, H)) / np.sqrt(H)
+    b = rng.standard_normal(H)
     h, cache = ref.rnn_forward(p["x"], p["h0"], Wx, Wh, b)
 
     rnn = torch.nn.RNN(D, H, batch_first=True, dtype=torch.float64)
@@ -197,12 +198,19 @@ def test_reorder_gates_maps_the_course_order_onto_pytorch_order() -> None:
     p = ref.lstm_step_inputs(7, N, D, H)
     a = p["x"] @ p["Wx"] + p["h_prev"] @ p["Wh"] + p["b"]
     # A cell written with the course order reads i, f, o, g from consecutive blocks.
-    i, f, o, g = (ref.sigmoid(a[:, :H]), ref.sigmoid(a[:, H : 2 * H]), ref.sigmoid(a[:, 2 * H : 3 * H]), np.tanh(a[:, 3 * H :]))
+    i, f, o, g = (
+        ref.sigmoid(a[:, :H]),
+        ref.sigmoid(a[:, H : 2 * H]),
+        ref.sigmoid(a[:, 2 * H : 3 * H]),
+        np.tanh(a[:, 3 * H :]),
+    )
     c_course = f * p["c_prev"] + i * g
     h_course = o * np.tanh(c_course)
 
     swapped = {k: ref.reorder_gates(p[k]) for k in ("Wx", "Wh", "b")}
-    h_ref, c_ref, _ = ref.lstm_step_forward(p["x"], p["h_prev"], p["c_prev"], swapped["Wx"], swapped["Wh"], swapped["b"])
+    h_ref, c_ref, _ = ref.lstm_step_forward(
+        p["x"], p["h_prev"], p["c_prev"], swapped["Wx"], swapped["Wh"], swapped["b"]
+    )
     close(h_ref, h_course, rtol=1e-14)
     close(c_ref, c_course, rtol=1e-14)
     # Swapping g and o is its own inverse; a round trip through any order is the identity.

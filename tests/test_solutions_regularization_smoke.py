@@ -114,7 +114,13 @@ def batchnorm_problems(impl: ModuleType, rtol: float) -> list[str]:
     for seed, (N, D, momentum, eps) in enumerate(BN_CASES):
         p = ref.batchnorm_inputs(seed, N, D)
         batches = ref.batchnorm_batches(seed + 10, BN_STEPS, N, D)
-        theirs = {"mode": "train", "momentum": momentum, "eps": eps, "running_mean": np.zeros(D), "running_var": np.ones(D)}
+        theirs = {
+            "mode": "train",
+            "momentum": momentum,
+            "eps": eps,
+            "running_mean": np.zeros(D),
+            "running_var": np.ones(D),
+        }
         ours = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in theirs.items()}
         for step, x in enumerate(batches):
             out, _ = impl.batchnorm_forward(x.copy(), p["gamma"], p["beta"], theirs)
@@ -133,7 +139,9 @@ def batchnorm_problems(impl: ModuleType, rtol: float) -> list[str]:
         out, cache = impl.batchnorm_forward(p["x"], p["gamma"], p["beta"], {"mode": "train"})
         _, ref_cache = ref.batchnorm_forward(p["x"], p["gamma"], p["beta"], {"mode": "train"})
         dout = np.random.default_rng(seed + 20).standard_normal((N, D))
-        for name, have, want in zip(("dx", "dgamma", "dbeta"), impl.batchnorm_backward(dout, cache), ref.batchnorm_backward(dout, ref_cache)):
+        for name, have, want in zip(
+            ("dx", "dgamma", "dbeta"), impl.batchnorm_backward(dout, cache), ref.batchnorm_backward(dout, ref_cache)
+        ):
             if differs(have, want, rtol):
                 bad.append(f"batchnorm backward {name}, case {seed}")
     return bad
@@ -158,7 +166,12 @@ def early_stopping_problems(impl: ModuleType) -> list[str]:
 
 def problems(impl: ModuleType, rtol: float) -> list[str]:
     """Everything in which impl disagrees with the contract on the smoke cases."""
-    return l2_problems(impl, rtol) + dropout_problems(impl) + batchnorm_problems(impl, rtol) + early_stopping_problems(impl)
+    return (
+        l2_problems(impl, rtol)
+        + dropout_problems(impl)
+        + batchnorm_problems(impl, rtol)
+        + early_stopping_problems(impl)
+    )
 
 
 @pytest.mark.parametrize("path", CORRECT, ids=lambda p: p.stem)

@@ -17,9 +17,9 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import get_args
 
-from grader.errors import ProblemSpecError, UnknownProblem
 from grader.engine.plan import Plan
 from grader.engine.report import Category
+from grader.errors import ProblemSpecError, UnknownProblem
 from grader.isolation.base import SandboxLimits, SandboxSpec
 
 log = logging.getLogger(__name__)

@@ -23,17 +23,18 @@ from __future__ import annotations
 import logging
 import time
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
-from hypothesis.errors import Flaky
 from hypothesis import strategies as st
+from hypothesis.errors import Flaky
 
 from grader.engine.report import Figure
-from grader.isolation.base import CandidateError, Handle, Reply, SandboxFault, Session
 from grader.engine.verdict import CheckFailed, Verdict
+from grader.isolation.base import CandidateError, Handle, Reply, SandboxFault, Session
 
 __all__ = ["CheckFailed", "CandidateRaised", "Verdict", "Plan", "Context", "stable_seed", "describe_example"]
 

@@ -8,7 +8,7 @@ only real, isolating backends can be chosen: the unisolated in-process fake
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from grader.errors import InvalidRequest
 from grader.isolation.base import Backend

@@ -17,8 +17,9 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from sandbox import wire
 from sandbox.wire import Handle, Limits, TensorArray

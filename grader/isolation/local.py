@@ -32,7 +32,7 @@ import signal
 import subprocess
 import sys
 import time
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from grader.errors import SandboxUnavailable
@@ -60,7 +60,7 @@ LAUNCHER = ("/bin/sh", "-c", 'umask 022; IFS= read -r gate || exit 125; [ "$gate
 GATE = b"go\n"
 
 
-@lru_cache(maxsize=None)
+@cache
 def package_paths(packages: tuple[str, ...]) -> tuple[Path, ...]:
     """Top-level files and folders of the given distributions and their non-optional dependencies."""
     seen: set[str] = set()

@@ -7,14 +7,13 @@ Agg canvas, drawn under one lock, and nothing is ever shown on a screen.
 
 from __future__ import annotations
 
-from typing import Any
-
 import base64
 import hashlib
 import math
 import threading
 from collections import OrderedDict
 from io import BytesIO
+from typing import Any
 
 from matplotlib import rc_context
 from matplotlib.axes import Axes

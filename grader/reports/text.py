@@ -22,7 +22,11 @@ def render_text(report: Report) -> str:
         if t.counterexample:
             lines.append(f"         smallest failing case: {t.counterexample}")
     if report.output.bytes_total:
-        more = f" (first {len(report.output.text)} of {report.output.bytes_total} bytes)" if report.output.truncated else ""
+        more = (
+            f" (first {len(report.output.text)} of {report.output.bytes_total} bytes)"
+            if report.output.truncated
+            else ""
+        )
         lines.append(f"  candidate output{more}:")
         lines.extend("    | " + line for line in report.output.text.splitlines()[:20])
     return "\n".join(lines)

@@ -1,4 +1,6 @@
-"""Hostile submissions shared by the sandbox tests and the benchmarks; first, those that answer with garbage: the reference, with every answer corrupted one way.
+"""Hostile submissions shared by the sandbox tests and the benchmarks.
+
+First, those that answer with garbage: the reference, with every answer corrupted one way.
 
 Each mode wraps every public function and method of the reference so its
 result (or every array and number inside it) is replaced by something a
@@ -15,14 +17,31 @@ import sys
 
 from tests.conftest import ROOT
 
-MODES = ("none", "str", "nested", "leaf_str", "leaf_none", "leaf_obj", "leaf_complex", "leaf_int", "leaf_bool",
-         "leaf_shape", "leaf_0d", "leaf_empty", "leaf_list", "leaf_nan", "leaf_huge", "leaf_dict", "short_tuple",
-         "helpers")
+MODES = (
+    "none",
+    "str",
+    "nested",
+    "leaf_str",
+    "leaf_none",
+    "leaf_obj",
+    "leaf_complex",
+    "leaf_int",
+    "leaf_bool",
+    "leaf_shape",
+    "leaf_0d",
+    "leaf_empty",
+    "leaf_list",
+    "leaf_nan",
+    "leaf_huge",
+    "leaf_dict",
+    "short_tuple",
+    "helpers",
+)
 PROBLEMS = ("mlp", "cnn", "rnn", "regularization", "gan")
 
 # A neighbour that takes every core it can: children that leave the session (setsid) and spin, and the
 # parent spinning too, all at import time. Used by the CPU-share test and benchmarks/neighbour.py.
-CPU_HOG = '''
+CPU_HOG = """
 import os
 for _ in range(8):
     if os.fork() == 0:
@@ -31,9 +50,9 @@ for _ in range(8):
             pass
 while True:
     pass
-'''
+"""
 
-WRAPPER = r'''
+WRAPPER = r"""
 
 # ---- garbage: every answer corrupted ({mode}) ----
 import types as _types
@@ -132,7 +151,7 @@ if _MODE == "helpers":
         pass
 else:
     _corrupt(globals(), __name__, _MODE)
-'''
+"""
 
 
 def garbage_submission(problem: str, mode: str) -> str:
@@ -147,8 +166,11 @@ def main(argv: list[str]) -> int:
     for problem in argv or PROBLEMS:
         for mode in MODES:
             report = grade_submission(problem, {"solution.py": garbage_submission(problem, mode)})
-            faults = [(t.id, t.message) for t in report.tests if getattr(t, "fault", None) == "grader"
-                      or "internal grader error" in t.message]
+            faults = [
+                (t.id, t.message)
+                for t in report.tests
+                if getattr(t, "fault", None) == "grader" or "internal grader error" in t.message
+            ]
             bad += len(faults)
             print(f"{problem:<15} {mode:<13} {report.score:>5g}/{report.max_score:g} {report.status}", flush=True)
             for test_id, message in faults:

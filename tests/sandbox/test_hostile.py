@@ -19,8 +19,8 @@ import pytest
 
 from grader.config import Settings
 from grader.engine.report import Report
-from tests.grading import grade_submission
 from tests.conftest import ROOT
+from tests.grading import grade_submission
 
 pytestmark = pytest.mark.slow
 

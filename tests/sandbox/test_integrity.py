@@ -7,7 +7,6 @@ fix it guards, and asserts what "contained" means for it now.
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from grader import cli
-from grader.engine.catalog import get_problem
 from grader.config import Settings
+from grader.engine.catalog import get_problem
 from grader.engine.report import Report
-from tests.grading import grade_submission
 from tests.conftest import ROOT
+from tests.grading import grade_submission
 from tests.sandbox.garbage import CPU_HOG, MODES, PROBLEMS, garbage_submission
 
 pytestmark = pytest.mark.slow

@@ -23,8 +23,14 @@ from pathlib import Path
 import pytest
 
 from grader.errors import SandboxUnavailable
-from grader.isolation.seccomp import (AUDIT_ARCH, CLONE_NAMESPACE_FLAGS, REFUSED, SYSCALL_NUMBERS, build_filter,
-                                    filter_fd)
+from grader.isolation.seccomp import (
+    AUDIT_ARCH,
+    CLONE_NAMESPACE_FLAGS,
+    REFUSED,
+    SYSCALL_NUMBERS,
+    build_filter,
+    filter_fd,
+)
 
 ARCHES = ("x86_64", "aarch64")
 X86_ONLY = {"iopl", "ioperm"}
