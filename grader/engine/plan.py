@@ -55,7 +55,7 @@ def _ignore_local_constants() -> None:
     try:
         from hypothesis.internal.conjecture import providers
 
-        empty = providers.Constants()
+        empty = providers.Constants()  # type: ignore[attr-defined]
         providers._get_local_constants = lambda: empty
         providers._local_constants = empty
         providers.CONSTANTS_CACHE = type(providers.CONSTANTS_CACHE)(providers.CONSTANTS_CACHE.max_size)
@@ -191,7 +191,10 @@ class Context:
 
     def new(self, cls: str, *args: Any, **kwargs: Any) -> Handle:
         """Construct an object of the submission's class; it stays in the sandbox."""
-        return self._unwrap(f"{cls}(...)", self.raw_call({"fn": cls}, *args, keep="all", **kwargs))
+        obj = self._unwrap(f"{cls}(...)", self.raw_call({"fn": cls}, *args, keep="all", **kwargs))
+        if not isinstance(obj, Handle):  # only a runner that is not ours answers a kept result with a value
+            raise CheckFailed(f"{cls}(...) did not give an object that stays in the sandbox")
+        return obj
 
     def method(self, obj: Handle, name: str, *args: Any, keep: list[int] | str | None = None, **kwargs: Any) -> Any:
         return self._unwrap(f"{obj.type}.{name}",
