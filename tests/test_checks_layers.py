@@ -112,3 +112,12 @@ def test_forward_modifying_its_input_is_charged_in_the_forward_test_only() -> No
     failed = {k: v for k, v in tests.items() if v[0] != "passed"}
     assert list(failed) == ["affine_forward"], failed
     assert "modified its input `x` in place" in failed["affine_forward"][1]
+
+
+@pytest.mark.slow
+def test_gan_loss_in_float32_is_charged_in_losses_conformance_only() -> None:
+    """Its value, gradients and stability are graded at float32's precision: the math is right."""
+    tests = _grade("gan", "lapse_loss_float32.py")
+    failed = {k: v for k, v in tests.items() if v[0] != "passed"}
+    assert list(failed) == ["losses_conformance"], failed
+    assert "float32" in failed["losses_conformance"][1]

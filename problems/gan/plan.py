@@ -29,13 +29,13 @@ from hypothesis import strategies as st
 
 from grader.engine.checks import strategies as gst
 from grader.engine.checks.compare import compare, expect_scalar
+from grader.engine.checks.layers import check_values, precision
 from grader.engine.checks.samples import check_mode_coverage, energy_distance, mode_coverage, scatter_figure
 from grader.engine.checks.variants import Variant, check_outputs, matches, matching_variant
 from grader.engine.plan import CandidateRaised, CheckFailed, Context, Plan, describe_example
 from grader.isolation.base import CandidateError, Handle
 from reference import gan as ref
-from sandbox.builtins.gan import (OPTIMIZERS, Ring, build_discriminator, build_generator, make_optimizers,
-                                  module_arrays)
+from sandbox.builtins.gan import OPTIMIZERS, Ring, build_discriminator, build_generator, make_optimizers, module_arrays
 
 plan = Plan()
 
@@ -58,6 +58,9 @@ MIN_SHARE = 0.5
 # one. Adam at 1e-3 with batches of 64 still covers 7 here; at 2e-4 (the DCGAN default) 3,000 steps are
 # too few and G stays off the ring, which the statement warns about.
 TRAIN_SEEDS = {"torch": 0, "G": 0, "D": 1, "data": 0, "samples": 9, "figure": 3}
+
+# Dtypes a loss may come back in whose values are still graded (at their precision); float64 is the contract.
+LOWER_PRECISION = {"float32": np.float32}
 
 STABILITY_HINT = ("log(sigmoid(x)) and log(1 - sigmoid(x)) round to log(0) for large logits: use "
                   "F.binary_cross_entropy_with_logits, F.logsigmoid or softplus (log(1 + exp(x)) = "
@@ -208,7 +211,15 @@ def _observe(ctx: Context, name: str, case: dict[str, Any], parts: Parts) -> dic
         got["loss"] = np.array(_loss_value(report, name, finite=False))
     if "grads" in parts:
         got.update(_gradients(report, name, _arg_names(name)))
-    return got
+    # A loss computed in a lower precision is charged once, in losses_conformance; here its value and
+    # gradients are graded at that precision.
+    dtype = np.dtype(LOWER_PRECISION.get(report["result"].get("dtype"), np.float64))
+    return {k: v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype == np.float64 else v for k, v in got.items()}
+
+
+def _matches(got: dict[str, Any], expected: Arrays) -> bool:
+    """matches() at the precision of the candidate's dtype."""
+    return matches(got, expected, *precision(v for v in got.values() if isinstance(v, np.ndarray)))
 
 
 def _expected(formula: Formula, name: str, case: dict[str, Any], parts: Parts) -> Arrays:
@@ -225,16 +236,17 @@ def _check_loss(ctx: Context, name: str, case: dict[str, Any], parts: Parts) -> 
     """Value or gradients against the reference; a known mistake is named only if the probe case agrees."""
     got = _observe(ctx, name, case, parts)
     expected = _expected(_reference_formula(name), name, case, parts)
-    if matches(got, expected):
+    if _matches(got, expected):
         return
     probe = _fixed_loss_case(ctx)
     for message, formula in _mistaken_formulas(name):
         # A mistake is named only when it explains this case and the ordinary probe: on a shrunk,
         # degenerate case two formulas can agree by accident.
-        if (matching_variant(got, [Variant(message, _expected(formula, name, case, parts))], expected)
-                and matches(_observe(ctx, name, probe, parts), _expected(formula, name, probe, parts))):
+        if (matching_variant(got, [Variant(message, _expected(formula, name, case, parts))], expected,
+                             *precision(v for v in got.values() if isinstance(v, np.ndarray)))
+                and _matches(_observe(ctx, name, probe, parts), _expected(formula, name, probe, parts))):
             raise CheckFailed(f"{name}: {message}")
-    check_outputs(got, expected, hint=f"({name})")
+    check_values(got, expected, own=False, hint=f"({name})")
 
 
 def _formula_followed(ctx: Context, name: str) -> Formula | None:
@@ -242,7 +254,7 @@ def _formula_followed(ctx: Context, name: str) -> Formula | None:
     probe = _fixed_loss_case(ctx)
     got = _observe(ctx, name, probe, ("value",))
     candidates = [_reference_formula(name), *(formula for _, formula in _mistaken_formulas(name))]
-    return next((f for f in candidates if matches(got, _expected(f, name, probe, ("value",)))), None)
+    return next((f for f in candidates if _matches(got, _expected(f, name, probe, ("value",)))), None)
 
 
 # -- losses: conformance, values, gradients, stability ----------------------------------------------------------
@@ -337,8 +349,8 @@ def losses_stability(ctx: Context) -> None:
             if formula is None:
                 continue
             expected = _expected(formula, name, case, ("value", "grads"))
-            if not matches(got, expected):
-                key = next(k for k in expected if not matches({k: got[k]}, {k: expected[k]}))
+            if not _matches(got, expected):
+                key = next(k for k in expected if not _matches({k: got[k]}, {k: expected[k]}))
                 raise CheckFailed(f"{where}: {compare(got[key], expected[key]).describe(key)} (finite but not "
                                   f"exact: clamped probabilities?). {STABILITY_HINT}",
                                   counterexample=describe_example(case))

@@ -28,8 +28,9 @@ precision. Correct math earns its points even when a side effect does not.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,12 @@ def precision_of(value: Any) -> tuple[float, float]:
     """(rtol, atol) for comparing an array of this dtype with a float64 reference."""
     dtype = getattr(value, "dtype", None)
     return PRECISION.get(np.dtype(dtype), (RTOL, ATOL)) if dtype is not None else (RTOL, ATOL)
+
+
+def precision(arrays: Iterable[Any]) -> tuple[float, float]:
+    """(rtol, atol) for comparing several outputs at once: the loosest of their dtypes'."""
+    found = [precision_of(a) for a in arrays] or [(RTOL, ATOL)]
+    return max(r for r, _ in found), max(a for _, a in found)
 
 
 def expect_values(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -134,7 +141,7 @@ def check_values(got: Mapping[str, Any], expected: Arrays, variants: Sequence[Va
     if own:
         return check_outputs(got, expected, variants, hint=hint)
     arrays = {name: expect_values(got.get(name), name, want.shape) for name, want in expected.items()}
-    rtol, atol = max(precision_of(a)[0] for a in arrays.values()), max(precision_of(a)[1] for a in arrays.values())
+    rtol, atol = precision(arrays.values())
     if matches(arrays, expected, rtol, atol):
         return arrays
     variant = matching_variant(arrays, variants, expected, rtol, atol)
@@ -189,7 +196,8 @@ class Layer:
         return total
 
     def gradient_check(self, ctx: Context, inputs: Mapping[str, Any], upstream: Mapping[str, np.ndarray],
-                       rng: np.random.Generator, *, wrt: Iterable[str] | None = None, **kwargs: Any) -> dict[str, float]:
+                       rng: np.random.Generator, *, wrt: Iterable[str] | None = None,
+                       **kwargs: Any) -> dict[str, float]:
         """T3: the candidate's backward against finite differences of its own forward, at a fixed upstream.
 
         `inputs` is the forward's case (options included), `upstream` the backward's upstream arguments by name,
