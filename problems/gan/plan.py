@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from grader.engine.checks import strategies as gst
 from grader.engine.checks.compare import compare, expect_scalar
-from grader.engine.checks.layers import check_values, precision
+from grader.engine.checks.layers import check_values, precision, run_fixed
 from grader.engine.checks.samples import check_mode_coverage, energy_distance, mode_coverage, scatter_figure
 from grader.engine.checks.variants import Variant, check_outputs, matches, matching_variant
 from grader.engine.plan import CandidateRaised, CheckFailed, Context, Plan, describe_example
@@ -100,14 +100,6 @@ def _reference(name: str, *arrays: np.ndarray) -> tuple[float, list[np.ndarray]]
     loss = getattr(ref, name)(*leaves)
     loss.backward()
     return loss.item(), [leaf.grad.numpy().copy() for leaf in leaves]
-
-
-def _with_counterexample(check: Callable[[dict[str, Any]], None], case: dict[str, Any]) -> None:
-    """Run a check on a fixed case, reporting the case as the counterexample when it fails."""
-    try:
-        check(case)
-    except CheckFailed as exc:
-        raise exc.amended(counterexample=exc.counterexample or describe_example(case)) from None
 
 
 # -- cases -----------------------------------------------------------------------------------------------
@@ -295,7 +287,7 @@ def _loss_test(ctx: Context, names: tuple[str, ...], parts: Parts, max_examples:
 
     # Generated cases first, so a failure is reported on its shrunk case; the fixed case guarantees (N, 1).
     ctx.check_property(loss_cases(), check, max_examples=max_examples, describe=describe)
-    _with_counterexample(check, _fixed_loss_case(ctx))
+    run_fixed([_fixed_loss_case(ctx)], check)
 
 
 @plan.test("discriminator_loss")
@@ -544,8 +536,7 @@ def train_step_params(ctx: Context) -> None:
 
     # Generated cases first, so a failure is reported on its shrunk case; then both optimizers for certain.
     ctx.check_property(step_cases(), check, max_examples=8)
-    for optimizer in sorted(OPTIMIZERS):
-        _with_counterexample(check, {"n": 5, "z_dim": 3, "optimizer": optimizer, "seed": 7})
+    run_fixed([{"n": 5, "z_dim": 3, "optimizer": optimizer, "seed": 7} for optimizer in sorted(OPTIMIZERS)], check)
 
 
 def _events_per_call(ctx: Context) -> list[Report]:
