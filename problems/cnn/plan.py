@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 
 from grader.engine.checks import strategies as gst
 from grader.engine.checks.compare import assert_close, check_output, compare, expect_array, expect_params, expect_tuple
-from grader.engine.checks.gradcheck import self_consistency
 from grader.engine.checks.layers import Contract, Layer, check_values, expect_values, run_fixed
 from grader.engine.checks.ties import check_tied_split, pool_window_ties
 from grader.engine.checks.timing import compare_speed
@@ -302,23 +301,13 @@ def _diagnose_stride(ctx: Context, c: dict[str, Any], wrong: list[str]) -> None:
 def conv_gradcheck(ctx: Context) -> None:
     rng = ctx.rng("inputs")
     # stride 2 and pad 1 with H + 2*pad - KH = 5 not a multiple of the stride.
-    inputs = ref.conv_inputs(int(rng.integers(2**31)), 2, 2, 5, 4, 3, 2, 2)
-    stride, pad = 2, 1
-    out_shape = ref.conv2d_forward(inputs["x"], inputs["w"], inputs["b"], stride, pad)[0].shape
+    case = {**ref.conv_inputs(int(rng.integers(2**31)), 2, 2, 5, 4, 3, 2, 2), "stride": 2, "pad": 1}
+    out_shape = CONV.forward.expected(case)["out"].shape
     dout = rng.standard_normal(out_shape)
-
-    def objective(v: Arrays) -> float:
-        out, _ = _conv_forward(ctx, {**v, "stride": stride, "pad": pad})
-        return float(np.sum(expect_array(out, "out", out_shape) * dout))
-
-    case = {**inputs, "stride": stride, "pad": pad}
-    out, cache = _conv_forward(ctx, case)
-    _forward_first(out, out_shape, "conv2d_forward", lambda: _check_out_shape(out, case))
-    got = _conv_backward(ctx, dout, cache)
-    grads = {name: expect_array(got["d" + name], "d" + name, value.shape) for name, value in inputs.items()}
-    ctx.details["errors"] = self_consistency(
-        objective, inputs, grads, rng, "conv2d_backward",
-        reference=lambda v: float(np.sum(ref.conv2d_forward(v["x"], v["w"], v["b"], stride, pad)[0] * dout)))
+    ctx.details["errors"] = CONV.gradient_check(
+        ctx, case, {"dout": dout}, rng, call=lambda c: dict(zip(("out", "cache"), _conv_forward(ctx, c))),
+        check_forward=lambda got: _forward_first(got["out"], out_shape, "conv2d_forward",
+                                                 lambda: _check_out_shape(got["out"], case)))
 
 
 # -- max-pooling --------------------------------------------------------------------------------------
@@ -396,20 +385,13 @@ def pool_gradcheck(ctx: Context) -> None:
     x = gst.unique_spread((2, 1, 4, 5), rng)
     while ref.maxpool2d_window_counts(x, kernel, stride).max() < 2:  # some pixel must be the max of two windows
         x = gst.unique_spread((2, 1, 4, 5), rng)
-    out_shape = ref.maxpool2d_forward(x, kernel, stride)[0].shape
-    dout = rng.standard_normal(out_shape)
-
-    def objective(v: Arrays) -> float:
-        out, _ = _pool_forward(ctx, {"x": v["x"], "kernel": kernel, "stride": stride})
-        return float(np.sum(expect_array(out, "out", out_shape) * dout))
-
     case = {"x": x, "kernel": kernel, "stride": stride}
-    out, cache = _pool_forward(ctx, case)
-    _forward_first(out, out_shape, "maxpool2d_forward", lambda: _check_pool_shape(out, case))
-    dx = _pool_backward(ctx, dout, cache, x.shape)
-    ctx.details["errors"] = self_consistency(
-        objective, {"x": x}, {"x": dx}, rng, "maxpool2d_backward",
-        reference=lambda v: float(np.sum(ref.maxpool2d_forward(v["x"], kernel, stride)[0] * dout)))
+    out_shape = POOL.forward.expected(case)["out"].shape
+    dout = rng.standard_normal(out_shape)
+    ctx.details["errors"] = POOL.gradient_check(
+        ctx, case, {"dout": dout}, rng,
+        check_forward=lambda got: _forward_first(got["out"], out_shape, "maxpool2d_forward",
+                                                 lambda: _check_pool_shape(got["out"], case)))
 
 
 # -- training -----------------------------------------------------------------------------------------

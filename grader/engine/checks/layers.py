@@ -197,19 +197,29 @@ class Layer:
 
     def gradient_check(self, ctx: Context, inputs: Mapping[str, Any], upstream: Mapping[str, np.ndarray],
                        rng: np.random.Generator, *, wrt: Iterable[str] | None = None,
+                       call: Callable[[Case], Mapping[str, Any]] | None = None,
+                       check_forward: Callable[[Mapping[str, Any]], None] | None = None,
                        **kwargs: Any) -> dict[str, float]:
         """T3: the candidate's backward against finite differences of its own forward, at a fixed upstream.
 
         `inputs` is the forward's case (options included), `upstream` the backward's upstream arguments by name,
-        `wrt` the inputs to check (default: every input with a gradient in `grads`). The errors per input are
-        returned (put them in ctx.details["errors"]); keyword arguments go to self_consistency.
+        `wrt` the inputs to check (default: every input with a gradient in `grads`). `call` replaces the plain
+        forward call (a plan's caller that adds hints); `check_forward` sees the forward's returns before the
+        backward runs (to report a misshapen output first). The errors per input are returned (put them in
+        ctx.details["errors"]); keyword arguments go to self_consistency.
         """
+        forward = call or (lambda case: self.forward.call(ctx, case))
+        case = {**inputs, **upstream}
+        out = forward(case)
+        if check_forward is not None:
+            check_forward(out)
+        assert self.forward.handle is not None
+        got = self.backward.call(ctx, self.backward_case(case, out[self.forward.handle]))
         names = list(wrt or self.grads)
-        _, got = self.call_backward(ctx, {**inputs, **upstream}, own=False)
         grads = {n: expect_array(got.get(self.grads[n]), self.grads[n], np.shape(inputs[n])) for n in names}
 
         def candidate(v: Mapping[str, np.ndarray]) -> float:
-            return self.objective(upstream, self.forward.call(ctx, {**inputs, **v}))
+            return self.objective(upstream, forward({**inputs, **v}))
 
         def reference(v: Mapping[str, np.ndarray]) -> float:
             return self.objective(upstream, self.forward.expected({**inputs, **v}), values=False)
