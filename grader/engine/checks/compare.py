@@ -15,6 +15,7 @@ import numpy as np
 from grader.engine.plan import CheckFailed
 from grader.isolation.base import Handle
 
+
 class NotFinite(CheckFailed):
     """An answer holds nan or inf (a plan may add a diagnosis, such as an overflow hint)."""
 
@@ -82,9 +83,10 @@ def expect_params(value: Any, shapes: dict[str, tuple[int, ...]], owner: str,
 
 def expect_scalar(value: Any, name: str, finite: bool = True) -> float:
     """A scalar: a Python number, a numpy scalar or a 0-d (or one-element) array."""
-    if isinstance(value, (bool, np.bool_, np.complexfloating)) or not (isinstance(value, (int, float, np.number))
-                                                                        or (isinstance(value, np.ndarray) and value.size == 1
-                                           and value.dtype.kind in "fiu")):
+    if isinstance(value, (bool, np.bool_, np.complexfloating)) or not (
+        isinstance(value, (int, float, np.number))
+        or (isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "fiu")
+    ):
         raise CheckFailed(f"{name} must be a scalar; got {kind_of(value)}")
     try:
         result = float(np.asarray(value).reshape(()))
@@ -105,8 +107,10 @@ class Comparison:
 
     def describe(self, name: str) -> str:
         where = f" at index {self.worst_index}" if self.worst_index else ""
-        return (f"{name} differs from the reference: normwise error {self.normwise:.2e}; "
-                f"worst element{where}: got {self.worst_got:.6g}, expected {self.worst_expected:.6g}")
+        return (
+            f"{name} differs from the reference: normwise error {self.normwise:.2e}; "
+            f"worst element{where}: got {self.worst_got:.6g}, expected {self.worst_expected:.6g}"
+        )
 
 
 def normwise_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -133,15 +137,17 @@ def compare(actual: np.ndarray, expected: np.ndarray, rtol: float = RTOL, atol: 
     return Comparison(ok, normwise_error(a, b), idx, float(a[idx]), float(b[idx]))
 
 
-def assert_close(actual: np.ndarray, expected: np.ndarray, name: str, rtol: float = RTOL, atol: float = ATOL,
-                 hint: str = "") -> None:
+def assert_close(
+    actual: np.ndarray, expected: np.ndarray, name: str, rtol: float = RTOL, atol: float = ATOL, hint: str = ""
+) -> None:
     result = compare(actual, expected, rtol, atol)
     if not result.ok:
         raise CheckFailed(result.describe(name) + (f". {hint}" if hint else ""))
 
 
-def check_output(value: Any, expected: np.ndarray, name: str, rtol: float = RTOL, atol: float = ATOL,
-                 hint: str = "") -> np.ndarray:
+def check_output(
+    value: Any, expected: np.ndarray, name: str, rtol: float = RTOL, atol: float = ATOL, hint: str = ""
+) -> np.ndarray:
     """T0 then T1/T2 in one step: exact shape and dtype, finite, then close to the reference."""
     arr = expect_array(value, name, expected.shape, expected.dtype)
     assert_close(arr, expected, name, rtol, atol, hint)

@@ -20,7 +20,7 @@ forward must respond too, or the check fails. Non-finite values never pass.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

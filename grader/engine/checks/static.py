@@ -11,8 +11,6 @@ import ast
 
 from grader.engine.report import Finding
 
-MAX_PARSE_BYTES = 2 << 20
-
 
 def parse_error(files: dict[str, str], entry: str) -> Finding | None:
     """A syntax error in any file, with its line; None when every file parses."""

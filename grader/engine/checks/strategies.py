@@ -23,13 +23,12 @@ def away_from_zero(margin: float = 0.05, bound: float = BOUND) -> st.SearchStrat
     return st.one_of(st.floats(margin, bound, width=64), st.floats(-bound, -margin, width=64))
 
 
-def arrays(shape: tuple[int, ...] | st.SearchStrategy[tuple[int, ...]], elements: st.SearchStrategy[float] | None = None,
-           unique: bool = False) -> st.SearchStrategy[np.ndarray]:
+def arrays(
+    shape: tuple[int, ...] | st.SearchStrategy[tuple[int, ...]],
+    elements: st.SearchStrategy[float] | None = None,
+    unique: bool = False,
+) -> st.SearchStrategy[np.ndarray]:
     return hnp.arrays(np.float64, shape, elements=elements if elements is not None else floats(), unique=unique)
-
-
-def dims(lo: int = 1, hi: int = 4) -> st.SearchStrategy[int]:
-    return st.integers(lo, hi)
 
 
 def unique_spread(shape: tuple[int, ...], rng: np.random.Generator, gap: float = 0.1) -> np.ndarray:
@@ -37,7 +36,3 @@ def unique_spread(shape: tuple[int, ...], rng: np.random.Generator, gap: float =
     n = int(np.prod(shape))
     values = (np.arange(n) - n / 2) * gap + rng.uniform(0, gap / 4, size=n)
     return rng.permutation(values).reshape(shape)
-
-
-def seeds() -> st.SearchStrategy[int]:
-    return st.integers(0, 2**31 - 1)

@@ -16,7 +16,7 @@ one group at a time, and the plan should choose inputs without that.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

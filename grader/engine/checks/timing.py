@@ -11,8 +11,9 @@ processes, shared cores) and are worded as such.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 REPEATS = 5
 BUDGET_S = 5.0  # per side: a very slow candidate gets fewer repeats, never a longer test
@@ -33,11 +34,6 @@ def best_time_s(fn: Callable[[], Any], repeats: int = REPEATS, budget_s: float =
         if spent >= budget_s:
             break
     return best
-
-
-def format_duration(seconds: float) -> str:
-    """Milliseconds under a second, seconds above."""
-    return f"{seconds * 1e3:.2f} ms" if seconds < 1.0 else f"{seconds:.2f} s"
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ swap on all-zero weights) can never fail a correct answer.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -32,7 +32,7 @@ class Variant:
     """A known mistake: the message to show and the outputs it produces (or a function computing them lazily)."""
 
     message: str
-    outputs: Union[Outputs, Callable[[], Outputs]]
+    outputs: Outputs | Callable[[], Outputs]
 
     def expected(self) -> Outputs:
         return self.outputs() if callable(self.outputs) else self.outputs
