@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from grader.engine.checks import statistics, strategies as gst
-from grader.engine.checks.compare import assert_close, compare, expect_array, expect_scalar, expect_tuple, normwise_error
+from grader.engine.checks import statistics
+from grader.engine.checks import strategies as gst
+from grader.engine.checks.compare import (
+    assert_close,
+    compare,
+    expect_array,
+    expect_scalar,
+    expect_tuple,
+    normwise_error,
+)
 from grader.engine.checks.gradcheck import self_consistency
 from grader.engine.checks.static import forbidden_imports, parse_error
 from grader.engine.plan import CheckFailed, Context
@@ -96,8 +104,9 @@ def test_finite_differences_pass_a_correct_backward_and_catch_a_wrong_one(shape)
     errors = self_consistency(objective, inputs, _tanh_grads(inputs, upstream), rng, "layer", reference=objective)
     assert max(errors.values()) < 1e-7
     with pytest.raises(CheckFailed, match="dx .* dw .*the backward math is wrong"):
-        self_consistency(objective, inputs, _tanh_grads(inputs, upstream, planted=True), rng, "layer",
-                         reference=objective)
+        self_consistency(
+            objective, inputs, _tanh_grads(inputs, upstream, planted=True), rng, "layer", reference=objective
+        )
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 2), (10, 9, 8)], ids=["full", "directional"])
@@ -112,9 +121,14 @@ def test_a_forward_that_ignores_its_inputs_proves_nothing(shape) -> None:
         self_consistency(lambda v: 0.0, inputs, zeros, rng, "layer", reference=lambda v: _tanh_layer(v, upstream))
     # responding to one input only is caught for the other
     with pytest.raises(CheckFailed, match="does not respond to w"):
-        self_consistency(lambda v: float(np.sum(v["x"])), inputs, {"x": np.ones_like(inputs["x"]),
-                                                                  "w": zeros["w"]},
-                         rng, "layer", reference=lambda v: _tanh_layer(v, upstream))
+        self_consistency(
+            lambda v: float(np.sum(v["x"])),
+            inputs,
+            {"x": np.ones_like(inputs["x"]), "w": zeros["w"]},
+            rng,
+            "layer",
+            reference=lambda v: _tanh_layer(v, upstream),
+        )
     # where the reference is flat too (a dead relu, say) nothing is demanded
     self_consistency(lambda v: 0.0, inputs, zeros, rng, "layer", reference=lambda v: 1.0)
 
@@ -124,8 +138,14 @@ def test_non_finite_answers_never_pass_a_gradient_check() -> None:
     inputs = {"x": rng.standard_normal((3, 2))}
     for bad in (np.inf, np.nan, 1e308):
         with pytest.raises(CheckFailed):
-            self_consistency(lambda v: float(np.sum(v["x"]) * bad), inputs, {"x": np.full((3, 2), bad)}, rng,
-                             "layer", reference=lambda v: float(np.sum(v["x"])))
+            self_consistency(
+                lambda v, bad=bad: float(np.sum(v["x"]) * bad),
+                inputs,
+                {"x": np.full((3, 2), bad)},
+                rng,
+                "layer",
+                reference=lambda v: float(np.sum(v["x"])),
+            )
 
 
 # properties -------------------------------------------------------------------------------------------
@@ -178,11 +198,17 @@ def test_five_sigma_bounds_catch_keep_probability_confusion() -> None:
 
 # static -----------------------------------------------------------------------------------------------
 def test_static_findings_name_the_line() -> None:
-    files = {"solution.py": "import numpy as np\nimport torch.nn as nn\nfrom jax import grad\n"
-                            "m = __import__('autograd')\nimport importlib\nimportlib.import_module('tensorflow')\n"}
+    files = {
+        "solution.py": "import numpy as np\nimport torch.nn as nn\nfrom jax import grad\n"
+        "m = __import__('autograd')\nimport importlib\nimportlib.import_module('tensorflow')\n"
+    }
     found = forbidden_imports(files, ("torch", "jax", "autograd", "tensorflow"))
     assert sorted((f.line, f.message.split(" imports ")[1].split(" ")[0]) for f in found) == [
-        (2, "torch"), (3, "jax"), (4, "autograd"), (6, "tensorflow")]
+        (2, "torch"),
+        (3, "jax"),
+        (4, "autograd"),
+        (6, "tensorflow"),
+    ]
     assert parse_error({"solution.py": "def f(:\n  pass"}, "solution.py").line == 1
     assert parse_error({"solution.py": "x = 1\nfrom __future__ import annotations\n"}, "solution.py") is not None
     assert parse_error({"solution.py": "x = 1\n"}, "solution.py") is None
@@ -218,10 +244,12 @@ def test_five_sigma_mean_catches_dropout_without_inverted_scaling() -> None:
 
 def test_generated_cases_do_not_depend_on_which_modules_are_loaded(tmp_path, monkeypatch) -> None:
     """Hypothesis can mix constants from loaded local modules into its draws; grading must not."""
+
     def draws() -> list[float]:
         seen: list[float] = []
-        ctx().check_property(gst.arrays((4,), gst.floats(-1e6, 1e6)), lambda x: seen.extend(x.tolist()),
-                             max_examples=60)
+        ctx().check_property(
+            gst.arrays((4,), gst.floats(-1e6, 1e6)), lambda x: seen.extend(x.tolist()), max_examples=60
+        )
         return seen
 
     before = draws()

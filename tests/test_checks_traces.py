@@ -1,4 +1,6 @@
-"""grader/engine/checks/traces.py on a toy counter: reference traces pass, known rules are named, probes separate them."""
+"""grader/engine/checks/traces.py on a toy counter.
+
+Reference traces pass, known rules are named, probes separate them."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grader.engine.checks.variants import Variant, check_outputs, matching_variant, matches
+from grader.engine.checks.variants import Variant, check_outputs, matches, matching_variant
 from grader.engine.plan import CheckFailed
 
 RIGHT = {"dx": np.array([[1.0, 2.0], [3.0, 4.0]]), "db": np.array([4.0, 6.0])}
