@@ -19,7 +19,6 @@ from grader.engine.checks import strategies as gst
 from grader.engine.checks.compare import (
     assert_close,
     check_output,
-    compare,
     expect_array,
     expect_params,
     expect_scalar,
@@ -257,15 +256,14 @@ def net_loss(ctx: Context) -> None:
     loss = expect_scalar(loss, "loss")
     rloss, _ = _reference_net(params, reg).loss(X, y)
     penalty = 0.5 * reg * (np.sum(params["W1"] ** 2) + np.sum(params["W2"] ** 2))
-    if not compare(np.array(loss), np.array(rloss)).ok:
-        with_biases = penalty + 0.5 * reg * (np.sum(params["b1"] ** 2) + np.sum(params["b2"] ** 2))
-        if compare(np.array(loss), np.array(rloss - penalty + with_biases)).ok:
-            raise CheckFailed("the L2 penalty also covers the biases; it applies to W1 and W2 only")
-        if compare(np.array(loss), np.array(rloss - penalty)).ok:
-            raise CheckFailed("the loss leaves out the L2 penalty 0.5 * reg * (sum(W1**2) + sum(W2**2))")
-        if compare(np.array(loss), np.array(rloss + penalty)).ok:
-            raise CheckFailed("the L2 penalty is counted twice, or without the factor 0.5")
-    assert_close(np.array(loss), np.array(rloss), "loss")
+    biases = 0.5 * reg * (np.sum(params["b1"] ** 2) + np.sum(params["b2"] ** 2))
+    check_values({"loss": np.array(loss)}, {"loss": np.array(rloss)}, [
+        Variant("the L2 penalty also covers the biases; it applies to W1 and W2 only",
+                {"loss": np.array(rloss - penalty + (penalty + biases))}),
+        Variant("the loss leaves out the L2 penalty 0.5 * reg * (sum(W1**2) + sum(W2**2))",
+                {"loss": np.array(rloss - penalty)}),
+        Variant("the L2 penalty is counted twice, or without the factor 0.5", {"loss": np.array(rloss + penalty)}),
+    ])
 
 
 def _net_grads(ctx: Context, net: Any, X: np.ndarray, y: np.ndarray, params: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -283,12 +281,11 @@ def net_grads(ctx: Context) -> None:
     _, expected = _reference_net(params, reg).loss(X, y)
     for attempt in ("first", "second"):
         grads = _net_grads(ctx, net, X, y, params)
-        for k in ("W1", "W2"):
-            if not compare(grads[k], expected[k]).ok and compare(grads[k], expected[k] - reg * params[k]).ok:
-                raise CheckFailed(f"grads['{k}'] leaves out the L2 term reg * {k}: the penalty is in the loss "
-                                  "but not in its gradient")
-        for k in ("b2", "W2", "b1", "W1"):
-            assert_close(grads[k], expected[k], f"grads['{k}'] on the {attempt} call")
+        name = {k: f"grads['{k}'] on the {attempt} call" for k in ("b2", "W2", "b1", "W1")}
+        check_values({name[k]: grads[k] for k in name}, {name[k]: expected[k] for k in name}, [
+            Variant(f"grads['{k}'] leaves out the L2 term reg * {k}: the penalty is in the loss but not in its "
+                    "gradient", {name[k]: expected[k] - reg * params[k]}) for k in ("W1", "W2")
+        ])
 
 
 @plan.test("net_gradcheck")
@@ -326,14 +323,13 @@ def sgd_step(ctx: Context) -> None:
         if not isinstance(after, dict) or sorted(after) != sorted(params):
             raise CheckFailed("sgd_step must keep the params dict's keys and update its values")
         for k in params:
-            got = expect_array(after[k], f"params['{k}'] after the {step} step", params[k].shape)
-            expected = params[k] - lr * grads[k]
-            if compare(got, params[k]).ok:
-                raise CheckFailed(f"sgd_step left params['{k}'] unchanged: update the dict it is given "
-                                  "(rebinding a local name does not change the caller's params)")
-            if compare(got, params[k] + lr * grads[k]).ok:
-                raise CheckFailed("sgd_step moves along the gradient; it must subtract lr * grad")
-            assert_close(got, expected, f"params['{k}'] after the {step} step")
+            name = f"params['{k}'] after the {step} step"
+            check_values({name: after[k]}, {name: params[k] - lr * grads[k]}, [
+                Variant(f"sgd_step left params['{k}'] unchanged: update the dict it is given "
+                        "(rebinding a local name does not change the caller's params)", {name: params[k]}),
+                Variant("sgd_step moves along the gradient; it must subtract lr * grad",
+                        {name: params[k] + lr * grads[k]}),
+            ])
         params = {k: after[k] for k in params}
 
 
