@@ -31,7 +31,7 @@ from grader.engine.checks.compare import (
     expect_tuple,
 )
 from grader.engine.checks.gradcheck import self_consistency
-from grader.engine.checks.layers import Contract, Layer, expect_values, run_fixed
+from grader.engine.checks.layers import Contract, Layer, check_values, expect_values, run_fixed
 from grader.engine.checks.statistics import binomial_bounds, check_fraction
 from grader.engine.checks.traces import Observe, Rule, check_trace
 from grader.engine.checks.variants import Variant, check_outputs
@@ -190,16 +190,16 @@ def _check_dropout_units(x: np.ndarray, out: np.ndarray, p: float) -> np.ndarray
     kept = out != 0
     if not kept.any():
         return kept
-    for scale, message in ((1.0, "kept units are not scaled: inverted dropout multiplies them by 1/(1-p) at "
-                                 "train time, so the expected output equals x"),
-                           (1.0 / p, "kept units are scaled by 1/p: p is the probability of dropping a unit "
-                                     "(PyTorch's meaning), not of keeping it"),
-                           (1.0 - p, "kept units are multiplied by (1-p), the scaling of non-inverted dropout at "
-                                     "test time; inverted dropout divides them by (1-p) at train time")):
-        if not compare(out[kept], x[kept] / (1.0 - p)).ok and compare(out[kept], x[kept] * scale).ok:
-            raise CheckFailed(f"dropout_forward with p={p:g}: {message}")
-    assert_close(out[kept], x[kept] / (1.0 - p), f"kept units of out (p={p:g})",
-                 hint="every unit must be either 0 (dropped) or x / (1 - p) (kept)")
+    name = f"kept units of out (p={p:g})"
+    check_values({name: out[kept]}, {name: x[kept] / (1.0 - p)}, [
+        Variant(f"dropout_forward with p={p:g}: {message}", {name: x[kept] * scale}) for scale, message in (
+            (1.0, "kept units are not scaled: inverted dropout multiplies them by 1/(1-p) at train time, so the "
+                  "expected output equals x"),
+            (1.0 / p, "kept units are scaled by 1/p: p is the probability of dropping a unit (PyTorch's meaning), "
+                      "not of keeping it"),
+            (1.0 - p, "kept units are multiplied by (1-p), the scaling of non-inverted dropout at test time; "
+                      "inverted dropout divides them by (1-p) at train time"))
+    ], hint="every unit must be either 0 (dropped) or x / (1 - p) (kept)")
     return kept
 
 
