@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import pytest
 
 from grader.engine.checks.layers import Contract, Layer, check_values, close, expect_values, precision_of
 from grader.engine.checks.variants import Variant
-from grader.engine.plan import CheckFailed
+from grader.engine.plan import CheckFailed, Context
 from reference import mlp as ref
 from tests.conftest import SOLUTIONS
 
@@ -45,6 +47,35 @@ def test_objective_contracts_every_output_with_its_upstream() -> None:
     case = _case()
     out = AFFINE.forward.expected(case)
     assert AFFINE.objective({"dout": case["dout"]}, out) == pytest.approx(float(np.sum(out["out"] * case["dout"])))
+
+
+SOFTMAX = Contract("softmax_cross_entropy", args=("logits", "y"), returns=("loss", "dlogits"),
+                   reference=ref.softmax_cross_entropy)
+
+
+class _Direct:
+    """Stands in for a Context: calls a Python function for the candidate, no sandbox."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def call(self, name: str, *args: Any, keep: Any = None, **options: Any) -> Any:
+        return self.fn(*args, **options)
+
+
+def test_gradient_check_of_a_loss_and_its_own_gradient() -> None:
+    rng = np.random.default_rng(0)
+    case = {"logits": rng.standard_normal((4, 5)), "y": np.array([0, 3, 1, 4])}
+    errors = SOFTMAX.gradient_check(cast(Context, _Direct(ref.softmax_cross_entropy)), case, rng,
+                                    grads={"logits": "dlogits"})
+    assert set(errors) == {"logits"} and errors["logits"] < 1e-6
+
+    def summed_gradient(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        loss, dlogits = ref.softmax_cross_entropy(logits, y)
+        return loss, dlogits * logits.shape[0]  # the gradient of the summed loss, for the mean
+
+    with pytest.raises(CheckFailed, match="softmax_cross_entropy"):
+        SOFTMAX.gradient_check(cast(Context, _Direct(summed_gradient)), case, rng, grads={"logits": "dlogits"})
 
 
 def test_own_test_charges_float32() -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.engine.checks.compare import ATOL, RTOL, assert_close, compare, expect_array, expect_tuple
+from grader.engine.checks.compare import ATOL, RTOL, assert_close, compare, expect_array, expect_scalar, expect_tuple
 from grader.engine.checks.gradcheck import self_consistency
 from grader.engine.checks.variants import Variant, check_outputs, matches, matching_variant
 from grader.engine.plan import CheckFailed, Context, describe_example
@@ -123,6 +123,24 @@ class Contract:
         if self.reference is None:
             raise TypeError(f"the contract of {self.name} names no reference")
         return self._named(self.reference(*[case[a] for a in self.args], **{k: case[k] for k in self.options}))
+
+    def gradient_check(self, ctx: Context, case: Case, rng: np.random.Generator, *, grads: Mapping[str, str],
+                       value: str = "loss", **kwargs: Any) -> dict[str, float]:
+        """T3 for a function returning a scalar and its own gradients (a loss and dlogits), not a forward/backward pair.
+
+        `grads` maps each argument to the return that is its gradient ({"logits": "dlogits"}), `value` names the
+        scalar return. The candidate's gradients at `case` are checked against finite differences of its own
+        scalar; the errors per argument are returned (put them in ctx.details["errors"]); keyword arguments go to
+        self_consistency.
+        """
+        def scalar_and_grads(changed: Mapping[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
+            got = self.call(ctx, {**case, **changed})
+            return expect_scalar(got[value], value), {n: expect_array(got[g], g, np.shape(case[n]))
+                                                      for n, g in grads.items()}
+
+        _, checked = scalar_and_grads({})
+        return self_consistency(lambda v: scalar_and_grads(v)[0], {n: case[n] for n in grads}, checked, rng,
+                                self.name, reference=lambda v: float(self.expected({**case, **v})[value]), **kwargs)
 
     def arrays(self, got: Mapping[str, Any], expected: Mapping[str, Any],
                names: Iterable[str] | None = None) -> tuple[dict[str, Any], Arrays]:
