@@ -111,6 +111,15 @@ class Reply:
     error: CandidateError | None = None
 
 
+class SessionStartFailed(RuntimeError):
+    """One session of a working backend could not be set up (a cgroup write refused, the gate pipe broken).
+
+    Nothing of the candidate's ran: it is the grader's failure and a passing one, so it is neither the
+    candidate's fault (a `SandboxFault`) nor a backend missing here for good (`SandboxUnavailable`). The engine
+    records a grader fault, the report is incomplete, and the queue grades the submission again.
+    """
+
+
 class SandboxFault(Exception):
     """The sandbox failed (hang, crash, garbage); the session cannot be used again."""
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from grader.errors import SandboxUnavailable
 from grader.isolation import seccomp
-from grader.isolation.base import Isolation, OutputCapture, PipeSession, SandboxCrashed, SandboxSpec
+from grader.isolation.base import Isolation, OutputCapture, PipeSession, SandboxCrashed, SandboxSpec, SessionStartFailed
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,11 @@ class LocalSession(PipeSession):
         enforced = ["namespaces(pid,net,ipc,uts)", "read-only root", "clean environment", "no capabilities",
                     f"uid {self.uid}", f"cpu {self.limits.cpu_time_s}s", f"file size {self.limits.file_size_mb}MB",
                     f"/tmp {self.limits.tmp_size_mb}MB"]
-        self._make_cgroups()
+        try:
+            self._make_cgroups()
+        except OSError as exc:
+            self._remove_cgroups()
+            raise SessionStartFailed(f"could not create the sandbox's cgroups: {exc}") from exc
         enforced += [f"memory {self.limits.memory_mb}MB (cgroup)", f"processes {self.limits.max_processes} (cgroup)",
                      f"cpu share {self.limits.cpu_cores:g} core(s) (cgroup)", "time limits in CPU seconds (cgroup)",
                      f"seccomp ({len(seccomp.REFUSED)} system calls refused)"]
@@ -168,7 +172,7 @@ class LocalSession(PipeSession):
             self._dead = SandboxCrashed("the sandbox did not start")
             self._terminate()
             if isinstance(exc, OSError):
-                raise SandboxUnavailable(f"could not put the sandbox in its cgroups and limits: {exc}") from exc
+                raise SessionStartFailed(f"could not put the sandbox in its cgroups and limits: {exc}") from exc
             raise
         self._handshake(self.limits.start_timeout_s)
         self.baseline = set(self._pids())

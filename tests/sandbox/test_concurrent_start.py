@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from grader.errors import SandboxUnavailable
 from grader.isolation import get_backend
-from grader.isolation.base import SandboxSpec
+from grader.isolation.base import SandboxSpec, SessionStartFailed
 from grader.isolation.local import CONTROLLERS, LAUNCHER, LocalSession
+from tests.grading import grade_submission
+
+ROOT = Path(__file__).resolve().parents[2]
 
 THREADS = 8
 SESSIONS_PER_THREAD = 3
@@ -174,9 +176,22 @@ def test_a_start_that_cannot_join_its_cgroups_runs_nothing_and_leaves_nothing(mo
         raise PermissionError(13, "Permission denied", "cgroup.procs")
 
     monkeypatch.setattr(LocalSession, "_enter_limits", refuse)
-    with pytest.raises(SandboxUnavailable, match="cgroups and limits"):
+    with pytest.raises(SessionStartFailed, match="cgroups and limits"):
         get_backend("local").start(SandboxSpec())
     assert sandbox_leftovers() == []
     # The launcher was killed and reaped, never having run bwrap.
     assert [pid for pid in descendants(os.getpid()) if pid != os.getpid()
             and Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:1] in ([b"/bin/sh"], [b"bwrap"])] == []
+
+
+@pytest.mark.slow
+def test_a_session_that_cannot_start_is_the_graders_passing_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the candidate's loss and not a missing backend: an incomplete report, which the queue grades again."""
+    def refuse(self: LocalSession, pid: int) -> None:
+        raise OSError(16, "Device or resource busy", "cgroup.procs")
+
+    monkeypatch.setattr(LocalSession, "_enter_limits", refuse)
+    report = grade_submission("mlp", {"solution.py": (ROOT / "reference" / "mlp.py").read_text()})
+    assert report.status == "incomplete" and not report.complete
+    assert {t.fault for t in report.tests} == {"grader"} and report.score == 0
+    assert sandbox_leftovers() == []
