@@ -46,11 +46,6 @@ class GradingOptions:
     max_files: int = 16
 
 
-def validate_files(files: dict[str, str], entry: str, settings: GradingOptions) -> None:
-    """Request-level checks (grader.engine.files, the rules the API and the CLI share); each says what to change."""
-    check_submission(files, entry, max_files=settings.max_files, max_code_bytes=settings.max_code_bytes)
-
-
 @dataclass
 class _Sessions:
     """Starts, loads and replaces sandboxes for one submission."""
@@ -220,7 +215,7 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
     settings = options or GradingOptions()
     problem = get_problem(problem_id)
     _ = problem.plan  # import and check the plan before any sandbox starts: an inconsistent one is a grader fault
-    validate_files(files, entry, settings)
+    check_submission(files, entry, max_files=settings.max_files, max_code_bytes=settings.max_code_bytes)
     backend_name = backend.name
     started = time.monotonic()
     findings: list[Finding] = []
