@@ -93,6 +93,66 @@ def test_other_tests_grade_float32_values_at_float32_precision() -> None:
         check_values({"out": (want + 1e-2).astype(np.float32)}, {"out": want}, own=False)
 
 
+def test_float32_precision_rejects_an_answer_off_by_5e6() -> None:
+    """A wrong answer gains nothing by returning float32: 5e-6 relative is beyond float32's tolerance."""
+    want = np.linspace(-1.0, 1.0, 7)
+    with pytest.raises(CheckFailed, match="out differs from the reference"):
+        check_values({"out": (want * (1 + 5e-6)).astype(np.float32)}, {"out": want}, own=False)
+    assert close((want * (1 + 1e-7)).astype(np.float32), want)
+
+
+def test_a_float32_output_does_not_loosen_its_float64_sibling() -> None:
+    want = {"a": np.linspace(-1.0, 1.0, 6) / 3.0, "b": np.linspace(0.5, 2.0, 6)}
+    got = {"a": want["a"].astype(np.float32), "b": want["b"] * (1 + 5e-5)}
+    with pytest.raises(CheckFailed, match="b differs from the reference"):
+        check_values(got, want, own=False)
+    mistake = [Variant("b is off by 5e-5", {"b": want["b"] * (1 + 5e-5)})]
+    with pytest.raises(CheckFailed, match="b is off by 5e-5"):
+        check_values(got, want, mistake, own=False)
+    assert check_values({**got, "b": want["b"]}, want, own=False)["a"].dtype == np.float32
+
+
+def _float32_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, Any]:
+    out, cache = ref.affine_forward(x, w, b)
+    return out.astype(np.float32), cache
+
+
+class _Affine:
+    """Stands in for a Context: the reference affine layer, with chosen returns in float32."""
+
+    def __init__(self, forward32: bool = False, backward32: bool = False) -> None:
+        self.forward32, self.backward32 = forward32, backward32
+
+    def call(self, name: str, *args: Any, keep: Any = None, **options: Any) -> Any:
+        if name == "affine_forward":
+            return _float32_forward(*args) if self.forward32 else ref.affine_forward(*args)
+        grads = ref.affine_backward(*args)
+        return tuple(g.astype(np.float32) for g in grads) if self.backward32 else grads
+
+
+@pytest.mark.parametrize(("forward32", "backward32"), [(True, False), (False, True), (True, True)])
+def test_gradient_check_grades_float32_answers_for_their_values(forward32: bool, backward32: bool) -> None:
+    rng = np.random.default_rng(1)
+    case = _case(1)
+    inputs = {k: case[k] for k in ("x", "w", "b")}
+    errors = AFFINE.gradient_check(cast(Context, _Affine(forward32, backward32)), inputs, {"dout": case["dout"]}, rng)
+    assert max(errors.values()) < 1e-3, errors
+
+
+def test_gradient_check_of_a_float32_forward_still_rejects_a_wrong_backward() -> None:
+    rng = np.random.default_rng(1)
+    case = _case(1)
+
+    class Halved(_Affine):
+        def call(self, name: str, *args: Any, keep: Any = None, **options: Any) -> Any:
+            got = super().call(name, *args, keep=keep, **options)
+            return got if name == "affine_forward" else (got[0], got[1], got[2] / 2)
+
+    with pytest.raises(CheckFailed, match="db"):
+        AFFINE.gradient_check(cast(Context, Halved(forward32=True)), {k: case[k] for k in ("x", "w", "b")},
+                              {"dout": case["dout"]}, rng)
+
+
 def test_float64_keeps_float64_tolerance_outside_the_own_test() -> None:
     want = np.linspace(-1.0, 1.0, 6)
     assert not close(want + 1e-6, want)
@@ -143,6 +203,21 @@ def test_forward_modifying_its_input_is_charged_in_the_forward_test_only() -> No
     failed = {k: v for k, v in tests.items() if v[0] != "passed"}
     assert list(failed) == ["affine_forward"], failed
     assert "modified its input `x` in place" in failed["affine_forward"][1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("problem", "name", "charged"), [
+    ("rnn", "lapse_rnn_step_forward_float32.py", ["rnn_step_forward"]),
+    ("regularization", "lapse_batchnorm_forward_float32.py", ["bn_forward"]),
+    # The net passes the float32 scores on: net_scores and net_grads grade TwoLayerNet.loss's own returns.
+    ("mlp", "lapse_affine_forward_float32.py", ["affine_forward", "net_scores", "net_grads"]),
+])
+def test_a_forward_in_float32_is_charged_in_its_own_tests_only(problem: str, name: str, charged: list[str]) -> None:
+    """Its gradient check, eval mode and saturation are graded at float32's precision: the math is right."""
+    tests = _grade(problem, name)
+    failed = {k: v for k, v in tests.items() if v[0] != "passed"}
+    assert list(failed) == charged, failed
+    assert all("dtype float32; expected float64" in message for _, message in failed.values()), failed
 
 
 @pytest.mark.slow

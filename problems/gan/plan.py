@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from grader.engine.checks import strategies as gst
 from grader.engine.checks.compare import compare, expect_scalar
-from grader.engine.checks.layers import check_values, precision, run_fixed
+from grader.engine.checks.layers import check_values, precision_of, run_fixed
 from grader.engine.checks.samples import check_mode_coverage, energy_distance, mode_coverage, scatter_figure
 from grader.engine.checks.variants import Variant, check_outputs, matches, matching_variant
 from grader.engine.plan import CandidateRaised, CheckFailed, Context, Plan, describe_example
@@ -59,8 +59,8 @@ MIN_SHARE = 0.5
 # too few and G stays off the ring, which the statement warns about.
 TRAIN_SEEDS = {"torch": 0, "G": 0, "D": 1, "data": 0, "samples": 9, "figure": 3}
 
-# Dtypes a loss may come back in whose values are still graded (at their precision); float64 is the contract.
-LOWER_PRECISION = {"float32": np.float32}
+# A dtype a loss may come back in whose values are still graded (at its precision); float64 is the contract.
+LOWER_PRECISION = np.float32
 
 STABILITY_HINT = ("log(sigmoid(x)) and log(1 - sigmoid(x)) round to log(0) for large logits: use "
                   "F.binary_cross_entropy_with_logits, F.logsigmoid or softplus (log(1 + exp(x)) = "
@@ -203,15 +203,28 @@ def _observe(ctx: Context, name: str, case: dict[str, Any], parts: Parts) -> dic
         got["loss"] = np.array(_loss_value(report, name, finite=False))
     if "grads" in parts:
         got.update(_gradients(report, name, _arg_names(name)))
-    # A loss computed in a lower precision is charged once, in losses_conformance; here its value and
-    # gradients are graded at that precision.
-    dtype = np.dtype(LOWER_PRECISION.get(report["result"].get("dtype"), np.float64))
-    return {k: v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype == np.float64 else v for k, v in got.items()}
+    # A loss computed in float32 is charged once, in losses_conformance; here its value and gradients are
+    # graded at float32's precision. The helper hands every array over in float64, so the precision is read
+    # from the arrays themselves: one whose every value is a float32 number is that float32 answer and is
+    # graded as one (a lossless conversion). The reported dtype alone never loosens anything; it must say
+    # float32 too (what losses_conformance charges), so a float64 loss rounded to float32 values keeps
+    # float64's tolerance, and so does every array holding a value float32 cannot represent.
+    lower = report["result"].get("dtype") == np.dtype(LOWER_PRECISION).name
+    return {k: _float32_if_exact(v) if lower else v for k, v in got.items()}
+
+
+def _float32_if_exact(value: Any) -> Any:
+    """A float64 array whose every value is a float32 number, as float32; anything else unchanged."""
+    if not isinstance(value, np.ndarray) or value.dtype != np.float64:
+        return value
+    with np.errstate(over="ignore"):  # beyond float32's range: not a float32 number, stays float64
+        lowered = value.astype(LOWER_PRECISION)
+    return lowered if np.array_equal(lowered.astype(np.float64), value) else value
 
 
 def _matches(got: dict[str, Any], expected: Arrays) -> bool:
-    """matches() at the precision of the candidate's dtype."""
-    return matches(got, expected, *precision(v for v in got.values() if isinstance(v, np.ndarray)))
+    """matches() with each output at the precision of its own dtype."""
+    return matches(got, expected, tolerance=precision_of)
 
 
 def _expected(formula: Formula, name: str, case: dict[str, Any], parts: Parts) -> Arrays:
@@ -235,7 +248,7 @@ def _check_loss(ctx: Context, name: str, case: dict[str, Any], parts: Parts) -> 
         # A mistake is named only when it explains this case and the ordinary probe: on a shrunk,
         # degenerate case two formulas can agree by accident.
         if (matching_variant(got, [Variant(message, _expected(formula, name, case, parts))], expected,
-                             *precision(v for v in got.values() if isinstance(v, np.ndarray)))
+                             tolerance=precision_of)
                 and _matches(_observe(ctx, name, probe, parts), _expected(formula, name, probe, parts))):
             raise CheckFailed(f"{name}: {message}")
     check_values(got, expected, own=False, hint=f"({name})")

@@ -24,8 +24,8 @@ from grader.engine.checks.compare import (
     expect_scalar,
     expect_tuple,
 )
-from grader.engine.checks.gradcheck import self_consistency
-from grader.engine.checks.layers import Contract, Layer, check_values
+from grader.engine.checks.gradcheck import self_consistency, settings_for
+from grader.engine.checks.layers import Contract, Layer, check_values, expect_values
 from grader.engine.checks.training import score_classifier
 from grader.engine.checks.variants import Variant
 from grader.engine.plan import CheckFailed, Context, Plan
@@ -259,11 +259,14 @@ def net_loss(ctx: Context) -> None:
     ])
 
 
-def _net_grads(ctx: Context, net: Any, X: np.ndarray, y: np.ndarray, params: dict[str, np.ndarray]) -> dict[str, Any]:
-    _, grads = expect_tuple(ctx.method(net, "loss", X, y), 2, "TwoLayerNet.loss", "loss, grads")
+def _net_grads(ctx: Context, net: Any, X: np.ndarray, y: np.ndarray, params: dict[str, np.ndarray],
+               own: bool = True) -> tuple[Any, dict[str, Any]]:
+    """The net's loss and grads; `own` (net_grads): grads in float64, else values only (the gradient check)."""
+    loss, grads = expect_tuple(ctx.method(net, "loss", X, y), 2, "TwoLayerNet.loss", "loss, grads")
     if not isinstance(grads, dict) or sorted(grads) != sorted(params):
         raise CheckFailed(f"grads must be a dict keyed like params ({sorted(params)})")
-    return {k: expect_array(grads[k], f"grads['{k}']", params[k].shape) for k in params}
+    expect = expect_array if own else expect_values
+    return loss, {k: expect(grads[k], f"grads['{k}']", params[k].shape) for k in params}
 
 
 @plan.test("net_grads")
@@ -273,7 +276,7 @@ def net_grads(ctx: Context) -> None:
     X, y = _batch(ctx)
     _, expected = _reference_net(params, reg).loss(X, y)
     for attempt in ("first", "second"):
-        grads = _net_grads(ctx, net, X, y, params)
+        _, grads = _net_grads(ctx, net, X, y, params)
         name = {k: f"grads['{k}'] on the {attempt} call" for k in ("b2", "W2", "b1", "W1")}
         check_values({name[k]: grads[k] for k in name}, {name[k]: expected[k] for k in name}, [
             Variant(f"grads['{k}'] leaves out the L2 term reg * {k}: the penalty is in the loss but not in its "
@@ -286,7 +289,10 @@ def net_gradcheck(ctx: Context) -> None:
     reg = 0.3
     net, params = _net(ctx, reg=reg)
     X, y = _batch(ctx, n=4)
-    grads = _net_grads(ctx, net, X, y, params)
+    # Consistency only: the dtype of the net's returns is graded in net_scores and net_grads. A net whose
+    # scores (or loss) come back in float32 gets float32's finite-difference step and tolerance.
+    loss, grads = _net_grads(ctx, net, X, y, params, own=False)
+    step, tolerance = settings_for([loss, ctx.method(net, "loss", X)])
     table = ctx.attr(net, "params", keep=True)  # the candidate's own dict, so perturbations reach its loss
 
     def objective(v: dict[str, np.ndarray]) -> float:
@@ -296,7 +302,8 @@ def net_gradcheck(ctx: Context) -> None:
         return expect_scalar(loss, "loss")
 
     ctx.details["errors"] = self_consistency(
-        objective, params, grads, ctx.rng("probes"), "TwoLayerNet.loss", full_max_elements=0,
+        objective, params, grads, ctx.rng("probes"), "TwoLayerNet.loss", full_max_elements=0, step=step,
+        tolerance=tolerance,
         reference=lambda v: float(_reference_net(v, reg).loss(X, y)[0]),
         verdict="the loss and its gradients are inconsistent: a term of the loss (the L2 penalty included) "
                 "is missing from the gradients, or the gradients have a term the loss does not")

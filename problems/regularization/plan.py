@@ -492,7 +492,8 @@ def bn_eval(ctx: Context) -> None:
         rv = param.get("running_var", np.ones(x.shape[1]))
         out, _, after = _bn(ctx, x, gamma, beta, param)
         expected = ref.batchnorm_eval(x, gamma, beta, rm, rv, eps)
-        check_outputs({"out": out}, {"out": expected}, [
+        # Values only: batchnorm_forward's dtype and inputs are graded in bn_forward, its own test.
+        check_values({"out": out}, {"out": expected}, own=False, variants=[
             Variant("eval mode normalizes with the batch's own statistics; it must use running_mean and running_var",
                     {"out": _normalized(x, x.mean(axis=0), x.var(axis=0), eps, gamma, beta)}),
             Variant("eval mode divides by running_var + eps; divide by sqrt(running_var + eps)",

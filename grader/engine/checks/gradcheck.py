@@ -16,11 +16,21 @@ inputs (all zeros, say) has zero finite differences, and a backward of zeros
 agrees with them. So the same probes are taken of the reference's objective on
 the host, and wherever the reference's derivative is not zero the candidate's
 forward must respond too, or the check fails. Non-finite values never pass.
+
+A forward that answers in float32 (a lapse charged in its own test) rounds the
+objective to about 1e-7 relative: central differences with a 1e-6 step would
+turn that rounding into errors near 1e-2 and call a right backward wrong. Its
+finite differences take the step and tolerance of its precision (`SETTINGS`):
+a 1e-3 step keeps the rounding noise near 1e-4 and the truncation error near
+1e-6, and a 1e-2 tolerance still rejects a backward off by a term or a factor.
+The backward's values are graded strictly in its own test, against the
+reference's vector-Jacobian product.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +42,22 @@ STEP = 1e-6
 FULL_MAX_ELEMENTS = 48
 PROBES = 4
 TOLERANCE = 1e-5
+
+# (step, tolerance) of the finite differences for a forward answering in each floating dtype.
+SETTINGS: dict[np.dtype[Any], tuple[float, float]] = {
+    np.dtype(np.float64): (STEP, TOLERANCE),
+    np.dtype(np.float32): (1e-3, 1e-2),
+}
+
+
+def settings_for(values: Iterable[Any]) -> tuple[float, float]:
+    """(step, tolerance) for an objective built from these values: the lowest floating precision among them.
+
+    Only arrays' and numpy scalars' own dtypes count (never a claim about them); anything else is float64.
+    """
+    found = [SETTINGS[np.dtype(v.dtype)] for v in values
+             if isinstance(v, (np.ndarray, np.floating)) and np.dtype(v.dtype) in SETTINGS]
+    return max(found, default=(STEP, TOLERANCE))
 
 
 def _with(inputs: dict[str, np.ndarray], name: str, value: np.ndarray) -> dict[str, np.ndarray]:
@@ -77,25 +103,26 @@ def responds(candidate_fd: np.ndarray, reference_fd: np.ndarray) -> bool:
 
 def self_consistency(objective: Objective, inputs: dict[str, np.ndarray], grads: dict[str, np.ndarray],
                      rng: np.random.Generator, what: str, *, reference: Objective, tolerance: float = TOLERANCE,
-                     full_max_elements: int = FULL_MAX_ELEMENTS,
+                     step: float = STEP, full_max_elements: int = FULL_MAX_ELEMENTS,
                      verdict: str = "the backward math is wrong") -> dict[str, float]:
     """Check each candidate gradient against finite differences of the candidate's forward.
 
     `reference` is the same objective computed with the reference implementation on the host:
     wherever its derivative is non-zero, the candidate's forward must respond as well.
+    `step` and `tolerance`: settings_for() the candidate's returns when they may be float32.
     Returns the error per input; raises CheckFailed naming the gradients that disagree.
     """
     errors: dict[str, float] = {}
     flat: list[str] = []
     for name, grad in grads.items():
         if inputs[name].size <= full_max_elements:
-            numeric = numeric_gradient(objective, inputs, name)
-            reference_fd = numeric_gradient(reference, inputs, name)
+            numeric = numeric_gradient(objective, inputs, name, step)
+            reference_fd = numeric_gradient(reference, inputs, name, step)
             errors[name] = normwise_error(grad, numeric)
         else:
             probes = directions(inputs[name].shape, rng)
-            numeric = directional_derivatives(objective, inputs, name, probes)
-            reference_fd = directional_derivatives(reference, inputs, name, probes)
+            numeric = directional_derivatives(objective, inputs, name, probes, step)
+            reference_fd = directional_derivatives(reference, inputs, name, probes, step)
             errors[name] = normwise_error(np.array([float(np.sum(grad * u)) for u in probes]), numeric)
         if not responds(numeric, reference_fd):
             flat.append(name)

@@ -25,6 +25,9 @@ from grader.engine.checks.compare import ATOL, RTOL, assert_close, compare, expe
 from grader.engine.plan import CheckFailed
 
 Outputs = Mapping[str, np.ndarray]
+# (rtol, atol) for one candidate array, from that array alone (its dtype): each output is compared at its own
+# precision, so one float32 output never loosens the comparison of its float64 siblings.
+Tolerance = Callable[[np.ndarray], tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -38,31 +41,36 @@ class Variant:
         return self.outputs() if callable(self.outputs) else self.outputs
 
 
-def matches(got: Outputs, expected: Outputs, rtol: float = RTOL, atol: float = ATOL) -> bool:
-    """True when every output named in `expected` is present in `got` with its shape and close to it."""
+def matches(got: Outputs, expected: Outputs, rtol: float = RTOL, atol: float = ATOL, *,
+            tolerance: Tolerance | None = None) -> bool:
+    """True when every output named in `expected` is present in `got` with its shape and close to it.
+
+    `tolerance` gives each output's (rtol, atol) from the candidate's array, in place of `rtol` and `atol`.
+    """
     for name, want in expected.items():
         have = got.get(name)
         if not isinstance(have, np.ndarray) or have.shape != want.shape or not np.all(np.isfinite(have)):
             return False
-        if not compare(have, want, rtol, atol).ok:
+        if not compare(have, want, *(tolerance(have) if tolerance else (rtol, atol))).ok:
             return False
     return True
 
 
 def matching_variant(got: Outputs, variants: Sequence[Variant], reference: Outputs | None = None,
-                     rtol: float = RTOL, atol: float = ATOL) -> Variant | None:
+                     rtol: float = RTOL, atol: float = ATOL, *, tolerance: Tolerance | None = None) -> Variant | None:
     """The first variant whose every listed output `got` reproduces, or None.
 
     With `reference`, a variant must also explain a difference: at least one
     of its listed outputs must differ from the reference. A variant naming
     only db cannot claim an answer whose db is right and whose dx is wrong,
-    even on an input where the mistaken db happens to equal the right one.
+    even on an input where the mistaken db happens to equal the right one. `tolerance` as in matches().
     """
     for variant in variants:
         outputs = variant.expected()
-        if not matches(got, outputs, rtol, atol):
+        if not matches(got, outputs, rtol, atol, tolerance=tolerance):
             continue
-        if reference is not None and matches(got, {k: reference[k] for k in outputs if k in reference}, rtol, atol):
+        if reference is not None and matches(got, {k: reference[k] for k in outputs if k in reference}, rtol, atol,
+                                             tolerance=tolerance):
             continue
         return variant
     return None
