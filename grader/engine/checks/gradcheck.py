@@ -21,8 +21,9 @@ A forward that answers in float32 (a lapse charged in its own test) rounds the
 objective to about 1e-7 relative: central differences with a 1e-6 step would
 turn that rounding into errors near 1e-2 and call a right backward wrong. Its
 finite differences take the step and tolerance of its precision (`SETTINGS`):
-a 1e-3 step keeps the rounding noise near 1e-4 and the truncation error near
-1e-6, and a 1e-2 tolerance still rejects a backward off by a term or a factor.
+with a 1e-3 step a right backward's error stays under 1e-3 (4.4e-4 at worst,
+on mlp's net with a float32 affine layer; 4e-5 on the affine layer itself),
+and a 1e-2 tolerance still rejects a backward off by a term or a factor.
 The backward's values are graded strictly in its own test, against the
 reference's vector-Jacobian product.
 """
