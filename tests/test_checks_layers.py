@@ -227,3 +227,15 @@ def test_gan_loss_in_float32_is_charged_in_losses_conformance_only() -> None:
     failed = {k: v for k, v in tests.items() if v[0] != "passed"}
     assert list(failed) == ["losses_conformance"], failed
     assert "float32" in failed["losses_conformance"][1]
+
+
+def test_gan_reads_float32_from_the_values_received_never_casting_float64_down() -> None:
+    """The gan helper hands arrays over in float64: only values that are all float32 numbers count as float32."""
+    from problems.gan.plan import _float32_if_exact
+
+    computed32 = np.array([0.1, -2.5, 1 / 3], dtype=np.float32).astype(np.float64)
+    assert _float32_if_exact(computed32).dtype == np.float32
+    assert np.array_equal(_float32_if_exact(computed32), computed32)
+    float64 = np.array([0.1, -2.5, 1 / 3])
+    assert _float32_if_exact(float64) is float64
+    assert _float32_if_exact(np.array([1e300])).dtype == np.float64
