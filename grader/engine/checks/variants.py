@@ -86,11 +86,18 @@ def check_outputs(got: Mapping[str, object], expected: Outputs, variants: Sequen
     Returns the validated arrays.
     """
     arrays = {name: expect_array(got.get(name), name, want.shape, want.dtype) for name, want in expected.items()}
-    if matches(arrays, expected, rtol, atol):
+    return judge(arrays, expected, variants, lambda _: (rtol, atol), hint)
+
+
+def judge(arrays: dict[str, np.ndarray], expected: Outputs, variants: Sequence[Variant], tolerance: Tolerance,
+          hint: str = "") -> dict[str, np.ndarray]:
+    """`arrays` (already validated) when they match `expected`; else the first matching variant's message, else
+    the first differing output described (plus `hint`). `tolerance` gives each output's (rtol, atol)."""
+    if matches(arrays, expected, tolerance=tolerance):
         return arrays
-    variant = matching_variant(arrays, variants, expected, rtol, atol)
+    variant = matching_variant(arrays, variants, expected, tolerance=tolerance)
     if variant is not None:
         raise CheckFailed(variant.message)
     for name, want in expected.items():
-        assert_close(arrays[name], want, name, rtol, atol, hint)
+        assert_close(arrays[name], want, name, *tolerance(arrays[name]), hint)
     raise AssertionError("unreachable: matches() and assert_close disagree")  # pragma: no cover
