@@ -70,7 +70,7 @@ constraints=$BUILD/constraints.txt
 write_constraints() {
   mkdir -p "$BUILD"
   # The host venv's versions, so images run what the tests ran (the editable project itself left out).
-  "$PY" -m pip freeze --disable-pip-version-check --exclude-editable 2>/dev/null \
+  "$PY" -m pip freeze --all --disable-pip-version-check --exclude-editable 2>/dev/null \
     | grep -v -i -E '^(-e |#|dl-grader|dl_grader)' >"$constraints.new"
   mv "$constraints.new" "$constraints"
 }
@@ -104,11 +104,11 @@ build_base() {
   if [ ! -x "$ROOTFS/usr/bin/python3" ]; then
     [ "$(id -u)" -eq 0 ] || die "$ROOTFS is missing and creating it needs root (debootstrap); run scripts/setup-docker.sh as root"
     command -v debootstrap >/dev/null 2>&1 || die "debootstrap is not installed; run scripts/setup-docker.sh (as root)"
-    log "creating $ROOTFS with debootstrap (a few minutes)"
-    rm -rf "$ROOTFS.tmp" && mkdir -p "$(dirname "$ROOTFS")"
+    log "creating $ROOTFS with debootstrap (a few minutes; log: $BUILD/debootstrap.log)"
+    rm -rf "$ROOTFS.tmp" && mkdir -p "$(dirname "$ROOTFS")" "$BUILD"
     debootstrap "${DEBOOTSTRAP_ARGS[@]}" "$ROOTFS.tmp" "$DEBIAN_MIRROR" >"$BUILD/debootstrap.log" 2>&1 \
       || die "debootstrap failed; see $BUILD/debootstrap.log"
-    mv "$ROOTFS.tmp" "$ROOTFS"
+    rm -rf "$ROOTFS" && mv "$ROOTFS.tmp" "$ROOTFS"  # (a folder there without python3 is a broken run)
   fi
   # The root filesystem counts by what is installed in it (dpkg's database) and how it was made.
   local key
