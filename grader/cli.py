@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from grader.errors import GraderError, InvalidRequest
+from grader.isolation import BACKENDS
 from grader.submission_files import read_submission
 
 EXIT_OK, EXIT_LOW_SCORE, EXIT_USAGE, EXIT_FAULT = 0, 1, 2, 3
@@ -30,7 +31,6 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from grader.config import Settings
     from grader.engine import grade
     from grader.engine.files import ENTRY, check_submission
-    from grader.isolation import get_backend
     from grader.reports.text import render_text
 
     settings = Settings()
@@ -38,7 +38,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
     # The rules the API applies, checked before any sandbox starts: one message for one mistake everywhere.
     files = check_submission(read_submission(Path(args.file), ENTRY), ENTRY, max_files=options.max_files,
                              max_code_bytes=options.max_code_bytes)
-    report = grade(args.problem, files, backend=get_backend(args.sandbox or settings.sandbox_backend),
+    report = grade(args.problem, files, backend=settings.sandbox(args.sandbox),
                    options=options, entry=ENTRY)
     if args.format == "json":
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="solution .py file, or a folder with solution.py as its entry")
     p.add_argument("--format", choices=("text", "json", "junit"), default="text")
     p.add_argument("--min-score", type=float, default=None, help="exit 1 when the score is lower")
-    p.add_argument("--sandbox", default=None, help="sandbox backend: local (the default, and the only one today)")
+    p.add_argument("--sandbox", default=None, choices=BACKENDS,
+                   help="sandbox backend: local (bubblewrap; the default, or GRADER_SANDBOX_BACKEND) or docker")
     p.set_defaults(func=cmd_grade)
     for register in extra_commands():
         register(sub)

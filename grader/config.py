@@ -11,6 +11,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from grader.engine import DEFAULT_SEED, GradingOptions
+from grader.isolation import DockerOptions, get_backend
+from grader.isolation.base import Backend
 
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-webhook-secret"}
 
@@ -21,7 +23,16 @@ class Settings(BaseSettings):
     environment: str = Field("development", description="'development' or 'production'")
     data_dir: Path = Field(Path("data"), description="SQLite file, logs and artifacts live here")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir")
-    sandbox_backend: Literal["local"] = Field("local", description="'local' (bubblewrap, cgroups, seccomp)")
+    sandbox_backend: Literal["local", "docker"] = Field(
+        "local", description="'local' (bubblewrap, cgroups v1, seccomp) or 'docker' (a container per submission)")
+    docker_pool_size: int = Field(2, ge=0, le=32, description="warm sandbox containers kept per image (docker "
+                                                              "backend); 0: every sandbox starts cold")
+    docker_url: str | None = Field(None, description="the Docker daemon (docker backend); default: DOCKER_HOST "
+                                                     "or the local socket")
+    docker_image_numpy: str = Field("dl-grader/sandbox:numpy", description="sandbox image of numpy-only problems")
+    docker_image_torch: str = Field("dl-grader/sandbox:torch", description="sandbox image of problems with torch")
+    docker_cgroup_root: str = Field("/sys/fs/cgroup", description="the Docker host's cgroup file system as the "
+                                                                  "grader sees it (sandbox CPU clocks, processes)")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
                          description="submissions graded at once on this machine")
     seed: int = Field(DEFAULT_SEED, description="master seed of every grading run")
@@ -73,6 +84,16 @@ class Settings(BaseSettings):
             max_code_bytes=self.max_code_bytes,
             max_files=self.max_files,
         )
+
+    def docker_options(self) -> DockerOptions:
+        """The part of the settings the Docker sandbox backend needs."""
+        return DockerOptions(pool_size=self.docker_pool_size, docker_url=self.docker_url,
+                             image_numpy=self.docker_image_numpy, image_torch=self.docker_image_torch,
+                             cgroup_root=self.docker_cgroup_root)
+
+    def sandbox(self, name: str | None = None) -> Backend:
+        """The sandbox backend these settings choose (or `name`), created once per process."""
+        return get_backend(name or self.sandbox_backend, docker=self.docker_options())
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -36,8 +36,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from grader.api.app import create_app
+    from grader.service.grading import prepare_sandbox
 
     settings = _settings(args, **({"workers": args.workers} if args.workers is not None else {}))
+    prepare_sandbox(settings)
     app = create_app(settings)
     print(f"grader: serving on http://{args.host}:{args.port} (data in {settings.data_dir.resolve()}, "
           f"{settings.workers} workers, sandbox {settings.sandbox_backend})", flush=True)

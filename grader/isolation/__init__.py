@@ -1,7 +1,8 @@
 """Host-side sandbox clients: how the grader starts and talks to the sandbox that runs a candidate's code.
 
 (The code that runs *inside* a sandbox is the top-level `sandbox` package.) Backends are chosen by name;
-only real, isolating backends can be chosen: the unisolated in-process fake
+only real, isolating backends can be chosen: `local` (bubblewrap, cgroups, seccomp) and `docker` (one
+container per session, from a warm pool). The unisolated in-process fake
 (`grader.isolation.inprocess.InProcessBackend`) is constructed explicitly by the tests that want it.
 """
 
@@ -11,26 +12,36 @@ import threading
 from collections.abc import Callable
 
 from grader.errors import InvalidRequest
-from grader.isolation.base import Backend
+from grader.isolation.base import Backend, DockerOptions
 
-_backends: dict[str, Backend] = {}
+__all__ = ["BACKENDS", "DockerOptions", "get_backend"]
+
+_backends: dict[tuple[str, DockerOptions], Backend] = {}
 _lock = threading.Lock()
 
 
-def _local() -> Backend:
+def _local(options: DockerOptions) -> Backend:
     from grader.isolation.local import LocalBackend
 
     return LocalBackend()
 
 
-FACTORIES: dict[str, Callable[[], Backend]] = {"local": _local}
+def _docker(options: DockerOptions) -> Backend:
+    from grader.isolation.docker import DockerBackend
+
+    return DockerBackend(options)
 
 
-def get_backend(name: str) -> Backend:
-    """The backend called `name`, created once per process."""
+FACTORIES: dict[str, Callable[[DockerOptions], Backend]] = {"local": _local, "docker": _docker}
+BACKENDS = tuple(FACTORIES)
+
+
+def get_backend(name: str, docker: DockerOptions | None = None) -> Backend:
+    """The backend called `name`, created once per process (and per set of Docker options)."""
     if name not in FACTORIES:
         raise InvalidRequest(f"unknown sandbox backend {name!r}; choose one of: {', '.join(FACTORIES)}")
+    key = (name, (docker or DockerOptions()) if name == "docker" else DockerOptions())
     with _lock:
-        if name not in _backends:
-            _backends[name] = FACTORIES[name]()
-        return _backends[name]
+        if key not in _backends:
+            _backends[key] = FACTORIES[name](key[1])
+        return _backends[key]

@@ -24,7 +24,8 @@ from typing import Any, Protocol
 from sandbox import wire
 from sandbox.wire import Handle, Limits, TensorArray
 
-__all__ = ["Handle", "TensorArray", "SandboxLimits", "SandboxSpec", "Isolation", "Reply", "CandidateError",
+__all__ = ["Handle", "TensorArray", "SandboxLimits", "SandboxSpec", "DockerOptions", "Isolation", "Reply",
+           "CandidateError",
            "SandboxFault", "CallTimeout", "SandboxCrashed", "ProtocolViolation", "Session", "Backend",
            "PipeSession", "OutputCapture"]
 
@@ -46,6 +47,20 @@ class SandboxLimits:
 
     def wire_limits(self) -> Limits:
         return Limits(max_frame_bytes=int(self.max_reply_mb * (1 << 20)))
+
+
+DEFAULT_IMAGES = {"numpy": "dl-grader/sandbox:numpy", "torch": "dl-grader/sandbox:torch"}
+
+
+@dataclass(frozen=True)
+class DockerOptions:
+    """How the Docker backend reaches its daemon and what it starts; built from settings, or by a test."""
+
+    pool_size: int = 2  # warm containers per image and limits; 0: every session starts a container (cold)
+    docker_url: str | None = None  # None: DOCKER_HOST, else the default socket
+    image_numpy: str = DEFAULT_IMAGES["numpy"]
+    image_torch: str = DEFAULT_IMAGES["torch"]
+    cgroup_root: str = "/sys/fs/cgroup"  # the host's cgroup file system, as this process sees it
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,20 @@ AUDIT_ACTIONS = {"graded": "submission.graded", "failed": "submission.failed",
 def engine_grade(problem_id: str, files: dict[str, str], settings: Settings, entry: str) -> Report:
     """The grading engine with the settings' sandbox backend and options: blocking, thread-safe."""
     from grader.engine import grade
-    from grader.isolation import get_backend
 
-    return grade(problem_id, files, backend=get_backend(settings.sandbox_backend),
+    return grade(problem_id, files, backend=settings.sandbox(),
                  options=settings.grading_options(), entry=entry)
+
+
+def prepare_sandbox(settings: Settings) -> None:
+    """Start the settings' sandbox backend now, so a missing daemon or image stops the service at start-up
+    with its reason, and fill its warm pools (Docker) for every problem of the catalog."""
+    from grader.engine.catalog import list_problems
+
+    backend = settings.sandbox()
+    warm = getattr(backend, "warm", None)
+    if warm is not None:
+        warm([problem.sandbox for problem in list_problems()])
 
 
 def record_job_event(db: Session, event: JobEvent) -> None:

@@ -21,7 +21,7 @@ from tests.conftest import ROOT
 from tests.grading import grade_submission
 from tests.sandbox.garbage import CPU_HOG, MODES, PROBLEMS, garbage_submission
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sandbox_backend")]
 
 BENT = Path(__file__).parent / "bent"
 MLP = (ROOT / "reference" / "mlp.py").read_text().replace("from __future__ import annotations\n", "")
@@ -85,10 +85,10 @@ def softmax_cross_entropy(logits, y):
     assert result(report, "affine_forward").status == "passed"
 
 
-def grader_peak_rss_mb(code: str) -> float:
+def grader_peak_rss_mb(code: str, backend: str) -> float:
     """Grade `code` in a fresh grader process; its peak resident memory, children excluded."""
     script = ("import sys, resource\nfrom grader.engine import grade\nfrom grader.isolation import get_backend\n"
-              "r = grade('mlp', {'solution.py': sys.stdin.read()}, backend=get_backend('local'))\n"
+              f"r = grade('mlp', {{'solution.py': sys.stdin.read()}}, backend=get_backend({backend!r}))\n"
               "print(r.score, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
     proc = subprocess.run([sys.executable, "-c", script], input=code, capture_output=True, text=True, cwd=ROOT,
                           timeout=600)
@@ -96,11 +96,11 @@ def grader_peak_rss_mb(code: str) -> float:
     return float(proc.stdout.split()[-1])
 
 
-def test_large_and_repeated_replies_do_not_grow_the_grader() -> None:
+def test_large_and_repeated_replies_do_not_grow_the_grader(sandbox_backend: str) -> None:
     """64 MB replies naming one buffer many times took the grader to 1.7 GB (13 GB for longer ones), and
     failures kept while shrinking held every 128 MB reply (1.1 GB). Now replies are capped per problem and
     each buffer decodes once, in place; the grader stays near its own baseline."""
-    baseline = grader_peak_rss_mb(MLP)
+    baseline = grader_peak_rss_mb(MLP, sandbox_backend)
     amplifying = MLP + RAW + '''
 def relu_forward(x):
     import struct
@@ -114,12 +114,13 @@ def softmax_cross_entropy(logits, y):
     import numpy as np
     return float("nan"), np.zeros((64 << 20) // 8)  # 64 MB: over the cap, on every generated case
 '''
-    peak = grader_peak_rss_mb(amplifying)
+    peak = grader_peak_rss_mb(amplifying, sandbox_backend)
     assert peak < baseline + 200, (baseline, peak)
 
 
 # 3: the grader's own faults never cost the candidate -------------------------------------------------
-def test_a_bug_in_a_plan_makes_the_report_incomplete_and_the_cli_exit_3(monkeypatch, tmp_path, capsys) -> None:
+def test_a_bug_in_a_plan_makes_the_report_incomplete_and_the_cli_exit_3(monkeypatch, tmp_path, capsys,
+                                                                        sandbox_backend: str) -> None:
     plan = get_problem("mlp").plan
 
     def broken(ctx) -> None:
@@ -133,7 +134,7 @@ def test_a_bug_in_a_plan_makes_the_report_incomplete_and_the_cli_exit_3(monkeypa
     assert result(report, "affine_forward").status == "passed"
     path = tmp_path / "solution.py"
     path.write_text(MLP)
-    assert cli.main(["grade", "mlp", str(path), "--format", "json"]) == cli.EXIT_FAULT
+    assert cli.main(["grade", "mlp", str(path), "--format", "json", "--sandbox", sandbox_backend]) == cli.EXIT_FAULT
     assert "incomplete" in capsys.readouterr().err
 
 
@@ -156,12 +157,13 @@ def test_garbage_of_every_kind_is_never_blamed_on_the_grader(problem: str) -> No
 
 
 # 4: strings from the sandbox ---------------------------------------------------------------------------
-def test_a_lone_surrogate_in_an_exception_still_gives_a_report(tmp_path: Path) -> None:
+def test_a_lone_surrogate_in_an_exception_still_gives_a_report(tmp_path: Path, sandbox_backend: str) -> None:
     """An exception message with "\\ud800" made the report unserializable: the CLI died with exit 1."""
     code = MLP + '\n\ndef relu_forward(x):\n    raise ValueError("bad \\ud800 value \\udfff")\n'
     path = tmp_path / "solution.py"
     path.write_text(code)
-    proc = subprocess.run([sys.executable, "-m", "grader.cli", "grade", "mlp", str(path), "--format", "json"],
+    proc = subprocess.run([sys.executable, "-m", "grader.cli", "grade", "mlp", str(path), "--format", "json",
+                           "--sandbox", sandbox_backend],
                           capture_output=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.decode("utf-8"))

@@ -1,0 +1,280 @@
+"""The Docker sandbox backend against the real daemon: every hardening asserted, on the container Docker
+reports and from inside it; one container per session, never reused; nothing left behind.
+
+Without a daemon or the images these tests fail with what to run (scripts/setup-docker.sh); deselect them
+with -m 'not docker'. The hostile and integrity suites (tests/sandbox/) also run on this backend.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from grader.engine.catalog import get_problem
+from grader.isolation import DockerOptions, get_backend, seccomp
+from grader.isolation.base import CallTimeout, SandboxLimits, SandboxSpec
+from grader.isolation.docker import LABEL, OWNER_LABEL, DockerBackend, DockerSession
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+NUMPY = get_problem("mlp").sandbox
+TORCH = get_problem("gan").sandbox
+
+PROBE = r'''
+import ctypes, errno, os, socket
+
+def probe():
+    found = {}
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+    for key in ("Uid", "Gid", "CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters"):
+        found[key] = status.get(key, "").split()
+    for path in ("/usr/evil", "/evil", "/opt/runner/evil", "/tmp/ok"):
+        try:
+            with open(path, "w") as fh:
+                fh.write("x")
+            found[path] = "written"
+        except OSError as exc:
+            found[path] = errno.errorcode.get(exc.errno, str(exc.errno))
+    for path in ("/var/run/docker.sock", "/run/docker.sock", "/work", "/srv/grader", "/var/lib/grader"):
+        found["exists " + path] = os.path.exists(path)
+    try:
+        open("/etc/shadow").read()
+        found["shadow"] = "read"
+    except OSError as exc:
+        found["shadow"] = errno.errorcode.get(exc.errno, str(exc.errno))
+    try:
+        socket.create_connection(("10.0.0.1", 80), timeout=1)
+        found["net"] = "connected"
+    except OSError as exc:
+        found["net"] = type(exc).__name__
+    found["interfaces"] = sorted(name for _, name in socket.if_nameindex())
+    libc = ctypes.CDLL(None, use_errno=True)
+    for name, call in (("unshare", lambda: libc.unshare(0x10000000)),
+                       ("mount", lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, b"size=4g")),
+                       ("keyctl", lambda: libc.syscall(250, 0, 0, 0, 0, 0)),
+                       ("userfaultfd", lambda: libc.syscall(323, 0)),
+                       ("io_uring_setup", lambda: libc.syscall(425, 1, 0))):
+        rc = call()
+        found["call " + name] = "ok" if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+    found["mounts"] = open("/proc/self/mounts").read()
+    found["environ"] = sorted(os.environ)
+    return found
+'''
+
+
+@pytest.fixture(scope="module")
+def backend() -> DockerBackend:
+    b = get_backend("docker", docker=DockerOptions(pool_size=1))
+    assert isinstance(b, DockerBackend)
+    return b
+
+
+@pytest.fixture
+def session(backend: DockerBackend) -> Iterator[DockerSession]:
+    s = backend.start(NUMPY)
+    yield s
+    s.close()
+
+
+def inspect(backend: DockerBackend, session: DockerSession) -> dict:
+    return backend.api.inspect_container(session.container_id)
+
+
+def test_container_is_configured_as_hardened(backend: DockerBackend, session: DockerSession) -> None:
+    info = inspect(backend, session)
+    host = info["HostConfig"]
+    limits = NUMPY.limits
+    assert host["NetworkMode"] == "none" and info["Config"]["NetworkDisabled"] is True
+    assert host["ReadonlyRootfs"] is True
+    assert host["Tmpfs"] == {"/tmp": f"rw,nosuid,nodev,noexec,size={limits.tmp_size_mb}m,mode=1777"}
+    assert host["Memory"] == limits.memory_mb << 20 and host["MemorySwap"] == host["Memory"]
+    assert host["NanoCpus"] == 1_000_000_000
+    assert host["PidsLimit"] == limits.max_processes
+    ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]}
+    assert ulimits["fsize"] == (limits.file_size_mb << 20,) * 2
+    assert ulimits["nofile"] == (limits.open_files,) * 2
+    assert ulimits["nproc"] == (limits.max_processes,) * 2 and ulimits["core"] == (0, 0)
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]  # and Docker's default seccomp profile, not unconfined
+    assert host["Privileged"] is False
+    assert not host["Binds"] and info["Mounts"] == [] and not host["Devices"]
+    assert host["LogConfig"]["Type"] == "none"
+    assert info["Config"]["User"] == f"{session.uid}:{session.uid}" and session.uid >= 100_000
+    assert info["Config"]["Labels"][LABEL] == "1" and info["Config"]["Labels"][OWNER_LABEL] == backend.owner
+    assert session.isolation.full and session.isolation.backend == "docker"
+
+
+def test_from_inside_no_network_no_privileges_no_host_paths(session: DockerSession) -> None:
+    assert session.load({"solution.py": PROBE}, "solution.py", 30).ok
+    reply = session.call({"fn": "probe"}, timeout_s=30)
+    assert reply.ok, reply.error
+    found = reply.value
+    assert int(found["Uid"][0]) == session.uid and int(found["Gid"][0]) == session.uid
+    for caps in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
+        assert int(found[caps][0], 16) == 0, caps
+    assert found["NoNewPrivs"] == ["1"] and found["Seccomp"] == ["2"]
+    assert int(found["Seccomp_filters"][0]) >= 2, "Docker's profile and the grader's filter, stacked"
+    assert found["/usr/evil"] in ("EROFS", "EACCES") and found["/evil"] in ("EROFS", "EACCES")
+    assert found["/opt/runner/evil"] in ("EROFS", "EACCES") and found["/tmp/ok"] == "written"
+    assert not [k for k, v in found.items() if k.startswith("exists ") and v]
+    assert found["shadow"] in ("EACCES", "ENOENT")
+    assert found["net"] != "connected" and found["interfaces"] == ["lo"]
+    for name in ("unshare", "mount", "keyctl", "userfaultfd", "io_uring_setup"):
+        assert found["call " + name] in ("EPERM", "ENOSYS"), (name, found["call " + name])
+    assert "docker.sock" not in found["mounts"]
+    assert "GRADER_SECCOMP" not in found["environ"]
+
+
+def test_the_grader_filter_refuses_what_dockers_default_allows(backend: DockerBackend) -> None:
+    """The stacked filter is what refuses these: without it (GRADER_SECCOMP unset) the runner does not start."""
+    assert len(seccomp.REFUSED) > 30
+    assert backend.seccomp_hex == seccomp.build_filter().hex()
+
+
+def test_tmp_is_size_limited(session: DockerSession) -> None:
+    code = ("def fill():\n    n = 0\n    try:\n        with open('/tmp/fill', 'wb') as fh:\n"
+            "            while True:\n                fh.write(b'0' * 2**20)\n                n += 1\n"
+            "    except OSError as exc:\n        return n, exc.errno\n")
+    assert session.load({"solution.py": code}, "solution.py", 30).ok
+    reply = session.call({"fn": "fill"}, timeout_s=30)
+    assert reply.ok, reply.error
+    written_mb, err = reply.value
+    # the file-size ulimit (16 MB) or the tmpfs (64 MB) stops it, whichever is smaller
+    assert written_mb <= min(NUMPY.limits.file_size_mb, NUMPY.limits.tmp_size_mb)
+
+
+def test_memory_limit_kills_and_is_named(backend: DockerBackend) -> None:
+    spec = SandboxSpec(packages=("numpy",), limits=SandboxLimits(memory_mb=128))
+    s = backend.start(spec)
+    try:
+        assert s.load({"solution.py": "def hog():\n    x = []\n    while True:\n        x.append(bytearray(2**24))\n"},
+                      "solution.py", 30).ok
+        with pytest.raises(Exception) as caught:
+            s.call({"fn": "hog"}, timeout_s=30)
+        assert "out of memory" in str(caught.value)
+    finally:
+        s.close()
+
+
+def test_wall_clock_backstop_kills_the_container_from_outside(backend: DockerBackend) -> None:
+    s = backend.start(NUMPY)
+    cid = s.container_id
+    assert s.load({"solution.py": "import time\ndef wait():\n    time.sleep(1000)\n"}, "solution.py", 30).ok
+    started = time.monotonic()
+    with pytest.raises(CallTimeout):
+        s.call({"fn": "wait"}, timeout_s=30, wall_s=1.0)
+    assert time.monotonic() - started < 10
+    assert cid not in backend.containers(), "the container is removed, not only stopped"
+
+
+def test_cpu_time_is_the_containers_clock(session: DockerSession) -> None:
+    spin = "def spin(s):\n    import time\n    t = time.process_time()\n    while time.process_time() - t < s:\n" \
+           "        pass\n"
+    assert session.load({"solution.py": spin}, "solution.py", 30).ok
+    before = session.cpu_seconds()
+    assert before is not None
+    assert session.call({"fn": "spin"}, (0.5,), timeout_s=30).ok
+    used = (session.cpu_seconds() or 0) - before
+    assert 0.4 < used < 5, used
+
+
+def test_a_session_is_never_reused_and_its_container_is_removed(backend: DockerBackend) -> None:
+    pool = backend.pool(backend.image_for(NUMPY), NUMPY)
+    assert pool.wait_ready(1, 120)
+    warm_before = pool.warm_acquired
+    first = backend.start(NUMPY)
+    assert pool.warm_acquired == warm_before + 1, "a waiting container is handed out"
+    assert first.load({"solution.py": "STATE = []\ndef mark():\n    STATE.append(1)\n    return len(STATE)\n"},
+                      "solution.py", 30).ok
+    assert first.call({"fn": "mark"}, timeout_s=10).value == 1
+    first.close()
+    assert first.container_id not in backend.containers()
+    second = backend.start(NUMPY)
+    try:
+        assert second.container_id != first.container_id
+        assert second.load({"solution.py": "STATE = []\ndef mark():\n    STATE.append(1)\n    return len(STATE)\n"},
+                           "solution.py", 30).ok
+        assert second.call({"fn": "mark"}, timeout_s=10).value == 1
+    finally:
+        second.close()
+
+
+def test_a_pool_container_that_died_waiting_is_not_handed_out(backend: DockerBackend) -> None:
+    pool = backend.pool(backend.image_for(NUMPY), NUMPY)
+    assert pool.wait_ready(1, 120)
+    victim = pool.waiting()[0]
+    backend.api.kill(victim.container_id)
+    deadline = time.monotonic() + 10
+    while victim.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    s = backend.start(NUMPY)
+    try:
+        assert s.container_id != victim.container_id
+        assert s.load({"solution.py": "def f():\n    return 1\n"}, "solution.py", 30).ok
+    finally:
+        s.close()
+    assert victim.container_id not in backend.containers()
+
+
+def test_torch_only_in_the_torch_image(backend: DockerBackend) -> None:
+    code = "def has_torch():\n    try:\n        import torch\n        return True\n    except ImportError:\n" \
+           "        return False\n"
+    for spec, expected in ((NUMPY, False), (TORCH, True)):
+        s = backend.start(spec)
+        try:
+            assert s.load({"solution.py": code}, "solution.py", 60).ok
+            assert s.call({"fn": "has_torch"}, timeout_s=60).value is expected
+        finally:
+            s.close()
+
+
+def test_output_keeps_its_cap(session: DockerSession) -> None:
+    code = "import sys\ndef shout():\n    for _ in range(64):\n        sys.stderr.write('e' * 2**20)\n" \
+           "        sys.stdout.write('o' * 2**20)\n    return 7\n"
+    assert session.load({"solution.py": code}, "solution.py", 30).ok
+    assert session.call({"fn": "shout"}, timeout_s=60).value == 7
+    kept, printed = session.output().take()
+    deadline = time.monotonic() + 10
+    while printed < 128 * 2**20 and time.monotonic() < deadline:  # stderr may trail the reply on stdout
+        time.sleep(0.05)
+        printed += session.output().take()[1]
+    assert len(kept) == NUMPY.limits.output_bytes and printed == 128 * 2**20
+
+
+def test_leftovers_of_a_crashed_grader_are_swept(backend: DockerBackend) -> None:
+    """A container labelled with a grader process that no longer runs is removed at the next start-up sweep;
+    one of a live grader is kept."""
+    dead_owner = f"{socket.gethostname()}/999999999-1"
+    orphan = backend.api.create_container(backend.image_for(NUMPY), command=["true"],
+                                          labels={LABEL: "1", OWNER_LABEL: dead_owner})["Id"]
+    kept = backend.api.create_container(backend.image_for(NUMPY), command=["true"],
+                                        labels={LABEL: "1", OWNER_LABEL: backend.owner})["Id"]
+    try:
+        backend.sweep()
+        ids = {c["Id"] for c in backend.api.containers(all=True, filters={"label": LABEL})}
+        assert orphan not in ids and kept in ids
+    finally:
+        for cid in (orphan, kept):
+            try:
+                backend.api.remove_container(cid, force=True)
+            except Exception:
+                pass
+
+
+def test_a_stale_image_is_refused(backend: DockerBackend) -> None:
+    from grader.errors import SandboxUnavailable
+
+    stale = DockerBackend(DockerOptions(pool_size=0, image_numpy="dl-grader/base:bookworm"))
+    with pytest.raises(SandboxUnavailable, match="runner"):
+        stale.start(NUMPY)
+
+
+def test_no_docker_daemon_fails_with_the_reason() -> None:
+    from grader.errors import SandboxUnavailable
+
+    with pytest.raises(SandboxUnavailable, match="setup-docker.sh"):
+        DockerBackend(DockerOptions(docker_url=f"unix:///tmp/no-daemon-{os.getpid()}.sock"))
