@@ -6,6 +6,8 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
+pytest_plugins = ["tests.backends"]  # the sandbox_backend fixture: local and docker
+
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "tests" / "solutions"
 

@@ -13,7 +13,7 @@ from grader.engine.catalog import catalog_errors, get_problem, list_problems
 from tests.conftest import ROOT, Solution, solutions
 from tests.grading import grade_submission
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sandbox_backend")]  # on every real backend
 
 PROBLEMS = [p.id for p in list_problems()]
 GRADED = set(PROBLEMS)

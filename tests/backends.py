@@ -1,4 +1,5 @@
-"""The real sandbox backends the hostile and integrity suites run on, each test once per backend."""
+"""The real sandbox backends: a test that asks for `sandbox_backend` runs once on each (the hostile,
+integrity and catalog suites). Registered as a plugin in tests/conftest.py."""
 
 from __future__ import annotations
 
