@@ -39,6 +39,7 @@ behind for long), and any sandbox container older than `MAX_AGE_S`.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
@@ -49,6 +50,7 @@ import socket
 import struct
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +92,38 @@ def _owner() -> str:
     return f"{socket.gethostname()}/{_process_identity(os.getpid())}"
 
 
-class _Cgroups:
-    """The cgroup folders of one container on the host, from the daemon's cgroup driver and version."""
+def _container_limits(limits: SandboxLimits) -> SandboxLimits:
+    """The limits a container is created with; the others (output cap, reply size) are the host's."""
+    return replace(limits, output_bytes=0, max_reply_mb=0.0, start_timeout_s=0.0)
 
-    def __init__(self, root: Path, version: str, driver: str, container_id: str) -> None:
-        leaf = f"system.slice/docker-{container_id}.scope" if driver == "systemd" else f"docker/{container_id}"
+
+class _Cgroups:
+    """The cgroup folders of one container on the host.
+
+    Where the daemon's cgroup driver puts them (`docker/<id>` with cgroupfs, `system.slice/docker-<id>.scope`
+    with systemd), else where the kernel says the container's first process is (`/proc/<pid>/cgroup`, read
+    before any candidate code runs; a rootless daemon's containers sit under the user's slice). Used only
+    if the container's first process is listed there.
+    """
+
+    def __init__(self, root: Path, version: str, driver: str, container_id: str, pid: int) -> None:
         self.v2 = version == "2"
+        leaves = [f"system.slice/docker-{container_id}.scope" if driver == "systemd" else f"docker/{container_id}"]
+        try:
+            for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+                _, controllers, path = line.split(":", 2)
+                wanted = controllers == "" if self.v2 else "pids" in controllers.split(",")
+                if wanted and container_id in path:
+                    leaves.append(path.lstrip("/"))
+        except (OSError, ValueError):
+            pass
+        for leaf in leaves:
+            self._place(root, leaf)
+            if pid in self.pids_in():
+                return
+        self._place(root, leaves[0])
+
+    def _place(self, root: Path, leaf: str) -> None:
         if self.v2:
             self.cpu = self.pids = self.memory = root / leaf
         else:
@@ -151,6 +179,7 @@ class DockerBackend:
         self._lock = threading.Lock()
         self._closed = False
         self.sweep()
+        atexit.register(self.shutdown)
 
     # images -------------------------------------------------------------------------------
     def image_for(self, spec: SandboxSpec) -> str:
@@ -176,10 +205,12 @@ class DockerBackend:
     # sessions -----------------------------------------------------------------------------
     def start(self, spec: SandboxSpec) -> DockerSession:
         image = self.image_for(spec)
-        return self.pool(image, spec).acquire()
+        return self.pool(image, spec).acquire(spec)
 
     def pool(self, image: str, spec: SandboxSpec) -> WarmPool:
-        key = (image, spec.limits)
+        """The pool of containers this spec can use: same image, same limits on the container itself (the
+        limits the host enforces, such as the output cap, are set when a session is handed out)."""
+        key = (image, _container_limits(spec.limits))
         with self._lock:
             if self._closed:
                 raise SandboxUnavailable("the Docker backend was closed")
@@ -203,6 +234,23 @@ class DockerBackend:
             pools = list(self._pools.values())
         for pool in pools:
             pool.close()
+
+    def shutdown(self) -> None:
+        """At exit: stop the pools and remove every container of this process, in use or not."""
+        from docker.errors import DockerException, NotFound
+
+        self.close()
+        try:
+            leftover = self.containers()
+        except DockerException:
+            return
+        for cid in leftover:
+            try:
+                self.api.remove_container(cid, force=True)
+            except NotFound:
+                pass
+            except DockerException as exc:
+                log.warning("could not remove sandbox container %s at exit: %s", cid[:12], exc)
 
     # leftovers ----------------------------------------------------------------------------
     def sweep(self) -> int:
@@ -271,18 +319,20 @@ class WarmPool:
             self._thread = threading.Thread(target=self._refill, name=f"warm-pool {image}", daemon=True)
             self._thread.start()
 
-    def acquire(self) -> DockerSession:
+    def acquire(self, spec: SandboxSpec | None = None) -> DockerSession:
         """A session nobody used before: a waiting one if any is alive, else a container started now."""
+        spec = spec or self.spec
         with self._cond:
             while self._ready:
                 _, session = self._ready.popleft()
                 self._cond.notify_all()
                 if session.alive():
                     self.warm_acquired += 1
+                    session.adopt(spec)
                     return session
                 session.close()
         self.cold_acquired += 1
-        return self.backend.launch(self.image, self.spec)
+        return self.backend.launch(self.image, spec)
 
     def ready(self) -> int:
         with self._cond:
@@ -409,7 +459,7 @@ class DockerSession(PipeSession):
             raise SessionStartFailed(f"the Docker daemon could not start a sandbox container: {exc}") from exc
         self.pid = int(state.get("Pid") or 0)
         self.cgroups = _Cgroups(Path(backend.options.cgroup_root), backend.cgroup_version, backend.cgroup_driver,
-                                self.container_id)
+                                self.container_id, self.pid)
         self._handshake(lim.start_timeout_s)
         if self.cgroups.cpu_seconds() is None or self.pid not in self.cgroups.pids_in():
             self.close()
@@ -487,6 +537,14 @@ class DockerSession(PipeSession):
                 view = view[os.write(self._from_w, view):]
             except BlockingIOError:
                 select.select([], [self._from_w], [], 1.0)
+
+    def adopt(self, spec: SandboxSpec) -> None:
+        """Take the host-side limits of the spec this session serves (a warm container was started for
+        another spec with the same container limits)."""
+        assert _container_limits(spec.limits) == _container_limits(self.limits)
+        self.spec, self.limits = spec, spec.limits
+        self._limits = spec.limits.wire_limits()
+        self._output.cap = spec.limits.output_bytes
 
     def alive(self) -> bool:
         return self._dead is None and not self._eof.is_set()
