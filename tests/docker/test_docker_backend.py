@@ -278,3 +278,55 @@ def test_no_docker_daemon_fails_with_the_reason() -> None:
 
     with pytest.raises(SandboxUnavailable, match="setup-docker.sh"):
         DockerBackend(DockerOptions(docker_url=f"unix:///tmp/no-daemon-{os.getpid()}.sock"))
+
+
+def test_settings_and_the_cli_choose_the_docker_backend(monkeypatch, tmp_path, capsys) -> None:
+    from grader import cli
+    from grader.config import Settings
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("GRADER_SANDBOX_BACKEND", "docker")
+    monkeypatch.setenv("GRADER_DOCKER_POOL_SIZE", "1")
+    settings = Settings()
+    backend = settings.sandbox()
+    assert isinstance(backend, DockerBackend) and backend.options.pool_size == 1
+    assert settings.sandbox("local").name == "local"
+    path = tmp_path / "solution.py"
+    path.write_text((ROOT / "reference" / "rnn.py").read_text())
+    assert cli.main(["grade", "rnn", str(path)]) == cli.EXIT_OK
+    assert "sandbox docker" in capsys.readouterr().out
+
+
+def test_sessions_started_at_once_from_threads_are_each_their_own(backend: DockerBackend) -> None:
+    """The service grades several submissions at once: every session gets a container and a uid of its own,
+    warm or cold, and every one is removed when closed."""
+    import threading
+
+    sessions: list[DockerSession] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def start() -> None:
+        try:
+            for _ in range(2):
+                s = backend.start(NUMPY)
+                with lock:
+                    sessions.append(s)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    try:
+        assert not errors, errors
+        assert len({s.container_id for s in sessions}) == len(sessions) == 8
+        assert len({s.uid for s in sessions}) >= 7  # random per session; a collision is possible, not shared state
+        for s in sessions:
+            assert s.load({"solution.py": "def f():\n    return 1\n"}, "solution.py", 30).ok
+    finally:
+        for s in sessions:
+            s.close()
+    assert backend.in_use() == []
