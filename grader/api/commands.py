@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,16 +37,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from grader.api.app import create_app
-    from grader.service.grading import prepare_sandbox
+    from grader.service.grading import prepare_sandbox, release_sandbox
 
     settings = _settings(args, **({"workers": args.workers} if args.workers is not None else {}))
-    prepare_sandbox(settings)
-    app = create_app(settings)
-    print(f"grader: serving on http://{args.host}:{args.port} (data in {settings.data_dir.resolve()}, "
-          f"{settings.workers} workers, sandbox {settings.sandbox_backend})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
-                timeout_graceful_shutdown=5)
+    # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler it found: the default
+    # one would end the process before anything is cleaned up (the Docker backend's containers stayed
+    # behind after `docker stop`). This one ends it through SystemExit, so `finally` and atexit run.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        prepare_sandbox(settings)
+        app = create_app(settings)
+        print(f"grader: serving on http://{args.host}:{args.port} (data in {settings.data_dir.resolve()}, "
+              f"{settings.workers} workers, sandbox {settings.sandbox_backend})", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
+                    timeout_graceful_shutdown=5)
+    finally:
+        release_sandbox()
     return EXIT_OK
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _store(args: argparse.Namespace) -> Store:

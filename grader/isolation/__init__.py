@@ -14,7 +14,7 @@ from collections.abc import Callable
 from grader.errors import InvalidRequest
 from grader.isolation.base import Backend, DockerOptions
 
-__all__ = ["BACKENDS", "DockerOptions", "get_backend"]
+__all__ = ["BACKENDS", "DockerOptions", "close_backends", "get_backend"]
 
 _backends: dict[tuple[str, DockerOptions], Backend] = {}
 _lock = threading.Lock()
@@ -45,3 +45,14 @@ def get_backend(name: str, docker: DockerOptions | None = None) -> Backend:
         if key not in _backends:
             _backends[key] = FACTORIES[name](key[1])
         return _backends[key]
+
+
+def close_backends() -> None:
+    """Shut down every backend created so far (the Docker backend removes its containers); at exit."""
+    with _lock:
+        created = list(_backends.values())
+        _backends.clear()
+    for backend in created:
+        shutdown = getattr(backend, "shutdown", None)
+        if shutdown is not None:
+            shutdown()

@@ -51,6 +51,13 @@ def prepare_sandbox(settings: Settings) -> None:
         warm([problem.sandbox for problem in list_problems()])
 
 
+def release_sandbox() -> None:
+    """Stop every sandbox backend this process started (the Docker backend removes its containers)."""
+    from grader.isolation import close_backends
+
+    close_backends()
+
+
 def record_job_event(db: Session, event: JobEvent) -> None:
     """The audit event for a change of a job's state, and the webhook delivery for a finished one."""
     failed = event.kind == "failed" or (event.report is not None and event.report.status == "error")

@@ -283,7 +283,7 @@ def test_compose_grades_over_http_in_docker_sandboxes_and_leaves_nothing_behind(
     exit_code = ended.stdout.split()[0] if ended.stdout.split() else "?"
     why = {"137": "137: killed by SIGKILL once the stop timeout ran out",
            "143": "143: killed by SIGTERM, so no atexit handler ran (uvicorn raises the stop signal again after its "
-                  "graceful shutdown; see stop_signal in docker-compose.yml)"}.get(exit_code, "")
+                  "graceful shutdown; see _exit_on_sigterm in grader/api/commands.py)"}.get(exit_code, "")
     assert not left, (
         f"sandbox containers of the compose grader left after down ({len(left)}): "
         + ", ".join(f"{c[:12]} ({o})" for c, o in left.items())
