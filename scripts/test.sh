@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets everything up (system packages, .venv, browser for the page tests), runs the static checks
+# Sets everything up (system packages, .venv, Docker and its images, browser for the page tests), runs the static checks
 # (scripts/lint.sh) and the whole test suite.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m "not slow"` for the fast suite only.
 set -euo pipefail
@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 extra=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || extra+=(postgresql)
 scripts/setup.sh "${extra[@]}"
+# The Docker backend's tests need a daemon and the images (sandbox and service): installed, started and
+# built here, reusing what a previous run left when nothing changed.
+scripts/setup-docker.sh --service
 if [ -x scripts/setup-browser.sh ]; then scripts/setup-browser.sh; fi
 scripts/lint.sh
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
