@@ -330,3 +330,72 @@ def test_sessions_started_at_once_from_threads_are_each_their_own(backend: Docke
         for s in sessions:
             s.close()
     assert backend.in_use() == []
+
+
+def test_a_grader_killed_mid_grading_leaves_nothing_after_the_next_sweep(backend: DockerBackend) -> None:
+    """SIGKILL gives the grader no chance to clean up: its containers (the one grading, the pool's) stay
+    until a grader on the same host starts and sweeps them."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = ("from grader.engine import grade\nfrom grader.isolation import get_backend\n"
+              "grade('mlp', {'solution.py': 'import time\\ntime.sleep(600)\\n'}, backend=get_backend('docker'))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    owner = f"{socket.gethostname()}/"
+    try:
+        deadline = time.monotonic() + 120
+        theirs: list[str] = []
+        while time.monotonic() < deadline and not theirs:
+            time.sleep(0.5)
+            theirs = [c["Id"] for c in backend.api.containers(filters={"label": LABEL})
+                      if c["Labels"].get(OWNER_LABEL, "").startswith(f"{owner}{proc.pid}-")]
+        assert theirs, "the grader started no container"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    remaining = {c["Id"] for c in backend.api.containers(all=True, filters={"label": LABEL})}
+    assert set(theirs) <= remaining, "still there after the crash"
+    backend.sweep()
+    remaining = {c["Id"] for c in backend.api.containers(all=True, filters={"label": LABEL})}
+    assert not set(theirs) & remaining
+
+
+STACK_PROBE = r"""
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+for name, number, args in (("io_uring_setup", 425, (1, 0)), ("userfaultfd", 323, (0,)), ("keyctl", 250, (0, 0)),
+                           ("unshare", 272, (0x10000000,)), ("bpf", 321, (0, 0, 0)),
+                           ("perf_event_open", 298, (0, 0, -1, -1, 0)), ("add_key", 248, (0, 0, 0, 0, 0))):
+    rc = libc.syscall(number, *args)
+    print(name, "ok" if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), "?"))
+"""
+
+
+def test_the_stacked_filter_refuses_what_dockers_default_profile_allows(backend: DockerBackend) -> None:
+    """The same calls from a container with only Docker's default profile, then from a sandbox session."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.fail("the probe uses x86_64 system call numbers; add this architecture's")
+    image = backend.image_for(NUMPY)
+    plain = backend.client.containers.run(image, ["/opt/py/bin/python", "-c", STACK_PROBE], remove=True,
+                                          network_mode="none", user="123456:123456", cap_drop=["ALL"],
+                                          security_opt=["no-new-privileges"], read_only=True)
+    docker_default = dict(line.split() for line in plain.decode().splitlines())
+    s = backend.start(NUMPY)
+    try:
+        code = "import io, contextlib\ndef probe():\n    out = io.StringIO()\n" \
+               "    with contextlib.redirect_stdout(out):\n        exec(PROBE)\n    return out.getvalue()\n" \
+               f"PROBE = {STACK_PROBE!r}\n"
+        assert s.load({"solution.py": code}, "solution.py", 30).ok
+        reply = s.call({"fn": "probe"}, timeout_s=30)
+        assert reply.ok, reply.error
+        ours = dict(line.split() for line in reply.value.splitlines())
+    finally:
+        s.close()
+    assert all(v in ("EPERM", "ENOSYS") for v in ours.values()), ours
+    added = [name for name, v in docker_default.items() if v not in ("EPERM", "ENOSYS")]
+    assert added, f"Docker's default profile here already refuses every probed call: {docker_default}"
