@@ -174,7 +174,7 @@ class DockerBackend:
         self.cgroup_driver = str(info.get("CgroupDriver") or "cgroupfs")
         self.seccomp_hex = seccomp.build_filter().hex()
         self.owner = _owner()
-        self._images: dict[str, str] = {}
+        self._checked_images: set[str] = set()
         self._pools: dict[tuple[str, SandboxLimits], WarmPool] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -185,7 +185,7 @@ class DockerBackend:
     def image_for(self, spec: SandboxSpec) -> str:
         """The image of this spec's variant, checked once: present, and carrying this grader's runner."""
         name = self.options.image_torch if spec.torch else self.options.image_numpy
-        if name not in self._images:
+        if name not in self._checked_images:
             from docker.errors import DockerException, ImageNotFound
 
             try:
@@ -199,8 +199,8 @@ class DockerBackend:
                 raise SandboxUnavailable(
                     f"the sandbox image {name} holds another version of the runner than this grader's sandbox/ "
                     "(label dl-grader.runner differs); rebuild it with scripts/build-images.sh")
-            self._images[name] = name
-        return self._images[name]
+            self._checked_images.add(name)
+        return name
 
     # sessions -----------------------------------------------------------------------------
     def start(self, spec: SandboxSpec) -> DockerSession:

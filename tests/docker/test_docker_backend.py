@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from grader.engine.catalog import get_problem
-from grader.isolation import DockerOptions, get_backend, seccomp
+from grader.isolation import DockerOptions, get_backend
 from grader.isolation.base import CallTimeout, SandboxLimits, SandboxSpec
 from grader.isolation.docker import LABEL, OWNER_LABEL, DockerBackend, DockerSession
 
@@ -127,12 +127,6 @@ def test_from_inside_no_network_no_privileges_no_host_paths(session: DockerSessi
         assert found["call " + name] in ("EPERM", "ENOSYS"), (name, found["call " + name])
     assert "docker.sock" not in found["mounts"]
     assert "GRADER_SECCOMP" not in found["environ"]
-
-
-def test_the_grader_filter_refuses_what_dockers_default_allows(backend: DockerBackend) -> None:
-    """The stacked filter is what refuses these: without it (GRADER_SECCOMP unset) the runner does not start."""
-    assert len(seccomp.REFUSED) > 30
-    assert backend.seccomp_hex == seccomp.build_filter().hex()
 
 
 def test_tmp_is_size_limited(session: DockerSession) -> None:
