@@ -26,4 +26,4 @@ RUN find / -xdev -perm /6000 -type f -exec chmod a-s {} +
 LABEL dl-grader.variant="${VARIANT}" dl-grader.runner="${RUNNER_DIGEST}"
 ENV PYTHONPATH=/opt/runner PYTHONDONTWRITEBYTECODE=1
 WORKDIR /tmp
-CMD ["/opt/py/bin/python", "-s", "-m", "sandbox.runner"]
+CMD ["/opt/py/bin/python", "-s", "-m", "sandbox.boot"]

@@ -1,14 +1,21 @@
-"""The first code of a sandbox container: confine the process, then run the runner.
+"""The first process of a sandbox container: confine it, then run the runner under a minimal init.
 
 The Docker backend applies Docker's own seccomp profile when it starts the
 container; this adds the local sandbox's refusals on top, as a second filter
 (filters stack: a call must pass both). The host puts the filter's classic BPF
 program in GRADER_SECCOMP (hex), built by grader/isolation/seccomp.py. It is
-installed here, before numpy or torch are imported and while this is the only
-thread, so every thread and process of the sandbox inherits it; the container
-runs with no-new-privileges, which is what lets an unprivileged process install
-a filter. If the filter cannot be installed the process exits before it says it
-is ready: a sandbox never runs with fewer refusals than asked for.
+installed here, first, while this is the only thread of the only process, so
+every thread and process of the container has it, pid 1 included (an init
+started before it, such as Docker's, would run without it, and the candidate
+has its uid). The container runs with no-new-privileges, which is what lets an
+unprivileged process install a filter. If the filter cannot be installed the
+process exits before the runner says it is ready: a sandbox never runs with
+fewer refusals than asked for.
+
+As pid 1 it then forks the runner and only reaps: orphans the candidate leaves
+are collected, and when the runner ends the container ends with its status
+(128 + the signal, if a signal ended it). Pid 1 is not dumpable, so the
+candidate, with the same uid, cannot open its memory through /proc.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import ctypes
 import os
 import sys
 
+PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
@@ -50,9 +58,35 @@ def main() -> None:
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"sandbox: could not install the seccomp filter: {exc}\n")
         sys.exit(EXIT_CONFINEMENT_FAILED)
+    if os.getpid() != 1:  # started by hand, not as a container's first process: no init to be
+        _run_runner()
+        return
+    runner = os.fork()
+    if runner == 0:
+        _run_runner()
+        os._exit(0)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    _reap_until(runner)
+
+
+def _run_runner() -> None:
     from sandbox.runner import main as run
 
     run()
+
+
+def _reap_until(runner: int) -> None:
+    """Collect every child that ends; exit with the runner's status once it has."""
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(0)
+        except InterruptedError:
+            continue
+        if pid == runner:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else code)
 
 
 if __name__ == "__main__":

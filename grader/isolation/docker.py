@@ -10,8 +10,9 @@ Each session is one container of a sandbox image (`dl-grader/sandbox:numpy` or
 - Docker's default seccomp profile, and on top of it the local sandbox's
   filter (grader/isolation/seccomp.py), installed by `sandbox/boot.py` before
   the interpreter imports anything;
-- Docker's init (tini) as pid 1, which reaps what the candidate orphans; the
-  runner is its only child;
+- `sandbox/boot.py` as pid 1: it installs the filter first, then forks the
+  runner and reaps what the candidate orphans (Docker's own init would run
+  without the stacked filter, as the candidate's uid);
 - memory limit equal to memory+swap, a CPU quota of `cpu_cores`, a pids limit,
   ulimits on file size, open files, processes, CPU time and core dumps; no log
   driver (what the candidate prints is never written to the host's disk).
@@ -73,6 +74,8 @@ log = logging.getLogger(__name__)
 UID_RANGE = (100_000, 165_000)
 LABEL = "dl-grader.sandbox"
 OWNER_LABEL = "dl-grader.owner"  # hostname/pid/start time of the grader process that started it
+INSTANCE_LABEL = "dl-grader.backend"  # which backend object of that process (each has its own pools)
+SWEEP_EVERY_S = 600
 MAX_AGE_S = 3 * 3600  # no sandbox lives this long: older ones are leftovers whoever started them
 POOL_IDLE_S = 900  # a warm container waiting longer is replaced (bounds every container's age)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -170,16 +173,52 @@ class DockerBackend:
                 f"the Docker backend cannot reach a Docker daemon ({exc}); start one with scripts/setup-docker.sh "
                 "(it installs docker.io, starts dockerd and builds the sandbox images)") from exc
         self.api = self.client.api
+        security = " ".join(info.get("SecurityOptions") or [])
+        if "name=seccomp" not in security or "profile=unconfined" in security:
+            raise SandboxUnavailable(
+                f"the Docker daemon applies no seccomp profile to containers ({security or 'no security options'}); "
+                "the Docker backend stacks its filter on Docker's default profile and does not run without it")
+        base_url = str(getattr(self.api, "base_url", ""))
+        if not base_url.startswith(("http+docker://localhost", "http+unix://")):
+            raise SandboxUnavailable(
+                f"the Docker backend talks to its sandboxes over the daemon's local unix socket; {base_url} is not "
+                "one (run the grader on the Docker host, or mount its socket)")
         self.cgroup_version = str(info.get("CgroupVersion") or "1")
         self.cgroup_driver = str(info.get("CgroupDriver") or "cgroupfs")
         self.seccomp_hex = seccomp.build_filter().hex()
         self.owner = _owner()
+        self.instance = secrets.token_hex(8)
+        self._uids: set[int] = set()
         self._checked_images: set[str] = set()
         self._pools: dict[tuple[str, SandboxLimits], WarmPool] = {}
         self._lock = threading.Lock()
         self._closed = False
         self.sweep()
+        self._sweeper = threading.Thread(target=self._sweep_now_and_then, name="sandbox sweeper", daemon=True)
+        self._sweeper.start()
         atexit.register(self.shutdown)
+
+    def _sweep_now_and_then(self) -> None:
+        """Sweep every SWEEP_EVERY_S too: leftovers of graders on other hosts age out while this one runs."""
+        while True:
+            time.sleep(SWEEP_EVERY_S)
+            with self._lock:
+                if self._closed:
+                    return
+            self.sweep()
+
+    def allocate_uid(self) -> int:
+        """A uid no live session of this backend has (per-uid kernel limits are never shared)."""
+        with self._lock:
+            while True:
+                uid = secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0]
+                if uid not in self._uids:
+                    self._uids.add(uid)
+                    return uid
+
+    def release_uid(self, uid: int) -> None:
+        with self._lock:
+            self._uids.discard(uid)
 
     # images -------------------------------------------------------------------------------
     def image_for(self, spec: SandboxSpec) -> str:
@@ -283,7 +322,7 @@ class DockerBackend:
 
     def containers(self) -> list[str]:
         """Ids of the sandbox containers this grader process owns (running or not)."""
-        found = self.api.containers(all=True, filters={"label": f"{OWNER_LABEL}={self.owner}"})
+        found = self.api.containers(all=True, filters={"label": f"{INSTANCE_LABEL}={self.instance}"})
         return [c["Id"] for c in found]
 
     def in_use(self, settle_s: float = 60.0) -> list[str]:
@@ -322,15 +361,22 @@ class WarmPool:
     def acquire(self, spec: SandboxSpec | None = None) -> DockerSession:
         """A session nobody used before: a waiting one if any is alive, else a container started now."""
         spec = spec or self.spec
+        dead: list[DockerSession] = []
+        found: DockerSession | None = None
         with self._cond:
-            while self._ready:
+            while self._ready and found is None:
                 _, session = self._ready.popleft()
                 self._cond.notify_all()
                 if session.alive():
                     self.warm_acquired += 1
-                    session.adopt(spec)
-                    return session
-                session.close()
+                    found = session
+                else:
+                    dead.append(session)
+        for session in dead:  # removed outside the lock: other acquirers and the refill do not wait on it
+            session.close()
+        if found is not None:
+            found.adopt(spec)
+            return found
         self.cold_acquired += 1
         return self.backend.launch(self.image, spec)
 
@@ -407,60 +453,31 @@ class DockerSession(PipeSession):
     """One container: the protocol over its attached stdin/stdout, the candidate's prints from its stderr."""
 
     def __init__(self, backend: DockerBackend, image: str, spec: SandboxSpec) -> None:
-        from docker.errors import DockerException
-        from docker.types import LogConfig, Ulimit
-
         self.backend = backend
         self.api = backend.api
         self.spec = spec
         self.limits = lim = spec.limits
-        self.uid = secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0]
+        self.uid = backend.allocate_uid()
         self.container_id = ""
         self._sock: Any = None
+        self._raw: Any = None
+        self._to = self._from = self._from_w = -1
         self._pump: threading.Thread | None = None
         self._eof = threading.Event()
-        env = {"PYTHONPATH": RUNNER_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
-               "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "GRADER_TORCH": "1" if spec.torch else "0",
-               "PATH": "/usr/bin:/bin", "GRADER_SECCOMP": backend.seccomp_hex}
-        env.update({k: "1" for k in THREAD_ENV})
-        memory = f"{lim.memory_mb}m"
-        host_config = self.api.create_host_config(
-            network_mode="none", read_only=True, privileged=False, cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={lim.tmp_size_mb}m,mode=1777"},
-            mem_limit=memory, memswap_limit=memory, nano_cpus=int(lim.cpu_cores * 1e9),
-            pids_limit=lim.max_processes, shm_size="16m", ipc_mode="private",
-            ulimits=[Ulimit(name="fsize", soft=lim.file_size_mb << 20, hard=lim.file_size_mb << 20),
-                     Ulimit(name="nofile", soft=lim.open_files, hard=lim.open_files),
-                     Ulimit(name="nproc", soft=lim.max_processes, hard=lim.max_processes),
-                     Ulimit(name="cpu", soft=lim.cpu_time_s, hard=lim.cpu_time_s + 5),
-                     Ulimit(name="core", soft=0, hard=0)],
-            log_config=LogConfig(type="none"), auto_remove=False, binds=[], devices=[], init=True)
+        self._dead = None
+        self._output = OutputCapture(None, lim.output_bytes)
         try:
-            created = self.api.create_container(
-                image, command=COMMAND, user=f"{self.uid}:{self.uid}", environment=env, working_dir="/tmp",
-                stdin_open=True, tty=False, network_disabled=True, hostname="sandbox",
-                labels={LABEL: "1", OWNER_LABEL: backend.owner}, host_config=host_config)
-            self.container_id = created["Id"]
-            self._sock = self.api.attach_socket(self.container_id,
-                                                params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-            raw = getattr(self._sock, "_sock", self._sock)
-            self._raw = raw
-            from_r, self._from_w = os.pipe()
-            output = OutputCapture(None, lim.output_bytes)
-            super().__init__(raw.fileno(), from_r, output, lim.wire_limits())
-            self._pump = threading.Thread(target=self._demultiplex, name=f"sandbox {self.container_id[:12]}",
-                                          daemon=True)
-            self._pump.start()
-            self.api.start(self.container_id)
-            state = self.api.inspect_container(self.container_id)["State"]
-        except DockerException as exc:
-            self._remove()
-            raise SessionStartFailed(f"the Docker daemon could not start a sandbox container: {exc}") from exc
-        self.pid = int(state.get("Pid") or 0)
-        self.cgroups = _Cgroups(Path(backend.options.cgroup_root), backend.cgroup_version, backend.cgroup_driver,
-                                self.container_id, self.pid)
-        self._handshake(lim.start_timeout_s)
+            self._start(image)
+            self._handshake(lim.start_timeout_s)
+        except BaseException as exc:
+            # Nothing of the candidate's has run: whatever went wrong is the grader's (or the daemon's), and
+            # nothing of it may stay behind: container, socket, pump thread, pipe.
+            if self._dead is None:
+                self._dead = SandboxCrashed("the sandbox did not start")
+            self._terminate()
+            if isinstance(exc, Exception) and not isinstance(exc, SandboxUnavailable):
+                raise SessionStartFailed(f"a sandbox container did not start: {exc}") from exc
+            raise
         if self.cgroups.cpu_seconds() is None or self.pid not in self.cgroups.pids_in():
             self.close()
             raise SandboxUnavailable(
@@ -478,23 +495,65 @@ class DockerSession(PipeSession):
             f"cpu {lim.cpu_time_s}s", f"file size {lim.file_size_mb}MB", f"open files {lim.open_files}",
             f"/tmp {lim.tmp_size_mb}MB"))
 
+    def _start(self, image: str) -> None:
+        """Create the container, attach to it before it starts (nothing it says is lost), start it."""
+        from docker.types import LogConfig, Ulimit
+
+        lim = self.limits
+        env = {"PYTHONPATH": RUNNER_PATH, "HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
+               "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "GRADER_TORCH": "1" if self.spec.torch else "0",
+               "PATH": "/usr/bin:/bin", "GRADER_SECCOMP": self.backend.seccomp_hex}
+        env.update({k: "1" for k in THREAD_ENV})
+        memory = f"{lim.memory_mb}m"
+        host_config = self.api.create_host_config(
+            network_mode="none", read_only=True, privileged=False, cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={lim.tmp_size_mb}m,mode=1777"},
+            mem_limit=memory, memswap_limit=memory, nano_cpus=int(lim.cpu_cores * 1e9),
+            pids_limit=lim.max_processes, shm_size="16m", ipc_mode="private",
+            ulimits=[Ulimit(name="fsize", soft=lim.file_size_mb << 20, hard=lim.file_size_mb << 20),
+                     Ulimit(name="nofile", soft=lim.open_files, hard=lim.open_files),
+                     Ulimit(name="nproc", soft=lim.max_processes, hard=lim.max_processes),
+                     Ulimit(name="cpu", soft=lim.cpu_time_s, hard=lim.cpu_time_s + 5),
+                     Ulimit(name="core", soft=0, hard=0)],
+            log_config=LogConfig(type="none"), auto_remove=False, binds=[], devices=[])
+        # stdin_open also sets StdinOnce: when the grader goes, the runner reads EOF and the container ends.
+        created = self.api.create_container(
+            image, command=COMMAND, user=f"{self.uid}:{self.uid}", environment=env, working_dir="/tmp",
+            stdin_open=True, tty=False, network_disabled=True, hostname="sandbox",
+            labels={LABEL: "1", OWNER_LABEL: self.backend.owner, INSTANCE_LABEL: self.backend.instance},
+            host_config=host_config)
+        self.container_id = created["Id"]
+        self._sock = self.api.attach_socket(self.container_id,
+                                            params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        self._raw = getattr(self._sock, "_sock", self._sock)
+        from_r, self._from_w = os.pipe()
+        PipeSession.__init__(self, self._raw.fileno(), from_r, self._output, lim.wire_limits())
+        self._pump = threading.Thread(target=self._demultiplex, args=(self._raw.fileno(),),
+                                      name=f"sandbox {self.container_id[:12]}", daemon=True)
+        self._pump.start()
+        self.api.start(self.container_id)
+        self.pid = int(self.api.inspect_container(self.container_id)["State"].get("Pid") or 0)
+        # Found before the runner says it is ready, so before any candidate code exists in the container.
+        self.cgroups = _Cgroups(Path(self.backend.options.cgroup_root), self.backend.cgroup_version,
+                                self.backend.cgroup_driver, self.container_id, self.pid)
+
     # transport --------------------------------------------------------------------------
-    def _demultiplex(self) -> None:
+    def _demultiplex(self, fd: int) -> None:
         """Split Docker's attach stream: stdout frames to the protocol pipe, stderr to the capped output.
 
         Each chunk is an 8-byte header (stream, three zero bytes, big-endian length) and its bytes; a chunk is
-        never held whole, so a claimed length of gigabytes costs nothing but the bytes that really come.
+        never held whole, so a claimed length of gigabytes costs nothing but the bytes that really come, and
+        each byte read is handled once (a flood of tiny chunks costs linear time). The socket is closed only
+        after this thread has ended, so its fd number is never read after another session got it.
         """
-        fd = self._raw.fileno()
-        buffer = b""
+        pending = b""  # an incomplete header
         stream, left = 0, 0
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         try:
             while True:
-                try:
-                    ready, _, _ = select.select([fd], [], [], 1.0)
-                except (OSError, ValueError):
-                    return
-                if not ready:
+                if not poller.poll(1000):
                     if self._dead is not None:
                         return
                     continue
@@ -506,15 +565,19 @@ class DockerSession(PipeSession):
                     return
                 if not chunk:
                     return
-                buffer += chunk
-                while buffer:
+                view = memoryview(pending + chunk) if pending else memoryview(chunk)
+                pending = b""
+                at = 0
+                while at < len(view):
                     if left == 0:
-                        if len(buffer) < 8:
+                        if len(view) - at < 8:
+                            pending = bytes(view[at:])
                             break
-                        stream, left = buffer[0], struct.unpack(">I", buffer[4:8])[0]
-                        buffer = buffer[8:]
+                        stream, left = view[at], struct.unpack(">I", view[at + 4:at + 8])[0]
+                        at += 8
                         continue
-                    piece, buffer = buffer[:left], buffer[left:]
+                    piece = view[at:at + left]
+                    at += len(piece)
                     left -= len(piece)
                     if stream == 1:
                         try:
@@ -522,7 +585,7 @@ class DockerSession(PipeSession):
                         except OSError:  # the host closed its end: the session is over
                             return
                     else:
-                        self._output.feed(piece)
+                        self._output.feed(bytes(piece))
         finally:
             self._eof.set()
             try:
@@ -530,8 +593,8 @@ class DockerSession(PipeSession):
             except OSError:
                 pass
 
-    def _write_protocol(self, data: bytes) -> None:
-        view = memoryview(data)
+    def _write_protocol(self, data: memoryview) -> None:
+        view = data
         while view:
             try:
                 view = view[os.write(self._from_w, view):]
@@ -554,13 +617,26 @@ class DockerSession(PipeSession):
         return self.cgroups.cpu_seconds() if hasattr(self, "cgroups") else None
 
     def stray_processes(self) -> int:
-        """Kill processes the candidate left running after a call (by host pid); return how many there were."""
-        strays = [p for p in self.cgroups.pids_in() if p not in self.baseline]
+        """Kill processes the candidate left running after a call; return how many there were.
+
+        Each is killed through a pidfd taken before checking that the pid is still in this container's
+        cgroup, so a pid reused by another process of the host in between is never signalled.
+        """
+        strays = [p for p in self.cgroups.pids_in() if p not in self.baseline and p > 1]
         for pid in strays:
             try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                continue  # already gone
+            try:
+                if self.container_id in Path(f"/proc/{pid}/cgroup").read_text():
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
+            except OSError as exc:
+                log.warning("could not kill stray process %d of sandbox %s: %s", pid, self.container_id[:12], exc)
+            finally:
+                os.close(pidfd)
         return len(strays)
 
     def _describe_death(self) -> str:
@@ -593,38 +669,44 @@ class DockerSession(PipeSession):
             self._dead = SandboxCrashed("the session was closed")
         # Stop reading first: the daemon may be blocked writing to the attach stream (a flood of output,
         # a reply nobody reads), and it would not remove the container until that write returns.
-        try:
-            os.close(self._from)  # unblocks the pump if it waits to write a reply nobody reads
-        except OSError:
-            pass
-        self._close_stream()
-        if self._pump is not None and self._pump is not threading.current_thread():
-            self._pump.join(5)
-        self._remove()
-        self._to = self._from = -1
-
-    def _close_stream(self) -> None:
-        if self._sock is None:
-            return
-        raw = getattr(self, "_raw", None)
-        if raw is not None:
+        if self._from >= 0:
             try:
-                raw.shutdown(socket.SHUT_RDWR)
+                os.close(self._from)  # unblocks the pump if it waits to write a reply nobody reads
             except OSError:
                 pass
-        for closable in (self._sock, raw):
+        self._close_stream()
+        self._remove()
+        self._to = self._from = -1
+        self.backend.release_uid(self.uid)
+
+    def _close_stream(self) -> None:
+        """Shut the attach socket down, let the pump end, then close it (in that order: see _demultiplex)."""
+        if self._sock is None:
+            return
+        if self._raw is not None:
+            try:
+                self._raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._pump is not None and self._pump.ident is not None and self._pump is not threading.current_thread():
+            self._pump.join(10)
+        for closable in (self._sock, self._raw):
             try:
                 if closable is not None:
                     closable.close()
             except OSError:
                 pass
         self._sock = None
+        if self._pump is None and self._from_w >= 0:  # the pump never started: its end of the pipe is ours
+            try:
+                os.close(self._from_w)
+            except OSError:
+                pass
 
     def _remove(self) -> None:
-        """Kill and remove the container; a failure is logged and left to the next start-up sweep."""
+        """Kill and remove the container; a failure is logged and left to the sweep."""
         from docker.errors import NotFound
 
-        self._close_stream()
         if self.container_id:
             try:
                 self.api.remove_container(self.container_id, force=True)

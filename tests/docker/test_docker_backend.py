@@ -32,6 +32,13 @@ def probe():
     status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
     for key in ("Uid", "Gid", "CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters"):
         found[key] = status.get(key, "").split()
+    init = dict(line.split(":", 1) for line in open("/proc/1/status").read().splitlines() if ":" in line)
+    found["init Seccomp_filters"] = init.get("Seccomp_filters", "").split()
+    try:
+        open("/proc/1/mem", "rb").close()
+        found["init mem"] = "opened"
+    except OSError as exc:
+        found["init mem"] = errno.errorcode.get(exc.errno, str(exc.errno))
     for path in ("/usr/evil", "/evil", "/opt/runner/evil", "/tmp/ok"):
         try:
             with open(path, "w") as fh:
@@ -118,6 +125,8 @@ def test_from_inside_no_network_no_privileges_no_host_paths(session: DockerSessi
         assert int(found[caps][0], 16) == 0, caps
     assert found["NoNewPrivs"] == ["1"] and found["Seccomp"] == ["2"]
     assert int(found["Seccomp_filters"][0]) >= 2, "Docker's profile and the grader's filter, stacked"
+    assert int(found["init Seccomp_filters"][0]) >= 2, "pid 1 is confined like the runner"
+    assert found["init mem"] == "EACCES", "pid 1's memory is out of the candidate's reach"
     assert found["/usr/evil"] in ("EROFS", "EACCES") and found["/evil"] in ("EROFS", "EACCES")
     assert found["/opt/runner/evil"] in ("EROFS", "EACCES") and found["/tmp/ok"] == "written"
     assert not [k for k, v in found.items() if k.startswith("exists ") and v]

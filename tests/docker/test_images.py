@@ -78,7 +78,7 @@ def test_config_is_what_the_backend_expects(sandbox_image: tuple[str, str]) -> N
     _, image = sandbox_image
     config = inspect(image)["Config"]
     assert config["WorkingDir"] == "/tmp"
-    assert config["Cmd"] == [PYTHON, "-s", "-m", "sandbox.runner"]
+    assert config["Cmd"] == [PYTHON, "-s", "-m", "sandbox.boot"]
     assert {"PYTHONPATH=/opt/runner", "PYTHONDONTWRITEBYTECODE=1"} <= set(config["Env"])
     assert not config.get("User"), "the backend chooses the uid; the image names none"
 
