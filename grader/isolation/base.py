@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -124,6 +125,22 @@ class Reply:
     value: Any = None
     args_after: tuple[Any, ...] = ()
     error: CandidateError | None = None
+
+
+def describe_exit(code: int | None, *, oom: bool, memory_mb: int) -> str:
+    """What ended a sandbox, for the report: an OOM kill, no exit yet (None), a signal (-n, or 128 + n as a
+    shell or an init reports it) or an exit status."""
+    if oom:
+        return f"the sandbox ran out of memory (limit {memory_mb} MB) and was killed"
+    if code is None:
+        return "the sandbox stopped answering"
+    for number in (-code, code - 128):
+        if number > 0:
+            try:
+                return f"the sandbox process was killed by signal {signal.Signals(number).name}"
+            except ValueError:
+                pass
+    return f"the sandbox process exited with status {code}"
 
 
 class SessionStartFailed(RuntimeError):

@@ -66,6 +66,7 @@ from grader.isolation.base import (
     SandboxLimits,
     SandboxSpec,
     SessionStartFailed,
+    describe_exit,
 )
 from grader.isolation.images import PYTHON, RUNNER_LABEL, RUNNER_PATH, runner_digest
 
@@ -651,17 +652,8 @@ class DockerSession(PipeSession):
             if not state.get("Running"):
                 break
             time.sleep(0.1)
-        if state.get("OOMKilled"):
-            return f"the sandbox ran out of memory (limit {self.limits.memory_mb} MB) and was killed"
-        if state.get("Running"):
-            return "the sandbox stopped answering"
-        code = int(state.get("ExitCode") or 0)
-        if code > 128:
-            try:
-                return f"the sandbox process was killed by signal {signal.Signals(code - 128).name}"
-            except ValueError:
-                pass
-        return f"the sandbox process exited with status {code}"
+        code = None if state.get("Running") else int(state.get("ExitCode") or 0)
+        return describe_exit(code, oom=bool(state.get("OOMKilled")), memory_mb=self.limits.memory_mb)
 
     # teardown ---------------------------------------------------------------------------
     def _terminate(self) -> None:

@@ -37,7 +37,15 @@ from pathlib import Path
 
 from grader.errors import SandboxUnavailable
 from grader.isolation import seccomp
-from grader.isolation.base import Isolation, OutputCapture, PipeSession, SandboxCrashed, SandboxSpec, SessionStartFailed
+from grader.isolation.base import (
+    Isolation,
+    OutputCapture,
+    PipeSession,
+    SandboxCrashed,
+    SandboxSpec,
+    SessionStartFailed,
+    describe_exit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -294,18 +302,7 @@ class LocalSession(PipeSession):
             code = self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             code = None
-        if self._oom_killed():
-            return f"the sandbox ran out of memory (limit {self.limits.memory_mb} MB) and was killed"
-        if code is None:
-            return "the sandbox stopped answering"
-        if code < 0:
-            return f"the sandbox process was killed by signal {signal.Signals(-code).name}"
-        if code > 128:
-            try:
-                return f"the sandbox process was killed by signal {signal.Signals(code - 128).name}"
-            except ValueError:
-                pass
-        return f"the sandbox process exited with status {code}"
+        return describe_exit(code, oom=self._oom_killed(), memory_mb=self.limits.memory_mb)
 
     def _terminate(self) -> None:
         if self.proc.poll() is None:
