@@ -152,6 +152,14 @@ class SessionStartFailed(RuntimeError):
     """
 
 
+class SandboxWithdrawn(RuntimeError):
+    """The grader took the sandbox back (it is shutting down) while the candidate's code ran.
+
+    Not a `SandboxFault`: the candidate did nothing wrong, so the engine records a grader fault and the
+    submission is graded again, instead of a crash charged to the candidate.
+    """
+
+
 class SandboxFault(Exception):
     """The sandbox failed (hang, crash, garbage); the session cannot be used again."""
 

@@ -63,8 +63,10 @@ from grader.isolation.base import (
     OutputCapture,
     PipeSession,
     SandboxCrashed,
+    SandboxFault,
     SandboxLimits,
     SandboxSpec,
+    SandboxWithdrawn,
     SessionStartFailed,
     describe_exit,
 )
@@ -266,6 +268,11 @@ class DockerBackend:
     def launch(self, image: str, spec: SandboxSpec) -> DockerSession:
         """A new container, started and past its ready line (a cold start)."""
         return DockerSession(self, image, spec)
+
+    @property
+    def closing(self) -> bool:
+        """True once the backend was closed: every container of it is being removed."""
+        return self._closed
 
     def close(self) -> None:
         """Stop the pools and remove their waiting containers."""
@@ -613,6 +620,16 @@ class DockerSession(PipeSession):
     def alive(self) -> bool:
         return self._dead is None and not self._eof.is_set()
 
+    def _fail(self, fault: SandboxFault) -> None:
+        """A fault while the backend shuts down is the shutdown's doing (it removed the container), not the
+        candidate's: say so with an error the engine charges to the grader."""
+        if self.backend.closing:
+            if self._dead is None:
+                self._dead = fault
+                self._terminate()
+            raise SandboxWithdrawn(f"the grader shut down while this sandbox ran ({fault})") from fault
+        super()._fail(fault)
+
     # observation ------------------------------------------------------------------------
     def cpu_seconds(self) -> float | None:
         return self.cgroups.cpu_seconds() if hasattr(self, "cgroups") else None
@@ -697,12 +714,15 @@ class DockerSession(PipeSession):
 
     def _remove(self) -> None:
         """Kill and remove the container; a failure is logged and left to the sweep."""
-        from docker.errors import NotFound
+        from docker.errors import APIError, NotFound
 
         if self.container_id:
             try:
                 self.api.remove_container(self.container_id, force=True)
             except NotFound:
                 pass
+            except APIError as exc:
+                if exc.status_code != 409:  # 409: being removed already (a shutdown beside this session)
+                    log.error("could not remove sandbox container %s: %s", self.container_id[:12], exc)
             except Exception as exc:  # the daemon's errors and its transport's (timeouts) alike
                 log.error("could not remove sandbox container %s: %s", self.container_id[:12], exc)

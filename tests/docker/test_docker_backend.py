@@ -402,3 +402,22 @@ def test_the_stacked_filter_refuses_what_dockers_default_profile_allows(backend:
     assert all(v in ("EPERM", "ENOSYS") for v in ours.values()), ours
     added = [name for name, v in docker_default.items() if v not in ("EPERM", "ENOSYS")]
     assert added, f"Docker's default profile here already refuses every probed call: {docker_default}"
+
+
+def test_a_shutdown_mid_call_is_the_graders_fault_not_the_candidates() -> None:
+    """At shutdown the backend removes every container, in use or not; the call that was running gets an
+    error the engine charges to the grader (the submission is graded again), not a crash of the candidate's."""
+    import threading
+
+    from grader.isolation.base import SandboxFault, SandboxWithdrawn
+
+    own = DockerBackend(DockerOptions(pool_size=0))
+    s = own.start(NUMPY)
+    assert s.load({"solution.py": "import time\ndef wait():\n    time.sleep(60)\n"}, "solution.py", 30).ok
+    timer = threading.Timer(1.0, own.shutdown)
+    timer.start()
+    with pytest.raises(SandboxWithdrawn) as caught:
+        s.call({"fn": "wait"}, timeout_s=30)
+    timer.join(60)
+    assert not isinstance(caught.value, SandboxFault)
+    assert own.containers() == []
