@@ -5,7 +5,8 @@ every sandbox it starts), median of --repeat runs; the ratio against the local s
 same run. "Docker cold" starts a container for every session (pool size 0); "Docker warm" waits, before each
 submission, until its pool has refilled (steady state under a light load), so sessions start from waiting
 containers. Then the acquire latency alone (from asking for a session to a sandbox ready for `load`),
-warm vs cold, for the numpy and the torch image.
+warm vs cold, for the numpy and the torch image; and one call's round trip (the transport alone: a pipe
+for local, the daemon's attach stream for Docker).
 
 Usage: .venv/bin/python benchmarks/backends.py [--repeat N] [problem ...]
 """
@@ -96,6 +97,30 @@ def main() -> None:
         n = max(args.repeat, 5)
         local, cold, hot = (acquire(backends[k], spec, n) for k in ("local", "docker cold", "docker warm"))
         print(f"{label:<10}{local * 1e3:>8.1f}{cold * 1e3:>13.1f}{hot * 1e3:>13.2f}{cold / hot:>10.0f}x")
+
+    print("\none call's round trip, 300 calls (us; median / p95): what call-heavy tests pay per call")
+    spec = get_problem("mlp").sandbox
+    for name in ("local", "docker cold"):
+        median, p95 = round_trip(backends[name], spec)
+        print(f"{name.split()[0]:<10}{median * 1e6:>8.0f} / {p95 * 1e6:.0f}")
+
+
+def round_trip(backend: Backend, spec: SandboxSpec, calls: int = 300) -> tuple[float, float]:
+    """Median and p95 of one call of a function that returns its argument (s): the transport alone."""
+    session = backend.start(spec)
+    try:
+        assert session.load({"solution.py": "def echo(x):\n    return x\n"}, "solution.py", 30).ok
+        for _ in range(20):
+            session.call({"fn": "echo"}, (1,), timeout_s=10)
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            session.call({"fn": "echo"}, (1,), timeout_s=10)
+            times.append(time.perf_counter() - start)
+    finally:
+        session.close()
+    times.sort()
+    return statistics.median(times), times[int(0.95 * len(times))]
 
 
 if __name__ == "__main__":
