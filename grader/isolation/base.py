@@ -302,10 +302,14 @@ class _DeadlineReader:
         self.budget = budget
 
     def read(self, n: int) -> bytes:
+        poller = select.poll()  # not select(): an fd numbered 1024 or more would fail there
+        poller.register(self.fd, select.POLLIN)
         while True:
-            ready, _, _ = select.select([self.fd], [], [], self.budget.wait())
-            if ready:
-                return os.read(self.fd, min(n, 1 << 20))
+            if poller.poll(self.budget.wait() * 1000):
+                try:
+                    return os.read(self.fd, min(n, 1 << 20))
+                except BlockingIOError:
+                    continue
 
 
 class _DeadlineWriter:
@@ -315,11 +319,15 @@ class _DeadlineWriter:
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data).cast("B")
+        poller = select.poll()
+        poller.register(self.fd, select.POLLOUT)
         while view:
-            _, ready, _ = select.select([], [self.fd], [], self.budget.wait())
-            if not ready:
+            if not poller.poll(self.budget.wait() * 1000):
                 continue
-            written = os.write(self.fd, view[: 1 << 16])
+            try:
+                written = os.write(self.fd, view[: 1 << 16])
+            except BlockingIOError:
+                continue
             view = view[written:]
 
     def flush(self) -> None:

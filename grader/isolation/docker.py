@@ -607,7 +607,9 @@ class DockerSession(PipeSession):
             try:
                 view = view[os.write(self._from_w, view):]
             except BlockingIOError:
-                select.select([], [self._from_w], [], 1.0)
+                poller = select.poll()
+                poller.register(self._from_w, select.POLLOUT)
+                poller.poll(1000)
 
     def adopt(self, spec: SandboxSpec) -> None:
         """Take the host-side limits of the spec this session serves (a warm container was started for
