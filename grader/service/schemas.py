@@ -48,8 +48,10 @@ class SubmissionSummary(BaseModel):
     candidate: str | None
     status: Status
     score: float | None = Field(description="the grader's score, once graded")
-    final_score: float | None = Field(None, description="the score after interviewers' overrides "
-                                                        "(interviewers only; equals score when none)")
+    final_score: float | None = Field(None, description="interviewers and admins: the score with the interviewers' "
+                                                        "overrides applied (equal to score when there are none); "
+                                                        "submitters: always null, the interviewers' decisions are "
+                                                        "not the candidate's to see")
     max_score: float | None
     passed: int | None = None
     tests: int | None = None

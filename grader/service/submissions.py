@@ -310,23 +310,35 @@ def _load_report(db: Session, row: Submission) -> Report:
 
 @dataclass(frozen=True)
 class ReportView:
-    """A report as its reader may see it, with the submission it belongs to and the submitted files."""
+    """A report as its reader may see it, with the submission it belongs to and the submitted files.
+
+    The interviewers' decisions are theirs, not the candidate's to see: for a submitter `overrides` is
+    empty and `final_score` is None; `graded_score` (the grader's own score) is everyone's.
+    """
 
     submission: SubmissionSummary
     report: Report
     files: dict[str, str]
     entry: str
+    overrides: list[OverrideOut]  # oldest first (interviewers; always [] for submitters)
+    graded_score: float  # the grader's score, as stored in the report
+    final_score: float | None  # graded score with the overrides applied (interviewers; None for submitters)
 
 
 def get_report(store: Store, principal: Principal, submission_id: str) -> ReportView:
-    """The report: the full one for interviewers, the candidate-safe view for submitters."""
+    """The report: the full one with the overrides for interviewers, the candidate-safe view for submitters."""
     principal.require("submitter")
     with store.session() as db:
         row = _visible(db, principal, submission_id)
         report = _load_report(db, row)
-        return ReportView(submission=summary(row, principal),
-                          report=report if principal.can("interviewer") else report.candidate_view(),
-                          files={f.name: f.text for f in row.files}, entry=row.entry)
+        files = {f.name: f.text for f in row.files}
+        if not principal.can("interviewer"):
+            return ReportView(submission=summary(row, principal), report=report.candidate_view(), files=files,
+                              entry=row.entry, overrides=[], graded_score=report.score, final_score=None)
+        overrides = _overrides(db, row.id)
+        return ReportView(submission=summary(row, principal), report=report, files=files, entry=row.entry,
+                          overrides=[_override_out(o) for o in overrides], graded_score=report.score,
+                          final_score=overridden_score(report, overrides) if overrides else report.score)
 
 
 def _overrides(db: Session, submission_id: str) -> list[Override]:
