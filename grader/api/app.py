@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, *, grade: ServiceGradeFn = engi
     install_error_handlers(app)
     for module in (submissions, problems, tokens, health):
         app.include_router(module.router)
+    app.include_router(importlib.import_module("grader.api.routes.exports").router)
     if importlib.util.find_spec(PAGES_MODULE) is not None:
         app.include_router(importlib.import_module(PAGES_MODULE).router)
     return app

@@ -13,23 +13,27 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 from urllib.parse import urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from grader.api.deps import clear_login_cookie, get_store, optional_principal, set_login_cookie
 from grader.engine.catalog import list_problems
 from grader.errors import GraderError, InvalidRequest, NotFound, Unauthorized
 from grader.reports.html import (
+    CompareColumn,
     Links,
     Pager,
     SubmissionRow,
     Viewer,
+    compare_column,
     content_security_policy,
+    render_compare_page,
     render_error_page,
     render_login_page,
     render_report_page,
     render_submissions_page,
 )
+from grader.service import exports
 from grader.service import submissions as subs
 from grader.service.auth import Principal, authenticate
 from grader.service.schemas import SubmissionFilter, SubmissionSummary
@@ -39,6 +43,7 @@ PREFIX = "/ui"
 PAGE_SIZE = 50
 MAX_PAGE_NUMBER = 100_000
 STATUSES = ("queued", "running", "done", "failed")
+MAX_COMPARED = 12
 # Fixed texts chosen by a query flag after a redirect: the page never echoes what the URL says.
 SAVED_MESSAGES = {"note": "Note added.", "override": "Override saved; the score shown includes it."}
 LINKS = Links(prefix=PREFIX)
@@ -114,11 +119,12 @@ def _cross_site() -> HTMLResponse:
                  403)
 
 
-def _row(summary: SubmissionSummary) -> SubmissionRow:
+def _row(summary: SubmissionSummary, overridden: bool = False) -> SubmissionRow:
     score = summary.final_score if summary.final_score is not None else summary.score
     return SubmissionRow(id=summary.id, problem=summary.problem, candidate=summary.candidate or "",
                          status=summary.status, created_at=summary.created_at, score=score,
-                         max_score=summary.max_score, error=summary.error)
+                         max_score=summary.max_score, error=summary.error, graded_score=summary.score,
+                         overridden=overridden)
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -187,6 +193,35 @@ def _parse_date(value: str, field: str, *, end_of_day: bool = False) -> datetime
     return start + timedelta(days=1) if end_of_day else start
 
 
+def _list_filter(filters: dict[str, str]) -> SubmissionFilter:
+    """The list's filters as the service takes them; dates are whole days ("to 31 January" includes it)."""
+    if filters["status"] and filters["status"] not in STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}")
+    return SubmissionFilter(problem=filters["problem"] or None, candidate=filters["candidate"] or None,
+                            status=filters["status"] or None,  # checked just above
+                            created_after=_parse_date(filters["created_after"], "From"),
+                            created_before=_parse_date(filters["created_before"], "To", end_of_day=True))
+
+
+@router.get(PREFIX + "/submissions.csv")
+def submissions_csv(request: Request, store: StoreDep, me: Caller, problem: str = "", candidate: str = "",
+                    status: str = "", created_after: str = "", created_before: str = "") -> Response:
+    """The list as CSV with the list page's filters: every matching submission, not one page."""
+    gate = _gate(request, me)
+    if gate is not None:
+        return gate
+    assert me is not None
+    filters = {"problem": problem.strip(), "candidate": candidate.strip(), "status": status.strip(),
+               "created_after": created_after.strip(), "created_before": created_before.strip()}
+    try:
+        body = exports.submissions_csv(store, me, _list_filter(filters))
+    except GraderError as exc:
+        return _error(exc, me)
+    return Response(body, media_type=exports.MEDIA_TYPE,
+                    headers={"Content-Disposition": f'attachment; filename="{exports.FILENAME}"',
+                             "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+
 @router.get(PREFIX + "/submissions")
 def submissions_page(request: Request, store: StoreDep, me: Caller, problem: str = "", candidate: str = "",
                      status: str = "", created_after: str = "", created_before: str = "",
@@ -202,12 +237,7 @@ def submissions_page(request: Request, store: StoreDep, me: Caller, problem: str
                "created_after": created_after.strip(), "created_before": created_before.strip()}
     error = None
     try:
-        if filters["status"] and filters["status"] not in STATUSES:
-            raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}")
-        query = SubmissionFilter(problem=filters["problem"] or None, candidate=filters["candidate"] or None,
-                                 status=filters["status"] or None,
-                                 created_after=_parse_date(filters["created_after"], "From"),
-                                 created_before=_parse_date(filters["created_before"], "To", end_of_day=True))
+        query: SubmissionFilter | None = _list_filter(filters)
     except InvalidRequest as exc:
         error, query = exc.message, None
     try:
@@ -215,7 +245,8 @@ def submissions_page(request: Request, store: StoreDep, me: Caller, problem: str
             rows, total = [], None
         else:
             result = subs.list_submissions(store, me, query, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
-            rows, total = [_row(s) for s in result.items], result.total
+            overridden = exports.overridden_ids(store, me, (s.id for s in result.items))
+            rows, total = [_row(s, s.id in overridden) for s in result.items], result.total
     except GraderError as exc:
         return _error(exc, me)
     pager = Pager(prev_url=LINKS.submissions(**filters, page=str(page_number - 1)) if page_number > 1 else None,
@@ -302,3 +333,58 @@ def override(request: Request, submission_id: str, store: StoreDep, me: Caller,
     except GraderError as exc:
         return _report_page(store, me, submission_id, error=exc.message, status_code=exc.status_code)
     return _redirect(f"{LINKS.report(submission_id)}?saved=override#tests")
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Comparing candidates
+
+
+def _compared_ids(ids: list[str]) -> list[str]:
+    """`ids=a,b,c` or `ids=a&ids=b` (the list's checkboxes), in order, without repeats."""
+    wanted: list[str] = []
+    for value in ids:
+        for part in value.split(","):
+            part = part.strip()
+            if part and part not in wanted:
+                wanted.append(part)
+    return wanted
+
+
+@router.get(PREFIX + "/compare")
+def compare_page(request: Request, store: StoreDep, me: Caller, problem: str = "",
+                 ids: Annotated[list[str] | None, Query()] = None) -> Response:
+    """Submissions of one problem side by side; mixing problems is refused with the ids of each."""
+    gate = _gate(request, me)
+    if gate is not None:
+        return gate
+    assert me is not None
+    problem = problem.strip()
+    wanted = _compared_ids(ids or [])
+    viewer = _viewer(me)
+    if not wanted:
+        return _html(render_compare_page(problem=problem, columns=[], viewer=viewer, links=LINKS))
+    try:
+        if len(wanted) > MAX_COMPARED:
+            raise InvalidRequest(f"compare at most {MAX_COMPARED} submissions at once ({len(wanted)} were picked)")
+        details = [subs.get_submission_detail(store, me, sid) for sid in wanted]
+    except GraderError as exc:
+        return _error(exc, me)
+    problems: dict[str, list[str]] = {}
+    for d in details:
+        problems.setdefault(d.submission.problem, []).append(d.submission.id)
+    if len(problems) > 1 or (problem and problem not in problems):
+        if problem:
+            others = {p: sids for p, sids in problems.items() if p != problem}
+            what = "; ".join(f"{', '.join(sids)} {'is' if len(sids) == 1 else 'are'} of {p}"
+                             for p, sids in others.items())
+            message = f"only submissions of one problem can be compared: this comparison is of {problem}, but {what}"
+        else:
+            what = "; ".join(f"{p}: {', '.join(sids)}" for p, sids in problems.items())
+            message = f"only submissions of one problem can be compared; these are of {len(problems)} problems ({what})"
+        return _html(render_compare_page(problem=problem, columns=[], viewer=viewer, links=LINKS, error=message),
+                     400)
+    problem = problem or next(iter(problems))
+    columns: list[CompareColumn] = [
+        compare_column(_row(d.submission, bool(d.overrides)), d.report, d.effective_points,
+                       overrides=len(d.overrides)) for d in details]
+    return _html(render_compare_page(problem=problem, columns=columns, viewer=viewer, links=LINKS))

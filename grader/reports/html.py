@@ -11,15 +11,16 @@ browser as a second line of defence.
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -32,6 +33,10 @@ from grader.reports.plots import figure_data_uri
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 STYLESHEET = "pages.css"
 FAILING_STATUSES = ("failed", "error", "timeout")
+# How a plan names a test after what it exercises: "rnn_step_backward matches ...", "conv2d_forward's speed",
+# "TwoLayerNet.loss: ...", "train_cnn: ...". The leading dotted name of the test's name (then of its message,
+# then the test id) is the function under test when the submission defines it.
+_LEADING_NAME = re.compile(r"\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)")
 # "(helpers.py, line 12)" as CandidateError.summary() writes it; "solution.py does not compile: ... (line 3)".
 _FILE_LINE = re.compile(r"([^\s(),:'\"]+\.py), line (\d+)")
 _LINE = re.compile(r"\bline (\d+)\b")
@@ -73,6 +78,8 @@ class SubmissionRow:
     score: float | None = None
     max_score: float | None = None
     error: str | None = None
+    graded_score: float | None = None  # the grader's own score, when `score` is a final score after overrides
+    overridden: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,15 @@ class Links:
     def submissions(self, **query: str | int | None) -> str:
         kept = {k: v for k, v in query.items() if v not in ("", None)}
         return f"{self.prefix}/submissions" + (f"?{urlencode(kept)}" if kept else "")
+
+    def submissions_csv(self, **query: str | int | None) -> str:
+        """The list as CSV with the same filters (paging is left out: the export has every matching row)."""
+        kept = {k: v for k, v in query.items() if v not in ("", None) and k != "page"}
+        return f"{self.prefix}/submissions.csv" + (f"?{urlencode(kept)}" if kept else "")
+
+    def compare(self, problem: str = "", ids: Sequence[str] = ()) -> str:
+        kept = {k: v for k, v in (("problem", problem), ("ids", ",".join(ids))) if v}
+        return f"{self.prefix}/compare" + (f"?{urlencode(kept)}" if kept else "")
 
     def report(self, submission_id: str) -> str:
         return f"{self.prefix}/submissions/{quote(submission_id, safe='')}"
@@ -170,10 +186,21 @@ class Mark:
 
 
 @dataclass
+class FunctionNote:
+    """Shown above the first line of a function that failing tests exercise."""
+
+    function: str
+    anchor: str
+    tests: list[str] = field(default_factory=list)
+
+
+@dataclass
 class CodeLine:
     number: int
     spans: list[tuple[str, str]]
     marks: list[Mark] = field(default_factory=list)
+    in_function: bool = False  # inside a function under test of a failing test
+    function_note: FunctionNote | None = None
 
     @property
     def mark_groups(self) -> list[tuple[str, list[str]]]:
@@ -284,6 +311,92 @@ def build_code_files(files: Mapping[str, str], entry: str, tests: Sequence[TestR
     return [code_files[name] for name in ordered], test_anchors
 
 
+@dataclass(frozen=True)
+class FunctionSpan:
+    """Where a function (or class, or method as `Class.method`) of the submission is defined."""
+
+    file: str
+    start: int  # its first line, decorators included
+    end: int
+
+
+def _spans_of(tree: ast.Module, name: str) -> dict[str, FunctionSpan]:
+    spans: dict[str, FunctionSpan] = {}
+
+    def span(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> FunctionSpan:
+        start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        return FunctionSpan(file=name, start=start, end=node.end_lineno or node.lineno)
+
+    # In the order Python runs them: a later definition of a name replaces an earlier one.
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            spans[node.name] = span(node)
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                    spans[f"{node.name}.{item.name}"] = span(item)
+    return spans
+
+
+def defined_functions(files: Mapping[str, str], entry: str) -> dict[str, FunctionSpan]:
+    """Top-level functions, classes and methods of the submission, found with `ast` (never run).
+
+    The grader calls names of the entry file, so its definitions win over a helper file's; a file that
+    does not parse defines nothing here.
+    """
+    found: dict[str, FunctionSpan] = {}
+    for name in sorted(files, key=lambda n: (n == entry, n)):  # the entry last: its names win
+        try:
+            tree = ast.parse(files[name])
+        except (SyntaxError, ValueError):
+            continue
+        found.update(_spans_of(tree, name))
+    return found
+
+
+def function_under_test(test: TestResult, defined: Mapping[str, FunctionSpan]) -> str | None:
+    """The submission's function a test exercises: `details['function']` when the plan says so, else the name
+    the test's name (or message, or id) starts with, when the submission defines it."""
+    candidates: list[object] = [test.details.get("function")]
+    for text in (test.name, test.message):
+        found = _LEADING_NAME.match(text)
+        if found:
+            candidates.append(found.group(1))
+    candidates.append(test.id)
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate in defined:
+            return candidate
+    return None
+
+
+def mark_functions_under_test(code_files: Sequence[CodeFile], files: Mapping[str, str], entry: str,
+                              tests: Iterable[TestResult]) -> dict[str, tuple[str, str]]:
+    """Highlight the function each failing test exercises (wrong values included, not only raises with a line);
+    returns test id -> (function name, anchor of its note)."""
+    by_name = {f.name: f for f in code_files}
+    defined = defined_functions(files, entry)
+    found: dict[str, tuple[str, str]] = {}
+    for test in tests:
+        if test.status not in FAILING_STATUSES:
+            continue
+        function = function_under_test(test, defined)
+        if function is None:
+            continue
+        where = defined[function]
+        code = by_name.get(where.file)
+        if code is None or not 1 <= where.start <= len(code.lines):
+            continue
+        first = code.lines[where.start - 1]
+        if first.function_note is None or first.function_note.function != function:
+            first.function_note = FunctionNote(function=function, anchor=f"{code.anchor}-fn{where.start}")
+        if test.name not in first.function_note.tests:
+            first.function_note.tests.append(test.name)
+        for line in code.lines[where.start - 1:min(where.end, len(code.lines))]:
+            line.in_function = True
+        found[test.id] = (function, first.function_note.anchor)
+    return found
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Pages
 
@@ -291,10 +404,31 @@ def build_code_files(files: Mapping[str, str], entry: str, tests: Sequence[TestR
 @dataclass
 class _TestView:
     test: TestResult
+    index: int  # 1-based, in plan order: the article's anchor stays put whatever the grouping
     earned: float
     override: Mapping[str, Any] | None
     anchor: str | None
     figures: list[tuple[str, str]]
+    function: str | None = None
+    function_anchor: str | None = None
+
+
+@dataclass
+class TestGroups:
+    """The tests as the page shows them, each group in plan order: what went wrong first, passed ones folded."""
+
+    failing: list[_TestView] = field(default_factory=list)
+    skipped: list[_TestView] = field(default_factory=list)
+    passed: list[_TestView] = field(default_factory=list)
+
+    @property
+    def ordered(self) -> list[_TestView]:
+        return [*self.failing, *self.skipped, *self.passed]
+
+
+def _latest_overrides(overrides: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Test id -> its override in force (the latest), as the service applies them."""
+    return {str(o.get("test_id")): o for o in overrides}
 
 
 def render_report_page(*, submission: SubmissionRow, report: Report | None, files: Mapping[str, str],
@@ -302,32 +436,101 @@ def render_report_page(*, submission: SubmissionRow, report: Report | None, file
                        audit: Sequence[Mapping[str, Any]] = (), overrides: Sequence[Mapping[str, Any]] = (),
                        webhook: Mapping[str, Any] | None = None, viewer: Viewer | None = None,
                        links: Links = Links(), flash: str | None = None, error: str | None = None,
-                       points: Mapping[str, float] | None = None, score: float | None = None) -> str:
+                       points: Mapping[str, float] | None = None, score: float | None = None,
+                       standalone: bool = False) -> str:
     """A submission's report page: score, tests, findings, code with failing lines, output, notes, audit log.
 
     `points` (test id -> points) and `score` are the ones after overrides, computed by the service
-    (one function for the API and the pages); without them the page shows what the grader gave.
+    (one function for the API and the pages); without `points` the latest override of each test counts,
+    and without either the page shows what the grader gave. Failing tests come first, then skipped ones,
+    then the passed ones folded in a <details> (no script needed to open it). `standalone`: the exported
+    document, with no links to the pages.
     """
-    tests: list[_TestView] = []
+    groups = TestGroups()
     code_files: list[CodeFile] = []
     graded_score = None
+    latest = _latest_overrides(overrides)
     if report is not None:
         code_files, anchors = build_code_files(files, entry, report.tests, report.findings)
-        earned = {t.id: t.earned for t in report.tests} | dict(points or {})
-        latest = {str(o.get("test_id")): o for o in overrides}
-        tests = [_TestView(test=t, earned=earned[t.id], override=latest.get(t.id), anchor=anchors.get(t.id),
-                           figures=[(f.title, figure_data_uri(f)) for f in t.figures])
-                 for t in report.tests]
+        functions = mark_functions_under_test(code_files, files, entry, report.tests)
+        in_force = {test_id: float(o.get("points", 0.0)) for test_id, o in latest.items()}
+        earned = {t.id: t.earned for t in report.tests} | dict(points if points is not None else in_force)
+        for index, t in enumerate(report.tests, 1):
+            function, function_anchor = functions.get(t.id, (None, None))
+            view = _TestView(test=t, index=index, earned=earned[t.id], override=latest.get(t.id),
+                             anchor=anchors.get(t.id), figures=[(f.title, figure_data_uri(f)) for f in t.figures],
+                             function=function, function_anchor=function_anchor)
+            group = (groups.failing if t.status in FAILING_STATUSES else
+                     groups.passed if t.status == "passed" else groups.skipped)
+            group.append(view)
         graded_score = report.score
-        score = report.score if score is None else score
+        if score is None:
+            score = round(sum(earned.values()), 6) if latest else report.score
     else:
         code_files, _ = build_code_files(files, entry, (), ())
+    overridden = [v for v in groups.ordered if v.override is not None]
+    overridden.sort(key=lambda v: v.index)
     return environment().get_template("report.html.j2").render(
         title=f"{submission.problem} · {submission.candidate or submission.id}", submission=submission,
-        report=report, tests=tests, score=score, graded_score=graded_score, code_files=code_files,
-        notes=notes, audit=audit, overrides=overrides, webhook=webhook, viewer=viewer, links=links, flash=flash,
-        error=error,
-        refresh_s=5 if submission.status in ("queued", "running") else None)
+        report=report, groups=groups, score=score, graded_score=graded_score, code_files=code_files,
+        notes=notes, audit=audit, overrides=overrides, overridden=overridden, webhook=webhook, viewer=viewer,
+        links=links, flash=flash, error=error, standalone=standalone,
+        refresh_s=5 if submission.status in ("queued", "running") and not standalone else None)
+
+
+class _Summary(Protocol):
+    """What the export needs of a submission's summary (grader.service.schemas.SubmissionSummary fits)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def problem(self) -> str: ...
+    @property
+    def candidate(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def max_score(self) -> float | None: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class _Override(Protocol):
+    def model_dump(self) -> dict[str, Any]: ...
+
+
+class ReportExport(Protocol):
+    """What the stand-alone export is rendered from (grader.service.submissions.ReportView fits)."""
+
+    @property
+    def submission(self) -> _Summary: ...
+    @property
+    def report(self) -> Report: ...
+    @property
+    def files(self) -> dict[str, str]: ...
+    @property
+    def entry(self) -> str: ...
+    @property
+    def overrides(self) -> Sequence[_Override]: ...
+    @property
+    def graded_score(self) -> float: ...
+    @property
+    def final_score(self) -> float | None: ...
+
+
+def render_report_export(view: ReportExport) -> str:
+    """GET /v1/submissions/{id}/report.html: the report page as one document, with the overrides the reader may
+    see (an interviewer: the graded score beside the final one, and who changed which test's points and why;
+    a submitter: none)."""
+    s = view.submission
+    row = SubmissionRow(id=s.id, problem=s.problem, candidate=s.candidate or "", status=s.status,
+                        created_at=s.created_at, score=view.final_score, max_score=s.max_score, error=s.error,
+                        graded_score=view.graded_score, overridden=bool(view.overrides))
+    return render_report_page(submission=row, report=view.report, files=view.files, entry=view.entry,
+                              overrides=[o.model_dump() for o in view.overrides], score=view.final_score,
+                              standalone=True)
 
 
 def render_submissions_page(*, rows: Sequence[SubmissionRow], filters: Mapping[str, str],
@@ -353,3 +556,65 @@ def render_error_page(*, status_code: int, message: str, links: Links = Links(),
         title=f"{status_code}", status_code=status_code, message=message, links=links, viewer=viewer, error=None,
         refresh_s=None)
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Comparing candidates
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    earned: float  # after overrides
+    graded: float  # as the grader gave them
+    points: float
+    passed: int
+    tests: int
+
+
+@dataclass(frozen=True)
+class CompareColumn:
+    """One candidate's submission in the comparison."""
+
+    submission: SubmissionRow
+    graded_score: float | None = None
+    final_score: float | None = None
+    max_score: float | None = None
+    passed: int | None = None
+    tests: int | None = None
+    overrides: int = 0
+    categories: Mapping[str, CategoryScore] = field(default_factory=dict)
+
+
+def compare_column(submission: SubmissionRow, report: Report | None, points: Mapping[str, float] | None = None,
+                   overrides: int = 0) -> CompareColumn:
+    """A submission's scores per test category; `points` (test id -> points after overrides) from the service."""
+    if report is None:
+        return CompareColumn(submission=submission)
+    earned = {t.id: t.earned for t in report.tests} | dict(points or {})
+    totals: dict[str, list[float]] = {}
+    for t in report.tests:
+        total = totals.setdefault(t.category, [0.0, 0.0, 0.0, 0, 0])
+        total[0] += earned[t.id]
+        total[1] += t.earned
+        total[2] += t.points
+        total[3] += t.status == "passed"
+        total[4] += 1
+    categories = {c: CategoryScore(earned=round(e, 6), graded=round(g, 6), points=round(p, 6), passed=int(n),
+                                   tests=int(k)) for c, (e, g, p, n, k) in totals.items()}
+    return CompareColumn(submission=submission, graded_score=report.score,
+                         final_score=round(sum(earned.values()), 6), max_score=report.max_score,
+                         passed=report.passed, tests=len(report.tests), overrides=overrides, categories=categories)
+
+
+def render_compare_page(*, problem: str, columns: Sequence[CompareColumn], viewer: Viewer | None = None,
+                        links: Links = Links(), error: str | None = None) -> str:
+    """Candidates of one problem side by side: points per test category, tests passed, graded and final score."""
+    categories: list[str] = []
+    for column in columns:
+        for category in column.categories:
+            if category not in categories:
+                categories.append(category)
+    best = max((c.final_score for c in columns if c.final_score is not None), default=None)
+    return environment().get_template("compare.html.j2").render(
+        title=f"Compare · {problem}" if problem else "Compare", problem=problem, columns=columns,
+        categories=categories, best=best, viewer=viewer, links=links, error=error, refresh_s=None)
