@@ -77,8 +77,9 @@ class LiveServer:
     def token(self, role: str, name: str = "") -> str:
         return self.cli("tokens", "create", "--role", role, "--name", name or role).strip()
 
-    def start(self, timeout_s: float = 60.0) -> LiveServer:
-        self.port = free_port()
+    def start(self, timeout_s: float = 60.0, port: int | None = None) -> LiveServer:
+        """Start on a free port, or on `port` (e.g. the one a stopped server had, to restart it in place)."""
+        self.port = port or free_port()
         log = open(self.log_path, "ab")
         # Its own session: teardown can end whatever it leaves behind, and nothing else.
         self.proc = subprocess.Popen(
