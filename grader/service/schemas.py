@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from grader.engine.files import Files
-from grader.engine.report import Report
+from grader.engine.report import Report, TestResult
 
 Role = Literal["submitter", "interviewer", "admin"]
 Status = Literal["queued", "running", "done", "failed"]
@@ -48,10 +48,14 @@ class SubmissionSummary(BaseModel):
     candidate: str | None
     status: Status
     score: float | None = Field(description="the grader's score, once graded")
+    graded_score: float | None = Field(None, description="the grader's score, once graded (the same as score, "
+                                                          "named apart from final_score)")
     final_score: float | None = Field(None, description="interviewers and admins: the score with the interviewers' "
                                                         "overrides applied (equal to score when there are none); "
                                                         "submitters: always null, the interviewers' decisions are "
                                                         "not the candidate's to see")
+    overridden: bool | None = Field(None, description="interviewers and admins: whether an interviewer overrode "
+                                                      "the points of any test; submitters: always null")
     max_score: float | None
     passed: int | None = None
     tests: int | None = None
@@ -108,6 +112,35 @@ class OverrideOut(BaseModel):
     reason: str
     author: str
     created_at: datetime
+
+
+class TestResultOut(TestResult):
+    """A test of the report as the API exports it: `earned` is the final points, the grader's beside them."""
+
+    graded_earned: float = Field(description="the points the grader gave; `earned` is the final points, which "
+                                             "differ only when an interviewer overrode this test (interviewers only: "
+                                             "for submitters both are always the grader's)")
+    overridden: bool = Field(False, description="an interviewer overrode this test's points (always false for "
+                                                "submitters: the interviewers' decisions are not the candidate's "
+                                                "to see)")
+
+
+class ReportOut(Report):
+    """GET /v1/submissions/{id}/report: the grader's report with the interviewers' decisions applied.
+
+    Every field of the stored report is kept. For interviewers and admins, `score` and each test's `earned`
+    are final (overrides applied), with the grader's own `graded_score` and `graded_earned` beside them,
+    and `overrides` lists the decisions oldest first. For submitters nothing of the interviewers' decisions
+    is shown: `score` and `earned` are the grader's, `final_score` is null and `overrides` is empty.
+    """
+
+    tests: list[TestResultOut]  # type: ignore[assignment]
+    graded_score: float = Field(description="the grader's score, never changed by an override")
+    final_score: float | None = Field(description="interviewers and admins: the score with the overrides applied "
+                                                  "(equal to graded_score when there are none; the same as score); "
+                                                  "submitters: always null")
+    overrides: list[OverrideOut] = Field(description="interviewers and admins: every override, oldest first "
+                                                     "(the latest of a test wins); submitters: always empty")
 
 
 class AuditEventOut(BaseModel):

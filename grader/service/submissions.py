@@ -41,11 +41,13 @@ from grader.service.schemas import (
     Links,
     NoteOut,
     OverrideOut,
+    ReportOut,
     SubmissionCreate,
     SubmissionDetail,
     SubmissionFilter,
     SubmissionPage,
     SubmissionSummary,
+    TestResultOut,
     WebhookOut,
 )
 from grader.store.db import Store
@@ -186,12 +188,17 @@ def links(submission_id: str) -> Links:
                  report_junit=f"{base}/report.junit.xml")
 
 
-def summary(row: Submission, viewer: Principal) -> SubmissionSummary:
-    """The submission as `viewer` may see it (final_score only for interviewers)."""
+def summary(row: Submission, viewer: Principal, overridden: bool = False) -> SubmissionSummary:
+    """The submission as `viewer` may see it (final_score and overridden only for interviewers).
+
+    `overridden`: whether any override of the submission exists (the caller knows; see `_overridden_ids`).
+    """
+    interviewer = viewer.can("interviewer")
+    final = (row.final_score if row.final_score is not None else row.score) if interviewer else None
     return SubmissionSummary(
         id=row.id, problem=row.problem_id, problem_version=row.problem_version, candidate=row.candidate,
-        status=row.status, score=row.score,
-        final_score=row.final_score if viewer.can("interviewer") else None, max_score=row.max_score,
+        status=row.status, score=row.score, graded_score=row.score, final_score=final,
+        overridden=overridden if interviewer else None, max_score=row.max_score,
         passed=row.passed, tests=row.test_count, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, attempts=row.attempts, error=row.error, metadata=row.metadata_json or {},
         links=links(row.id))
@@ -245,7 +252,20 @@ def _replay(store: Store, principal: Principal, key: str, request_hash: str) -> 
         if row.request_hash != request_hash:
             raise Conflict(f"Idempotency-Key {key!r} was already used for a different submission ({row.id}); "
                            "use a new key for new code")
-        return summary(row, principal)
+        return _summary_in(db, row, principal)
+
+
+def _overridden_ids(db: Session, ids: Iterable[str]) -> set[str]:
+    """Which of these submissions have at least one override."""
+    wanted = list(ids)
+    if not wanted:
+        return set()
+    return set(db.scalars(select(Override.submission_id).where(Override.submission_id.in_(wanted)).distinct()))
+
+
+def _summary_in(db: Session, row: Submission, viewer: Principal) -> SubmissionSummary:
+    overridden = viewer.can("interviewer") and bool(_overridden_ids(db, [row.id]))
+    return summary(row, viewer, overridden)
 
 
 def _visible(db: Session, principal: Principal, submission_id: str) -> Submission:
@@ -259,7 +279,7 @@ def get_submission(store: Store, principal: Principal, submission_id: str) -> Su
     """One submission's status and score."""
     principal.require("submitter")
     with store.session() as db:
-        return summary(_visible(db, principal, submission_id), principal)
+        return _summary_in(db, _visible(db, principal, submission_id), principal)
 
 
 def list_submissions(store: Store, principal: Principal, filters: SubmissionFilter | None = None, *,
@@ -289,9 +309,12 @@ def list_submissions(store: Store, principal: Principal, filters: SubmissionFilt
         conditions.append(Submission.created_at < _aware(f.created_before))
     with store.session() as db:
         total = db.scalar(select(func.count()).select_from(Submission).where(*conditions)) or 0
-        rows = db.scalars(select(Submission).where(*conditions)
-                          .order_by(Submission.created_at.desc(), Submission.id.desc()).limit(limit).offset(offset))
-        return SubmissionPage(items=[summary(r, principal) for r in rows], total=total, limit=limit, offset=offset)
+        rows = list(db.scalars(select(Submission).where(*conditions)
+                               .order_by(Submission.created_at.desc(), Submission.id.desc()).limit(limit)
+                               .offset(offset)))
+        marked = _overridden_ids(db, [r.id for r in rows]) if principal.can("interviewer") else set()
+        return SubmissionPage(items=[summary(r, principal, r.id in marked) for r in rows], total=total, limit=limit,
+                              offset=offset)
 
 
 def _aware(value: datetime) -> datetime:
@@ -336,9 +359,21 @@ def get_report(store: Store, principal: Principal, submission_id: str) -> Report
             return ReportView(submission=summary(row, principal), report=report.candidate_view(), files=files,
                               entry=row.entry, overrides=[], graded_score=report.score, final_score=None)
         overrides = _overrides(db, row.id)
-        return ReportView(submission=summary(row, principal), report=report, files=files, entry=row.entry,
+        return ReportView(submission=summary(row, principal, bool(overrides)), report=report, files=files,
+                          entry=row.entry,
                           overrides=[_override_out(o) for o in overrides], graded_score=report.score,
                           final_score=overridden_score(report, overrides) if overrides else report.score)
+
+
+def report_out(view: ReportView) -> ReportOut:
+    """The report as the JSON API exports it: the decisions applied for interviewers (see ReportOut)."""
+    latest = {o.test_id: o for o in view.overrides}
+    tests = [TestResultOut(**{**t.model_dump(), "earned": latest[t.id].points if t.id in latest else t.earned},
+                           graded_earned=t.earned, overridden=t.id in latest)
+             for t in view.report.tests]
+    score = view.final_score if view.final_score is not None else view.report.score
+    return ReportOut(**{**view.report.model_dump(), "tests": tests, "score": score},
+                     graded_score=view.graded_score, final_score=view.final_score, overrides=view.overrides)
 
 
 def _overrides(db: Session, submission_id: str) -> list[Override]:
@@ -389,7 +424,8 @@ def get_submission_detail(store: Store, principal: Principal, submission_id: str
         events = db.scalars(select(AuditEvent).where(AuditEvent.submission_id == row.id).order_by(AuditEvent.id))
         hook = db.scalar(select(WebhookDelivery).where(WebhookDelivery.submission_id == row.id))
         return SubmissionDetail(
-            submission=summary(row, principal), files={f.name: f.text for f in row.files}, report=report,
+            submission=summary(row, principal, bool(overrides)), files={f.name: f.text for f in row.files},
+            report=report,
             notes=[NoteOut(id=n.id, author=n.author, text=n.text, created_at=n.created_at) for n in notes],
             overrides=[_override_out(o) for o in overrides],
             effective_points=effective_points(report, overrides) if report else {},

@@ -46,3 +46,68 @@ def test_report_view_carries_overrides_for_interviewers_only(client: TestClient,
     assert view.final_score == view.graded_score + failed["points"]
     mine = subs.get_report(store, ada, sid)
     assert mine.overrides == [] and mine.final_score is None and mine.graded_score == view.graded_score
+
+
+def test_an_override_reaches_the_json_report_the_junit_and_the_list(client: TestClient, tokens: Tokens) -> None:
+    import xml.etree.ElementTree as ET
+
+    sid = _submit(client, tokens.submitter)
+    other = _submit(client, tokens.submitter, code="# affine_forward\n")
+    failed = _failed_test(client, tokens, sid)
+    h = Tokens.auth(tokens.interviewer)
+    graded = client.get(f"/v1/submissions/{sid}/report", headers=h).json()
+    assert graded["overrides"] == [] and graded["final_score"] == graded["graded_score"] == graded["score"]
+    assert all(t["earned"] == t["graded_earned"] and not t["overridden"] for t in graded["tests"])
+    _override(client, tokens, sid, failed["id"], failed["points"], "the statement allowed this tie convention")
+
+    report = client.get(f"/v1/submissions/{sid}/report", headers=h).json()
+    final = graded["score"] + failed["points"]
+    assert report["graded_score"] == graded["score"] and report["final_score"] == report["score"] == final
+    assert [(o["test_id"], o["points"], o["reason"]) for o in report["overrides"]] == \
+        [(failed["id"], failed["points"], "the statement allowed this tie convention")]
+    test = next(t for t in report["tests"] if t["id"] == failed["id"])
+    assert (test["earned"], test["graded_earned"], test["overridden"]) == (failed["points"], 0, True)
+    assert test["status"] == "failed"  # the grader's verdict is kept beside the decision
+    assert sum(t["earned"] for t in report["tests"]) == report["score"]
+    others = [t for t in report["tests"] if t["id"] != failed["id"]]
+    assert all(t["earned"] == t["graded_earned"] and not t["overridden"] for t in others)
+
+    junit = client.get(f"/v1/submissions/{sid}/report.junit.xml", headers=h)
+    assert junit.status_code == 200
+    suite = ET.fromstring(junit.content)
+    props = {p.get("name"): p.get("value") for p in suite.find("properties")}  # type: ignore[union-attr]
+    assert (props["score"], props["graded_score"], props["final_score"]) == \
+        (f"{final:g}", f"{graded['score']:g}", f"{final:g}")
+    case = next(c for c in suite.findall("testcase") if (c.get("name") or "").startswith(failed["id"]))
+    case_props = {p.get("name"): p.get("value") for p in case.find("properties")}  # type: ignore[union-attr]
+    assert case_props["earned"] == f"{failed['points']:g}" and case_props["graded_earned"] == "0"
+    assert case_props["overridden"] == "true"
+
+    listed = {s["id"]: s for s in client.get("/v1/submissions", headers=h).json()["items"]}
+    assert listed[sid]["overridden"] is True and listed[sid]["final_score"] == final
+    assert listed[sid]["graded_score"] == listed[sid]["score"] == graded["score"]
+    assert listed[other]["overridden"] is False and listed[other]["final_score"] == listed[other]["score"]
+    one = client.get(f"/v1/submissions/{sid}", headers=h).json()
+    assert one["overridden"] is True and one["final_score"] == final
+
+
+def test_a_submitter_sees_no_overrides_anywhere(client: TestClient, tokens: Tokens) -> None:
+    import xml.etree.ElementTree as ET
+
+    sid = _submit(client, tokens.submitter)
+    failed = _failed_test(client, tokens, sid)
+    _override(client, tokens, sid, failed["id"], failed["points"], "internal: we liked it")
+    me = Tokens.auth(tokens.submitter)
+    report = client.get(f"/v1/submissions/{sid}/report", headers=me).json()
+    assert report["overrides"] == [] and report["final_score"] is None
+    assert report["score"] == report["graded_score"]
+    assert all(t["earned"] == t["graded_earned"] and not t["overridden"] for t in report["tests"])
+    assert "internal: we liked it" not in client.get(f"/v1/submissions/{sid}/report", headers=me).text
+    junit = client.get(f"/v1/submissions/{sid}/report.junit.xml", headers=me)
+    assert "we liked it" not in junit.text and "overridden" not in junit.text
+    props = {p.get("name"): p.get("value") for p in ET.fromstring(junit.content).find("properties")}  # type: ignore[union-attr]
+    assert "final_score" not in props and props["score"] == f"{report['graded_score']:g}"
+    for item in (client.get(f"/v1/submissions/{sid}", headers=me).json(),
+                 client.get("/v1/submissions", headers=me).json()["items"][0]):
+        assert item["final_score"] is None and item["overridden"] is None
+        assert item["graded_score"] == item["score"] == report["graded_score"]

@@ -230,4 +230,5 @@ def test_the_page_and_the_api_show_one_overridden_score(client: TestClient, toke
     assert page.status_code == 200
     assert f'<div class="big">{format_points(final)}<span' in page.text
     listing = client.get("/ui/submissions").text
-    assert f'<td class="num">{format_points(final)} / {format_points(detail["report"]["max_score"])}</td>' in listing
+    assert (f'<td class="num" data-label="Score">{format_points(final)} / '
+            f'{format_points(detail["report"]["max_score"])} <span class="badge overridden"') in listing

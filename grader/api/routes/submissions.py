@@ -15,7 +15,6 @@ from grader.api.deps import get_app_settings, get_store, require_role
 from grader.api.errors import ERROR_RESPONSES, ErrorBody
 from grader.config import Settings
 from grader.engine.files import decode_text
-from grader.engine.report import Report
 from grader.errors import InvalidRequest
 from grader.reports.junit import render_junit
 from grader.service import submissions as subs
@@ -25,6 +24,7 @@ from grader.service.schemas import (
     NoteOut,
     OverrideIn,
     OverrideOut,
+    ReportOut,
     Status,
     SubmissionCreate,
     SubmissionDetail,
@@ -186,11 +186,16 @@ REPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorBody, "description": "not graded yet, or the grader failed"}}
 
 
-@router.get("/{submission_id}/report", response_model=Report, responses=REPORT_RESPONSES)
+@router.get("/{submission_id}/report", response_model=ReportOut, responses=REPORT_RESPONSES)
 def get_report(submission_id: str, store: Store = Depends(get_store),
-               me: Principal = Depends(require_role("submitter"))) -> Report:
-    """The report as JSON: the full report for interviewers, the candidate-safe view for submitters."""
-    return subs.get_report(store, me, submission_id).report
+               me: Principal = Depends(require_role("submitter"))) -> ReportOut:
+    """The report as JSON: every field of the grader's report, plus the interviewers' decisions.
+
+    Interviewers get the full report with the overrides applied: `score` and each test's `earned` are final,
+    `graded_score` and `graded_earned` keep the grader's points beside them, `overrides` lists the decisions.
+    Submitters get the candidate-safe view as graded: `final_score` null, `overrides` empty.
+    """
+    return subs.report_out(subs.get_report(store, me, submission_id))
 
 
 @router.get("/{submission_id}/report.html", response_model=None,
@@ -213,9 +218,10 @@ def get_report_html(submission_id: str, store: Store = Depends(get_store),
             responses={**REPORT_RESPONSES, 200: {"content": {"application/xml": {"schema": {"type": "string"}}}}})
 def get_report_junit(submission_id: str, store: Store = Depends(get_store),
                      me: Principal = Depends(require_role("submitter"))) -> Response:
-    """The report as JUnit XML, for CI systems."""
+    """The report as JUnit XML, for CI systems; for interviewers with the overrides applied (see render_junit)."""
     view = subs.get_report(store, me, submission_id)
-    return Response(render_junit(view.report), media_type="application/xml")
+    decisions = view.overrides if view.final_score is not None else None  # None: a submitter's view
+    return Response(render_junit(view.report, overrides=decisions), media_type="application/xml")
 
 
 @router.get("/{submission_id}/detail", response_model=SubmissionDetail)
