@@ -1,4 +1,4 @@
-"""The catalog as the API shows it: every caller sees statements and templates, interviewers see the test list."""
+"""The catalog as the API shows it: statements, templates, visible tests for everyone, hidden ones for interviewers."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ def problem_list(principal: Principal) -> list[ProblemSummary]:
 
 
 def problem_detail(principal: Principal, problem_id: str) -> ProblemDetail:
-    """One problem's statement and starter template; the test outline for interviewers only."""
+    """One problem's statement, starter template and tests: the visible ones for submitters, all for interviewers."""
     principal.require("submitter")
     p = get_problem(problem_id)
+    everything = principal.can("interviewer")
     tests = [TestOutline(id=t.id, name=t.name, category=t.category, points=t.points, hidden=t.hidden)
-             for t in getattr(p, "tests", ())] if principal.can("interviewer") else []
+             for t in p.tests if everything or not t.hidden]
     return ProblemDetail(**_summary(p).model_dump(), statement=p.statement, template=p.template, tests=tests)

@@ -214,4 +214,6 @@ class ProblemSummary(BaseModel):
 class ProblemDetail(ProblemSummary):
     statement: str = Field(description="markdown")
     template: str = Field(description="the candidate's starter file")
-    tests: list[TestOutline] = Field(description="interviewers and admins only; empty for submitters")
+    tests: list[TestOutline] = Field(description="the tests in spec order: submitters see the visible ones (hidden "
+                                                 "tests are left out; test_count counts them all), interviewers and "
+                                                 "admins see every test, hidden ones flagged")

@@ -111,3 +111,19 @@ def test_a_submitter_sees_no_overrides_anywhere(client: TestClient, tokens: Toke
                  client.get("/v1/submissions", headers=me).json()["items"][0]):
         assert item["final_score"] is None and item["overridden"] is None
         assert item["graded_score"] == item["score"] == report["graded_score"]
+
+
+def test_a_submitter_sees_the_visible_tests_of_a_problem(client: TestClient, tokens: Tokens) -> None:
+    from grader.engine.catalog import get_problem
+
+    problem = get_problem("mlp")
+    visible = [{"id": t.id, "name": t.name, "category": t.category, "points": t.points, "hidden": False}
+               for t in problem.tests if not t.hidden]
+    hidden = [t.id for t in problem.tests if t.hidden]
+    assert visible and hidden  # the catalog's mlp has both kinds, so both rules are exercised
+    mine = client.get("/v1/problems/mlp", headers=Tokens.auth(tokens.submitter)).json()
+    assert mine["test_count"] == len(problem.tests) and mine["tests"] == visible
+    assert not set(hidden) & {t["id"] for t in mine["tests"]}
+    theirs = client.get("/v1/problems/mlp", headers=Tokens.auth(tokens.interviewer)).json()
+    assert [t["id"] for t in theirs["tests"]] == [t.id for t in problem.tests]
+    assert [t["id"] for t in theirs["tests"] if t["hidden"]] == hidden

@@ -121,9 +121,12 @@ def test_problems(client: TestClient, tokens: Tokens) -> None:
     listed = client.get("/v1/problems", headers=Tokens.auth(tokens.submitter)).json()
     assert any(p["id"] == "mlp" for p in listed)
     mine = client.get("/v1/problems/mlp", headers=Tokens.auth(tokens.submitter)).json()
-    assert "def affine_forward" in mine["template"] and mine["statement"] and mine["tests"] == []
+    assert "def affine_forward" in mine["template"] and mine["statement"]
     theirs = client.get("/v1/problems/mlp", headers=Tokens.auth(tokens.interviewer)).json()
-    assert len(theirs["tests"]) == theirs["test_count"]
+    assert len(theirs["tests"]) == theirs["test_count"] == mine["test_count"]
+    # A submitter sees exactly the tests that are not hidden, in the same order, with their points.
+    assert mine["tests"] == [t for t in theirs["tests"] if not t["hidden"]]
+    assert 0 < len(mine["tests"]) < mine["test_count"]
     r = client.get("/v1/problems/nope", headers=Tokens.auth(tokens.submitter))
     assert r.status_code == 404 and "mlp" in r.json()["detail"]
 

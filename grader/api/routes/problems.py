@@ -21,5 +21,5 @@ def list_problems(me: Principal = Depends(require_role("submitter"))) -> list[Pr
 
 @router.get("/{problem_id}", response_model=ProblemDetail)
 def get_problem(problem_id: str, me: Principal = Depends(require_role("submitter"))) -> ProblemDetail:
-    """One exercise: statement (markdown), starter template, and for interviewers its tests and points."""
+    """One exercise: statement (markdown), starter template, visible tests and points (all for interviewers)."""
     return problems.problem_detail(me, problem_id)
