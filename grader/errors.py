@@ -12,6 +12,7 @@ user and the HTTP status the API answers with.
     ├── Unauthorized             401
     ├── Forbidden                403
     ├── Conflict                 409
+    ├── PayloadTooLarge          413: the request body is over the service's limit (the message states it)
     ├── ProblemSpecError         500: a problem folder is inconsistent (caught by the catalog tests)
     └── SandboxUnavailable       503: the chosen sandbox backend cannot start here
 """
@@ -49,6 +50,12 @@ class Forbidden(GraderError):
 
 class Conflict(GraderError):
     status_code = 409
+
+
+class PayloadTooLarge(GraderError):
+    """The request body is larger than the service accepts; the message states the limit in bytes."""
+
+    status_code = 413
 
 
 class ProblemSpecError(GraderError):

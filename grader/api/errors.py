@@ -1,4 +1,8 @@
-"""The one place where errors become HTTP answers: {"detail": message, "error": kind} with the error's status."""
+"""The one place where errors become HTTP answers: {"detail": message, "error": kind} with the error's status.
+
+Each GraderError answers with its own status (grader/errors.py): InvalidRequest 400, NotFound 404,
+PayloadTooLarge 413 (an oversized request body), Conflict 409, and so on.
+"""
 
 from __future__ import annotations
 
@@ -75,5 +79,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "no valid API token"},
     403: {"model": ErrorBody, "description": "the token's role may not do this"},
     404: {"model": ErrorBody, "description": "not found (or not yours)"},
+    413: {"model": ErrorBody, "description": "the request body is over the limit; the message states it in bytes"},
     422: {"model": ErrorBody, "description": "a parameter has the wrong type or range"},
 }

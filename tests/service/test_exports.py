@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import Tokens, wait_for_status
+import json
+from pathlib import Path
+
+from conftest import Tokens, make_settings, wait_for_status
 from fastapi.testclient import TestClient
 
 from grader.service import submissions as subs
@@ -127,3 +130,31 @@ def test_a_submitter_sees_the_visible_tests_of_a_problem(client: TestClient, tok
     theirs = client.get("/v1/problems/mlp", headers=Tokens.auth(tokens.interviewer)).json()
     assert [t["id"] for t in theirs["tests"]] == [t.id for t in problem.tests]
     assert [t["id"] for t in theirs["tests"] if t["hidden"]] == hidden
+
+
+def test_an_oversized_body_answers_413_with_the_limit(tmp_path: Path) -> None:
+    from collections.abc import Iterator
+
+    from grader.api.app import create_app
+
+    settings = make_settings(tmp_path, max_request_bytes=1000)
+    body = json.dumps({"problem": "mlp", "code": "#" * 2000}).encode()
+    with TestClient(create_app(settings, run_workers=False)) as client:
+        h = {**Tokens.auth(Tokens(client.app.state.store).submitter),  # type: ignore[attr-defined]
+             "Content-Type": "application/json"}
+        declared = client.post("/v1/submissions", content=body, headers=h)
+        assert declared.status_code == 413, declared.text
+        assert declared.json() == {"detail": f"the request is {len(body)} bytes; the limit is 1000 bytes",
+                                   "error": "PayloadTooLarge"}
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the body is counted as it streams in
+            for i in range(0, len(body), 100):
+                yield body[i:i + 100]
+
+        streamed = client.post("/v1/submissions", content=chunks(), headers=h)
+        assert streamed.status_code == 413, streamed.text
+        assert streamed.json()["detail"] == "the request is larger than the limit of 1000 bytes"
+        small = client.post("/v1/submissions", json={"problem": "mlp", "code": "x = 1\n"}, headers=h)
+        assert small.status_code == 202, small.text
+        spec = client.get("/openapi.json").json()
+        assert "413" in spec["paths"]["/v1/submissions"]["post"]["responses"]

@@ -69,7 +69,7 @@ def test_request_body_limit(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with TestClient(create_app(settings, run_workers=False)) as client:
         tokens = Tokens(client.app.state.store)  # type: ignore[attr-defined]
         status, detail = post(client, tokens, {"problem": "mlp", "code": "#" * 2000})
-        assert status == 400 and "the limit is 1000 bytes" in detail
+        assert status == 413 and "the limit is 1000 bytes" in detail
 
 
 @pytest.mark.parametrize("raw, words", [

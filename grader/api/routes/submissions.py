@@ -15,7 +15,7 @@ from grader.api.deps import get_app_settings, get_store, require_role
 from grader.api.errors import ERROR_RESPONSES, ErrorBody
 from grader.config import Settings
 from grader.engine.files import decode_text
-from grader.errors import InvalidRequest
+from grader.errors import InvalidRequest, PayloadTooLarge
 from grader.reports.junit import render_junit
 from grader.service import submissions as subs
 from grader.service.auth import Principal
@@ -61,14 +61,15 @@ CREATE_OPENAPI: dict[str, Any] = {
 
 
 async def _read_capped(request: Request, limit_bytes: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to be over the limit: declared, or while it streams in."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit_bytes:
-        raise InvalidRequest(f"the request is {int(declared)} bytes; the limit is {limit_bytes} bytes")
+        raise PayloadTooLarge(f"the request is {int(declared)} bytes; the limit is {limit_bytes} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit_bytes:
-            raise InvalidRequest(f"the request is larger than the limit of {limit_bytes} bytes")
+            raise PayloadTooLarge(f"the request is larger than the limit of {limit_bytes} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
     request._body = body  # lets request.form() parse what was already read
