@@ -6,6 +6,8 @@ import base64
 import hashlib
 import re
 import struct
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from grader.reports.html import (
     render_submissions_page,
 )
 from grader.reports.plots import figure_data_uri, render_png
+from grader.service.exports import safe_cell
 from grader.service.schemas import OverrideOut
 from grader.service.submissions import effective_points, overridden_score
 
@@ -312,3 +315,286 @@ def test_plot_data_uri_decodes_to_the_rendered_png() -> None:
     uri = figure_data_uri(figure)
     assert uri.startswith("data:image/png;base64,")
     assert base64.b64decode(uri.split(",", 1)[1]) == render_png(figure)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Failures first, passed tests folded, the function under test highlighted
+
+
+WRONG_VALUE = '''import numpy as np
+
+
+def helper(x):
+    return x
+
+
+def rnn_step_forward(x, h_prev, Wx, Wh, b):
+    h = np.tanh(x @ Wx + h_prev @ Wh)
+    return h, None
+
+
+def rnn_step_backward(dh_next, cache):
+    return dh_next
+'''
+
+
+def ordering_report() -> Report:
+    """Plan order: passed, failed (wrong value), skipped, error, passed, timeout."""
+    def result(test_id: str, status: str, **extra: object) -> Result:
+        return Result(id=test_id, name=f"{test_id} checks something", category="forward", points=1,
+                      earned=1 if status == "passed" else 0, status=status, **extra)  # type: ignore[arg-type]
+
+    tests = [result("p1", "passed"),
+             result("rnn_step_forward", "failed", message="h_next wrong: relative error 0.31 (b is missing?)"),
+             result("s1", "skipped", message="not run: the budget was used up"),
+             result("e1", "error", message="rnn_step_backward raised ValueError: no (solution.py, line 14)",
+                    details={"line": 14}),
+             result("p2", "passed"),
+             result("t1", "timeout", message="the candidate's code did not return")]
+    return make_report().model_copy(update={"tests": tests, "findings": [], "score": 2, "max_score": 6})
+
+
+def _article_ids(html: str) -> list[str]:
+    return re.findall(r'<span class="muted mono tid">([^<]+)</span>', html)
+
+
+def test_failures_come_first_then_skipped_then_passed_folded_each_in_plan_order() -> None:
+    html = render_sample(report=ordering_report(), files={"solution.py": WRONG_VALUE}, overrides=[])
+    assert _article_ids(html) == ["rnn_step_forward", "e1", "t1", "s1", "p1", "p2"]
+    # The passed tests, and only they, sit in one closed <details>: folded without any script.
+    folded = re.search(r'<details class="passed-tests">\s*<summary>(.*?)</summary>(.*?)</details>\s*</section>',
+                       html, re.S)
+    assert folded is not None, "the passed tests are not folded in a <details>"
+    assert folded.group(1) == "2 passed tests (2 points)"
+    assert _article_ids(folded.group(2)) == ["p1", "p2"]
+    before = html[:folded.start()]
+    assert _article_ids(before)[-4:] == ["rnn_step_forward", "e1", "t1", "s1"]
+    assert not re.search(r'<details class="passed-tests"[^>]*\bopen\b', html)
+    assert not [t for t, _ in parse(html).tags if t == "script"]
+    # Anchors stay those of plan order whatever the grouping.
+    assert 'id="test-2"' in before and 'id="test-1"' in folded.group(2)
+
+
+def test_a_page_without_passed_tests_has_nothing_to_fold() -> None:
+    report = ordering_report()
+    failing = report.model_copy(update={"tests": [t for t in report.tests if t.status != "passed"]})
+    html = render_sample(report=failing, files={"solution.py": WRONG_VALUE}, overrides=[])
+    assert '<details class="passed-tests">' not in html and len(_article_ids(html)) == 4
+
+
+def _line_classes(html: str) -> dict[int, str]:
+    return {int(n): c for n, c in re.findall(r'<tr id="file0-L(\d+)"(?: class="([^"]*)")?>', html)}
+
+
+def test_a_wrong_value_failure_highlights_the_function_under_test() -> None:
+    html = render_sample(report=ordering_report(), files={"solution.py": WRONG_VALUE}, overrides=[])
+    classes = _line_classes(html)
+    # rnn_step_forward is lines 8-10: no exception, no line number, and still shown (13-14: the raise's function).
+    assert [n for n, c in classes.items() if c == "in-fn"] == [8, 9, 10, 13]
+    assert classes[4] == classes[5] == ""  # helper is not under test
+    note = re.search(r'<tr class="fn-note" id="(file0-fn8)">(.*?)</tr>', html, re.S)
+    assert note is not None
+    assert 'Function under test: <span class="mono">rnn_step_forward</span>' in note.group(2)
+    assert "rnn_step_forward checks something" in note.group(2)
+    assert html.count('class="fn-note"') == 2  # rnn_step_forward and rnn_step_backward (the raise)
+    # The test links to it; the raise keeps its own marked line and links to both.
+    assert 'href="#file0-fn8">Show <span class="mono">rnn_step_forward</span>' in html
+    assert classes[14] == "marked" and classes[13] == "in-fn"
+    assert 'href="#file0-L14"' in html and 'href="#file0-fn13"' in html
+
+
+def test_passed_and_skipped_tests_highlight_no_function() -> None:
+    report = ordering_report()
+    calm = report.model_copy(update={"tests": [t for t in report.tests if t.status in ("passed", "skipped")]})
+    html = render_sample(report=calm, files={"solution.py": WRONG_VALUE}, overrides=[])
+    assert 'class="in-fn"' not in html and 'class="fn-note"' not in html
+
+
+def _failing(name: str, *, test_id: str = "t", message: str = "wrong", details: dict[str, object] | None = None
+             ) -> Result:
+    return Result(id=test_id, name=name, category="forward", points=1, earned=0, status="failed", message=message,
+                  details=details or {})
+
+
+CLASSY = '''class TwoLayerNet:
+    def __init__(self):
+        pass
+
+    @staticmethod
+    def loss(X):
+        return 0
+
+
+def conv2d_forward(x):
+    return x
+
+
+def conv2d_forward(x):
+    return x + 1
+'''
+
+
+@pytest.mark.parametrize(("test", "expected"), [
+    (_failing("conv2d_forward's speed next to the reference's"), "conv2d_forward"),
+    (_failing("TwoLayerNet.loss: data loss plus reg"), "TwoLayerNet.loss"),
+    (_failing("TwoLayerNet: parameter shapes and scores"), "TwoLayerNet"),
+    (_failing("Both losses return a tensor", message="conv2d_forward returned float32"), "conv2d_forward"),
+    (_failing("The gradient through time", test_id="conv2d_forward"), "conv2d_forward"),
+    (_failing("anything", details={"function": "TwoLayerNet.loss"}), "TwoLayerNet.loss"),
+    (_failing("No gradient reaches G", message="dx wrong"), None),
+])
+def test_function_under_test(test: Result, expected: str | None) -> None:
+    defined = pages.defined_functions({"solution.py": CLASSY}, "solution.py")
+    assert pages.function_under_test(test, defined) == expected
+
+
+def test_defined_functions_follow_python_and_the_entry_file() -> None:
+    defined = pages.defined_functions({"solution.py": CLASSY, "helpers.py": "def conv2d_forward(x):\n    pass\n"
+                                       "def only_here():\n    pass\n", "broken.py": "def f(:\n"}, "solution.py")
+    # The later definition replaces the earlier one, and the entry file's wins over a helper's.
+    assert defined["conv2d_forward"] == pages.FunctionSpan("solution.py", 14, 15)
+    assert defined["only_here"] == pages.FunctionSpan("helpers.py", 3, 4)
+    assert defined["TwoLayerNet.loss"] == pages.FunctionSpan("solution.py", 5, 7)  # the decorator included
+    assert "f" not in defined  # a file that does not parse defines nothing
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Overrides: graded beside final, per test who and why (the page and the stand-alone export)
+
+
+class _Summary:
+    id, problem, candidate, status, max_score, error = "s1", "rnn", f"Ann {XSS}", "done", 8.0, None
+    created_at = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
+
+
+@dataclass
+class _View:
+    report: Report
+    overrides: list[OverrideOut]
+    graded_score: float
+    final_score: float | None
+    submission: _Summary = field(default_factory=_Summary)
+    files: dict[str, str] = field(default_factory=lambda: {"solution.py": SOLUTION})
+    entry: str = "solution.py"
+
+
+def _override(test_id: str, points: float, reason: str, author: str, previous: float = 0.0) -> OverrideOut:
+    return OverrideOut(id=1, test_id=test_id, points=points, previous_points=previous, reason=reason, author=author,
+                       created_at=datetime(2026, 11, 23, 21, 0, tzinfo=UTC))
+
+
+def test_export_shows_the_graded_score_beside_the_final_one_and_each_override() -> None:
+    report = make_report()
+    overrides = [_override("shapes", 1.0, "first try", "carol"),
+                 _override("lstm_hidden", 1.5, f"partly right {XSS}", "dave"),
+                 _override("shapes", 0.5, "half: the helper was given", "erin", previous=1.0)]
+    final = overridden_score(report, overrides)
+    html = pages.render_report_export(_View(report=report, overrides=overrides, graded_score=report.score,
+                                            final_score=final))
+    assert final == 4.0 and XSS not in html
+    assert '<div class="big">4<span class="of"> / 8</span>' in html
+    assert '<span class="final">final 4</span> <span class="graded">graded 2</span>' in html
+    table = re.search(r'<section id="overrides" class="card">(.*?)</section>', html, re.S)
+    assert table is not None
+    text = " ".join("".join(parse(table.group(1)).text).split())
+    # One row per overridden test, in plan order, with the latest override: graded points, override, who, why.
+    assert "rnn step backward" not in text
+    shapes = text.index("shapes")
+    lstm = text.index("lstm hidden")
+    assert shapes < lstm
+    assert "shapes 0 / 1 0.5 / 1 erin 2026-11-23 21:00:00 UTC half: the helper was given" in text
+    assert f"lstm hidden 0 / 2 1.5 / 2 dave 2026-11-23 21:00:00 UTC partly right {XSS}" in text
+    assert "carol" not in text
+    assert "<del>0</del> 0.5 / 1" in html and "<del>0</del> 1.5 / 2" in html
+    assert "Graded 0; points set to 0.5 by erin" in html
+    # The export is a document of its own: no forms, no refresh, no script.
+    assert "<form" not in html.split("</header>", 1)[1] and 'http-equiv="refresh"' not in html
+
+
+def test_export_for_a_submitter_shows_no_override() -> None:
+    report = make_report().candidate_view()
+    html = pages.render_report_export(_View(report=report, overrides=[], graded_score=report.score,
+                                            final_score=None))
+    assert '<div class="big">2<span class="of"> / 8</span>' in html
+    assert 'id="overrides"' not in html and "graded 2" not in html and 'class="override-note"' not in html
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The comparison page
+
+
+def test_compare_page_puts_candidates_side_by_side_per_category() -> None:
+    report = make_report()
+    better = report.model_copy(update={"score": 5, "tests": [
+        t.model_copy(update={"status": "passed", "earned": t.points}) if t.id == "rnn_step_backward" else t
+        for t in report.tests]})
+    ann = pages.compare_column(SubmissionRow(id="a" * 32, problem="rnn", candidate=f"Ann {XSS}", status="done"),
+                               report, {"shapes": 0.5}, overrides=1)
+    bob = pages.compare_column(SubmissionRow(id="b" * 32, problem="rnn", candidate="Bob", status="done"), better)
+    queued = pages.compare_column(SubmissionRow(id="c" * 32, problem="rnn", candidate="Cy", status="queued"), None)
+    assert ann.categories["backward"] == pages.CategoryScore(earned=0, graded=0, points=5, passed=0, tests=2)
+    assert ann.categories["conformance"] == pages.CategoryScore(earned=0.5, graded=0, points=1, passed=0, tests=1)
+    assert (ann.graded_score, ann.final_score, bob.final_score) == (2, 2.5, 5)
+    html = pages.render_compare_page(problem="rnn", columns=[ann, bob, queued], links=Links(prefix="/ui"))
+    assert XSS not in html and f"Ann {XSS}" in "".join(parse(html).text)
+    rows = {m.group(1): m.group(2) for m in re.finditer(r'<th scope="row">([^<]+)</th>(.*?)</tr>', html, re.S)}
+    assert list(rows) == ["forward", "backward", "conformance", "tests passed", "graded score", "final score"]
+
+    def cells(row: str) -> list[str]:
+        return [" ".join(" ".join(parse(c).text).split()) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+
+    assert cells(rows["forward"]) == ["2 / 2 1 of 1 passed", "2 / 2 1 of 1 passed", "–"]
+    assert cells(rows["backward"]) == ["0 / 5 0 of 2 passed", "3 / 5 1 of 2 passed", "–"]
+    assert cells(rows["conformance"]) == ["0.5 / 1 graded 0 0 of 1 passed", "0 / 1 0 of 1 passed", "–"]
+    assert cells(rows["tests passed"]) == ["1 of 4", "2 of 4", "queued"]
+    assert cells(rows["graded score"]) == ["2 / 8", "5 / 8", "–"]
+    assert cells(rows["final score"]) == ["2.5 / 8 1 override", "5 / 8", "–"]
+    assert re.search(r'<td class="num best">5 / 8', html)  # the best final score stands out
+    assert 'href="/ui/submissions/' + "a" * 32 + '"' in html
+
+
+def test_compare_page_without_submissions_says_how_to_pick_them() -> None:
+    html = pages.render_compare_page(problem="", columns=[], links=Links(prefix="/ui"))
+    assert "Pick two or more submissions of one problem" in html and 'href="/ui/submissions"' in html
+
+
+def test_submissions_page_marks_overrides_and_offers_csv_and_compare() -> None:
+    rows = [SubmissionRow(id="a1", problem="rnn", candidate="Ann", status="done", score=4, max_score=8,
+                          graded_score=2, overridden=True),
+            SubmissionRow(id="b2", problem="rnn", candidate="Bob", status="done", score=3, max_score=8,
+                          graded_score=3)]
+    html = render_submissions_page(rows=rows, filters={"problem": "rnn", "candidate": "A&B", "status": ""},
+                                   problems=["rnn"], links=Links(prefix="/ui"))
+    assert 'href="/ui/submissions.csv?problem=rnn&amp;candidate=A%26B" download>Download CSV</a>' in html
+    ann = re.search(r'<tr class="overridden">(.*?)</tr>', html, re.S)
+    assert ann is not None and "4 / 8" in ann.group(1) and "graded 2" in ann.group(1)
+    assert html.count('class="overridden"') == 1 and "graded 3" not in html
+    page = parse(html)
+    forms = [attrs for tag, attrs in page.tags if tag == "form"]
+    assert {"method": "get", "action": "/ui/compare", "class": "compare-form"} in forms
+    boxes = [attrs.get("value") for tag, attrs in page.tags if tag == "input" and attrs.get("name") == "ids"]
+    assert boxes == ["a1", "b2"]
+    hidden = [attrs for tag, attrs in page.tags if tag == "input" and attrs.get("type") == "hidden"]
+    assert {"type": "hidden", "name": "problem", "value": "rnn"} in hidden
+
+
+def test_tables_reflow_and_code_scrolls_inside_itself_at_phone_width() -> None:
+    css = (Path(pages.__file__).parent / "templates" / "pages.css").read_text()
+    phone = css[css.index("@media (max-width:700px)"):]
+    assert "table.reflow thead{display:none}" in phone and "content:attr(data-label)" in phone
+    assert ".codefile{overflow-x:auto}" in css and "overflow-x:auto" in css[css.index("pre{"):]
+    html = render_sample()
+    assert '<table class="list audit reflow">' in html and 'data-label="Action"' in html
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CSV
+
+
+@pytest.mark.parametrize(("value", "cell"), [
+    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+1", "'+1"), ("-1", "'-1"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("\tx", "'\tx"), ("\rx", "'\rx"), ("Ann", "Ann"), ("a=b", "a=b"), ("", ""), (None, ""), (2.5, "2.5"),
+    (" =1", " =1"),
+])
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(value: object, cell: str) -> None:
+    assert safe_cell(value) == cell
