@@ -8,7 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import swagger_ui_bundle
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 import grader
 from grader.api.errors import install_error_handlers
@@ -23,6 +27,20 @@ from grader.store.db import open_store
 log = logging.getLogger(__name__)
 
 PAGES_MODULE = "grader.api.pages"
+SWAGGER_ASSETS = "/docs/assets"  # Swagger UI's files, served from the swagger_ui_bundle package: /docs works offline
+
+
+def _install_docs(app: FastAPI) -> None:
+    """/docs from local assets (no CDN: a machine without internet still shows it). /redoc is off: no
+    offline ReDoc bundle is installed, and a page that loads a CDN script would be blank offline."""
+    app.mount(SWAGGER_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - API",
+                                   swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon-32x32.png")
 
 
 def create_app(settings: Settings | None = None, *, grade: ServiceGradeFn = engine_grade,
@@ -51,7 +69,7 @@ def create_app(settings: Settings | None = None, *, grade: ServiceGradeFn = engi
                 dispatcher.stop()
             store.close()
 
-    app = FastAPI(title="dl-grader", version=grader.__version__, lifespan=lifespan,
+    app = FastAPI(title="dl-grader", version=grader.__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Grades deep-learning interview exercises in a sandbox against reference "
                               "implementations. Authenticate with `Authorization: Bearer <token>`.")
     app.state.settings = settings
@@ -59,6 +77,7 @@ def create_app(settings: Settings | None = None, *, grade: ServiceGradeFn = engi
     app.state.metrics = metrics
     app.state.pool = None
     install_error_handlers(app)
+    _install_docs(app)
     for module in (submissions, problems, tokens, health):
         app.include_router(module.router)
     app.include_router(importlib.import_module("grader.api.routes.exports").router)

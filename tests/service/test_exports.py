@@ -158,3 +158,23 @@ def test_an_oversized_body_answers_413_with_the_limit(tmp_path: Path) -> None:
         assert small.status_code == 202, small.text
         spec = client.get("/openapi.json").json()
         assert "413" in spec["paths"]["/v1/submissions"]["post"]["responses"]
+
+
+def test_docs_work_offline(client: TestClient) -> None:
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "https://" not in page.text and "http://" not in page.text  # nothing from a CDN
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    kinds = {"js": ("text/javascript", "application/javascript"), "css": ("text/css",), "png": ("image/png",)}
+    assert {a.rsplit(".", 1)[-1] for a in assets} == set(kinds), assets
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        r = client.get(asset)
+        assert r.status_code == 200, asset
+        assert r.headers["content-type"].split(";")[0] in kinds[asset.rsplit(".", 1)[-1]], (asset, r.headers)
+        assert len(r.content) > 500, asset  # the file itself, not an error page
+    assert "SwaggerUIBundle" in client.get(next(a for a in assets if a.endswith("bundle.js"))).text
+    assert "/openapi.json" in page.text and client.get("/openapi.json").status_code == 200
+    assert client.get("/redoc").status_code == 404  # no offline ReDoc bundle: off rather than blank
