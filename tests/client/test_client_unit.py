@@ -1,0 +1,197 @@
+"""The client's retry, idempotency and error rules on scripted answers, and the CLI's exit codes 2, 3 and 4.
+
+No grading service here: httpx's MockTransport scripts the answers, a tiny http.server always fails with 500,
+and a port where nothing listens stands for a service that is down.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from grader.cli import main
+from grader.client import GraderClient, RetryPolicy, ServiceFault, Unreachable, UsageError, idempotency_key
+from tests.service.live_server import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CORRECT = ROOT / "tests" / "solutions" / "mlp" / "correct_vectorized.py"
+SUMMARY = {"id": "a" * 32, "status": "queued", "links": {"self": "/v1/submissions/" + "a" * 32,
+                                                          "report_html": f"/v1/submissions/{'a' * 32}/report.html"}}
+
+
+class Script:
+    """A MockTransport answering with the queued responses in order, recording every request."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def make_client(script: Script, attempts: int = 4) -> tuple[GraderClient, list[float]]:
+    slept: list[float] = []
+    client = GraderClient("http://grader.test/", "tok", retry=RetryPolicy(attempts=attempts, base_delay_s=0.1),
+                          transport=httpx.MockTransport(script), sleep=slept.append, rng=random.Random(0))
+    return client, slept
+
+
+def test_the_key_depends_on_the_content_only() -> None:
+    a = idempotency_key("mlp", {"solution.py": "x = 1", "helpers.py": "y = 2"}, "ada")
+    assert a == idempotency_key("mlp", {"helpers.py": "y = 2", "solution.py": "x = 1"}, "ada")
+    assert a != idempotency_key("mlp", {"helpers.py": "y = 2", "solution.py": "x = 2"}, "ada")
+    assert a != idempotency_key("mlp", {"helpers.py": "y = 2", "solution.py": "x = 1"}, "bob")
+    assert a != idempotency_key("cnn", {"helpers.py": "y = 2", "solution.py": "x = 1"}, "ada")
+    assert len(a) <= 200 and a.isascii() and a.isprintable()
+
+
+def test_a_post_is_retried_with_the_same_key_after_503_and_a_network_error() -> None:
+    script = Script(httpx.Response(503, json={"detail": "starting"}), httpx.ConnectError("refused"),
+                    httpx.Response(202, json=SUMMARY, headers={"Idempotent-Replayed": "true"}))
+    client, slept = make_client(script)
+    submitted = client.submit("mlp", {"solution.py": "x = 1"}, "ada")
+    assert submitted.id == "a" * 32 and submitted.replayed
+    assert submitted.links["report_html"] == f"http://grader.test/v1/submissions/{'a' * 32}/report.html"
+    keys = {r.headers["Idempotency-Key"] for r in script.requests}
+    assert len(script.requests) == 3 and keys == {idempotency_key("mlp", {"solution.py": "x = 1"}, "ada")}
+    assert json.loads(script.requests[0].content) == {"problem": "mlp", "files": {"solution.py": "x = 1"},
+                                                      "candidate": "ada"}
+    assert script.requests[0].headers["Authorization"] == "Bearer tok"
+    assert len(slept) == 2 and 0.05 <= slept[0] <= 0.1 and 0.1 <= slept[1] <= 0.2  # exponential, jittered
+
+
+def test_429_waits_as_long_as_retry_after_says() -> None:
+    script = Script(httpx.Response(429, headers={"Retry-After": "7"}, json={"detail": "slow down"}),
+                    httpx.Response(202, json=SUMMARY))
+    client, slept = make_client(script)
+    client.submit("mlp", {"solution.py": "x = 1"})
+    assert slept == [7.0]
+    assert "candidate" not in json.loads(script.requests[0].content)
+
+
+def test_retries_are_bounded_and_say_what_failed() -> None:
+    client, slept = make_client(Script(*[httpx.Response(500, json={"detail": "boom"})] * 4), attempts=4)
+    with pytest.raises(ServiceFault, match=r"500: boom"):
+        client.submit("mlp", {"solution.py": "x = 1"})
+    assert len(slept) == 3
+    client, slept = make_client(Script(*[httpx.ConnectError("refused")] * 3), attempts=3)
+    with pytest.raises(Unreachable, match="could not reach the service at http://grader.test"):
+        client.status("a" * 32)
+    assert len(slept) == 2
+
+
+@pytest.mark.parametrize(("status", "message"), [
+    (401, "the token was refused"), (403, "the token may not do this"), (404, "unknown problem 'nope'"),
+    (400, "solution.py: line 1")])
+def test_a_4xx_is_not_retried_and_carries_the_servers_message(status: int, message: str) -> None:
+    detail = {404: "unknown problem 'nope'", 400: "solution.py: line 1 has a NUL"}.get(status, "bad token")
+    script = Script(httpx.Response(status, json={"detail": detail, "error": "X"}))
+    client, slept = make_client(script)
+    with pytest.raises(UsageError, match=message):
+        client.submit("nope", {"solution.py": "x = 1"})
+    assert len(script.requests) == 1 and slept == []
+
+
+def test_waiting_outlasts_a_service_that_is_down_for_a_while() -> None:
+    running = {**SUMMARY, "status": "running"}
+    done = {**SUMMARY, "status": "done", "score": 100.0}
+    down = [httpx.ConnectError("refused")] * 10  # more than the attempts of one request: the deadline counts
+    script = Script(httpx.Response(200, json=running), *down, httpx.Response(502), httpx.Response(200, json=done))
+    client, slept = make_client(script, attempts=2)
+    seen: list[str] = []
+    final = client.wait("a" * 32, timeout_s=60, on_status=lambda body: seen.append(body["status"]))
+    assert final["status"] == "done" and seen == ["running", "done"]
+    assert len(script.requests) == 13 and script.answers == []
+
+
+def test_waiting_gives_up_at_the_deadline() -> None:
+    client = GraderClient("http://grader.test", "tok", retry=RetryPolicy(base_delay_s=0.01),
+                          transport=httpx.MockTransport(Script(*[httpx.ConnectError("refused")] * 1000)))
+    with pytest.raises(Unreachable):
+        client.wait("a" * 32, timeout_s=0.3)
+
+
+class AlwaysFails(BaseHTTPRequestHandler):
+    def _fail(self) -> None:
+        body = b'{"detail": "database is locked", "error": "GraderError"}'
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        type(self).hits += 1
+
+    do_GET = do_POST = _fail
+    hits = 0
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def failing_server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), AlwaysFails)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    AlwaysFails.hits = 0
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def submit(*args: str) -> list[str]:
+    return ["submit", *args, "--retry-delay", "0.01"]
+
+
+def test_exit_3_when_the_service_keeps_failing(failing_server: str, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("GRADER_TOKEN", "tok")
+    code = main(submit("mlp", str(CORRECT), "--server", failing_server, "--wait", "--retries", "3"))
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "the service failed (500: database is locked)" in err and "Traceback" not in err
+    assert AlwaysFails.hits == 3
+
+
+def test_exit_4_when_nothing_listens(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("GRADER_TOKEN", "tok")
+    monkeypatch.setenv("GRADER_SERVER", f"http://127.0.0.1:{free_port()}")
+    code = main(submit("mlp", str(CORRECT), "--retries", "3"))
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert "could not reach the service" in err and err.count("retrying in") == 2 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["mlp", str(CORRECT)], {"GRADER_TOKEN": "tok"}, "no server: pass --server URL or set GRADER_SERVER"),
+    (["mlp", str(CORRECT)], {"GRADER_SERVER": "http://127.0.0.1:9"}, "no API token: set GRADER_TOKEN"),
+    (["mlp", str(CORRECT), "--token-file", "/nonexistent/token"], {"GRADER_SERVER": "http://127.0.0.1:9"},
+     "--token-file /nonexistent/token cannot be read"),
+    (["mlp", str(CORRECT), "--server", "grader.example.com"], {"GRADER_TOKEN": "tok"},
+     "the server URL must look like https://"),
+    (["mlp", "/nonexistent/solution.py"], {"GRADER_TOKEN": "tok", "GRADER_SERVER": "http://127.0.0.1:9"},
+     "/nonexistent/solution.py: no such file or folder"),
+    (["mlp"], {"GRADER_TOKEN": "tok", "GRADER_SERVER": "http://127.0.0.1:9"}, "give either the solution"),
+])
+def test_usage_errors_exit_2_before_any_request(args: list[str], env: dict[str, str], message: str,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("GRADER_TOKEN", raising=False)
+    monkeypatch.delenv("GRADER_SERVER", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(submit(*args)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

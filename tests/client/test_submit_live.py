@@ -1,0 +1,168 @@
+"""`grader submit` against a real service on loopback: waiting, report files, exit codes, idempotency, batches."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import httpx
+import pytest
+
+from grader.engine.report import Report
+from tests.client.conftest import CORRECT, CORRECT_LOOPS, WRONG, WRONG_FAILS, Service, run_cli
+
+pytestmark = pytest.mark.slow
+
+SID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def unique_copy(src: Path, dest: Path) -> Path:
+    """`src` with a comment of its own: content no other test submits, so no idempotent replay between tests."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(src.read_text() + f"\n# {uuid.uuid4().hex}\n")
+    return dest
+
+
+def test_submit_and_wait_prints_the_summary_and_writes_every_report(service: Service, tmp_path: Path) -> None:
+    solution = unique_copy(CORRECT, tmp_path / "solution" / "solution.py")
+    done = run_cli("submit", "mlp", str(solution.parent), "--candidate", "ada", "--wait", "--json", "r.json",
+                   "--junit", "r.xml", "--html", "r.html", env=service.env(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("mlp v1.0.0: 100/100 points, 14/14 tests passed"), done.stdout
+    assert "  PASS 8/8  affine_forward  (forward)" in done.stdout
+    assert re.search(r"submission [0-9a-f]{32} done: 100/100 points", done.stderr), done.stderr
+    report = Report.model_validate_json((tmp_path / "r.json").read_text())
+    assert report.status == "graded" and report.score == 100.0 and len(report.tests) == 14
+    suite = ET.parse(tmp_path / "r.xml").getroot()
+    assert len(list(suite.iter("testcase"))) == 14
+    assert not list(suite.iter("failure"))
+    html = (tmp_path / "r.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "affine_forward" in html
+    sid = re.search(r"report: .*/v1/submissions/([0-9a-f]{32})/report.html", done.stdout)
+    assert sid, done.stdout
+    assert service.rows("SELECT candidate, status FROM submissions WHERE id = ?", sid[1]) == [("ada", "done")]
+
+
+def test_a_score_under_min_score_exits_1_and_still_writes_the_junit(service: Service, tmp_path: Path) -> None:
+    wrong = unique_copy(WRONG, tmp_path / "wrong.py")
+    done = run_cli("submit", "mlp", str(wrong), "--min-score", "80", "--junit", "r.xml", env=service.env(),
+                   cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "score 71 is under --min-score 80" in done.stderr
+    cases = ET.parse(tmp_path / "r.xml").getroot().iter("testcase")
+    # A testcase's name starts with the test's id.
+    failed = sorted({re.findall(r"\w+", c.get("name", ""))[0] for c in cases if c.find("failure") is not None})
+    assert failed == sorted(WRONG_FAILS)
+    again = run_cli("submit", "mlp", str(wrong), "--min-score", "70", env=service.env(), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+def test_what_the_service_refuses_exits_2_with_its_message(service: Service, tmp_path: Path) -> None:
+    unknown = run_cli("submit", "nope", str(CORRECT), "--wait", env=service.env(), cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "unknown problem 'nope'" in unknown.stderr and "mlp" in unknown.stderr
+    bad_token = run_cli("submit", "mlp", str(CORRECT), env=service.env(GRADER_TOKEN="not-a-token"), cwd=tmp_path)
+    assert bad_token.returncode == 2
+    assert "the token was refused (401" in bad_token.stderr and "GRADER_TOKEN" in bad_token.stderr
+    token_file = tmp_path / "token"
+    token_file.write_text("wrong-token-from-a-file\n")
+    from_file = run_cli("submit", "mlp", str(CORRECT), "--token-file", str(token_file), env=service.env(),
+                        cwd=tmp_path)
+    assert from_file.returncode == 2 and "the token was refused (401" in from_file.stderr
+    missing = run_cli("submit", "mlp", str(tmp_path / "absent.py"), env=service.env(), cwd=tmp_path)
+    assert missing.returncode == 2 and "absent.py: no such file or folder" in missing.stderr
+    # Read fine here, refused there: a file name the service's rules do not accept.
+    folder = tmp_path / "bad-names"
+    unique_copy(CORRECT, folder / "solution.py")
+    (folder / "my-helpers.py").write_text("x = 1\n")
+    refused = run_cli("submit", "mlp", str(folder), env=service.env(), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "the service refused the request (400)" in refused.stderr and "my-helpers.py" in refused.stderr
+    for done in (unknown, bad_token, from_file, missing, refused):
+        assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_the_same_content_submitted_twice_is_one_submission_graded_once(service: Service, tmp_path: Path) -> None:
+    solution = unique_copy(CORRECT, tmp_path / "solution.py")
+    first = run_cli("submit", "mlp", str(solution), "--candidate", "ida", env=service.env(), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    sid = first.stdout.splitlines()[0]
+    assert SID.match(sid) and f"/v1/submissions/{sid}/report.html" in first.stdout
+    assert "already submitted" not in first.stderr
+    second = run_cli("submit", "mlp", str(solution), "--candidate", "ida", "--wait", env=service.env(),
+                     cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert f"submitted {sid} (already submitted with this content" in second.stderr
+    assert service.rows("SELECT count(*) FROM submissions WHERE candidate = 'ida'") == [(1,)]
+    assert service.rows("SELECT count(*) FROM reports WHERE submission_id = ?", sid) == [(1,)]
+    other = run_cli("submit", "mlp", str(solution), "--candidate", "jo", env=service.env(), cwd=tmp_path)
+    assert other.returncode == 0 and other.stdout.splitlines()[0] != sid  # another candidate: a new submission
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_batch_through_the_service(service: Service, tmp_path: Path) -> None:
+    folder = tmp_path / "cohort"
+    unique_copy(CORRECT, folder / "alice" / "solution.py")
+    unique_copy(WRONG, folder / "bob.py")
+    unique_copy(CORRECT_LOOPS, folder / "carol.py")
+    (folder / "dave").mkdir()
+    (folder / "dave" / "notes.py").write_text("x = 1\n")  # no solution.py: a row, not an abort
+    (folder / "README.md").write_text("not a candidate\n")
+    done = run_cli("submit", "mlp", "--batch", str(folder), "--jobs", "3", env=service.env(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr + done.stdout
+    rows = read_csv(tmp_path / "cohort-results.csv")
+    assert [r["candidate"] for r in rows] == ["alice", "bob", "carol", "dave"]
+    alice, bob, carol, dave = rows
+    for row, entry in ((alice, "alice"), (bob, "bob.py"), (carol, "carol.py")):
+        assert row["entry"] == entry and row["status"] == "graded" and row["error"] == "", row
+        assert row["max_score"] == "100" and row["tests"] == "14"
+        assert SID.match(row["submission_id"])
+        assert row["report_link"] == f"{service.url}/v1/submissions/{row['submission_id']}/report.html"
+    assert (alice["score"], alice["passed"], alice["failed_tests"]) == ("100", "14", "")
+    assert (carol["score"], carol["passed"], carol["failed_tests"]) == ("100", "14", "")
+    assert (bob["score"], bob["passed"]) == ("71", "10")
+    assert sorted(bob["failed_tests"].split(" ")) == sorted(WRONG_FAILS)
+    assert dave["status"] == "invalid" and "has no solution.py" in dave["error"]
+    assert dave["submission_id"] == dave["score"] == dave["report_link"] == ""
+    for row in (alice, bob, carol):
+        assert service.rows("SELECT candidate, score FROM submissions WHERE id = ?", row["submission_id"]) == [
+            (row["candidate"], float(row["score"]))]
+    page = httpx.get(bob["report_link"], headers={"Authorization": f"Bearer {service.token}"}, timeout=30)
+    assert page.status_code == 200 and "affine_backward" in page.text
+    # The summary table names everyone; progress went to stderr, a line each (stderr is not a terminal).
+    for name in ("alice", "bob", "carol", "dave", bob["report_link"]):
+        assert name in done.stdout
+    assert len(re.findall(r"^\[\d/4\] ", done.stderr, re.M)) == 4
+    # Again with a passing score: nothing graded twice, bob (71) and dave (invalid) are under it.
+    again = run_cli("submit", "mlp", "--batch", str(folder), "--min-score", "80", "--csv", "again.csv",
+                    env=service.env(), cwd=tmp_path)
+    assert again.returncode == 1, again.stderr
+    assert [r["submission_id"] for r in read_csv(tmp_path / "again.csv")] == [r["submission_id"] for r in rows]
+    assert service.rows("SELECT count(*) FROM submissions WHERE candidate IN ('alice', 'bob', 'carol')") == [(3,)]
+
+
+def test_a_batch_with_a_wrong_token_stops_before_submitting(service: Service, tmp_path: Path) -> None:
+    folder = tmp_path / "cohort"
+    unique_copy(CORRECT, folder / "zed.py")
+    done = run_cli("submit", "mlp", "--batch", str(folder), env=service.env(GRADER_TOKEN="nope"), cwd=tmp_path)
+    assert done.returncode == 2 and "the token was refused" in done.stderr
+    assert not (tmp_path / "cohort-results.csv").exists()
+    assert service.rows("SELECT count(*) FROM submissions WHERE candidate = 'zed'") == [(0,)]
+
+
+def test_report_links_are_printed_without_wait(service: Service, tmp_path: Path) -> None:
+    solution = unique_copy(CORRECT, tmp_path / "s.py")
+    done = run_cli("submit", "mlp", str(solution), env=service.env(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    sid = done.stdout.splitlines()[0]
+    for suffix in ("", "/report", "/report.html", "/report.junit.xml"):
+        assert f"{service.url}/v1/submissions/{sid}{suffix}\n" in done.stdout
+    shutil.rmtree(tmp_path, ignore_errors=True)
