@@ -14,6 +14,10 @@ untrusted input on the grader's own disk: a symlink in it would make the grader
   subfolders are not entered, and a file with several hard links is refused;
 - sizes are capped while reading (never trusting st_size), as are file counts.
 
+A Jupyter notebook is read as its JSON text and sent as `solution.ipynb` (a lone .ipynb
+file, or the one notebook of a folder without solution.py); the API, the CLI and the engine
+convert it into solution.py (`grader.engine.notebook`) with the same rules everywhere.
+
 Refusals are InvalidRequest: the CLI exits 2 with the message, naming the file.
 """
 
@@ -25,6 +29,7 @@ import stat
 from pathlib import Path
 
 from grader.engine.files import decode_text
+from grader.engine.notebook import MAX_NOTEBOOK_BYTES, SUFFIX
 from grader.errors import InvalidRequest
 
 MAX_FILES = 32
@@ -36,8 +41,8 @@ def _open_flags(directory: bool) -> int:
     return flags | (os.O_DIRECTORY if directory else 0)
 
 
-def _read_fd(fd: int, label: str, budget: int) -> str:
-    """Read a regular file's descriptor, at most `budget` bytes, as UTF-8."""
+def _read_fd(fd: int, label: str, budget: int, limit: int = MAX_TOTAL_BYTES) -> str:
+    """Read a regular file's descriptor, at most `budget` bytes (of `limit` in all), as UTF-8."""
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         raise InvalidRequest(f"{label} is not a regular file; symlinks, pipes and devices are refused")
@@ -50,7 +55,9 @@ def _read_fd(fd: int, label: str, budget: int) -> str:
             break
         total += len(chunk)
         if total > budget:
-            raise InvalidRequest(f"{label}: the submission is over {MAX_TOTAL_BYTES} bytes in all")
+            raise InvalidRequest(f"{label}: the submission is over {limit} bytes in all"
+                                 + (" (clear the notebook's outputs: they are ignored)" if limit != MAX_TOTAL_BYTES
+                                    else ""))
         chunks.append(chunk)
     return decode_text(b"".join(chunks), label)
 
@@ -66,8 +73,14 @@ def _open(path: str, label: str, flags: int, dir_fd: int | None = None) -> int:
         raise InvalidRequest(f"{label} cannot be read: {exc.strerror}") from None
 
 
+def notebook_name(entry: str) -> str:
+    """The name a notebook is sent under: the entry's with .ipynb (solution.ipynb)."""
+    return entry.removesuffix(".py") + SUFFIX
+
+
 def read_submission(path: Path, entry: str = "solution.py") -> dict[str, str]:
-    """A .py file (sent as the entry file) or a folder of .py files with the entry among them."""
+    """A .py file (sent as the entry file), a .ipynb notebook (sent as solution.ipynb), or a folder of .py
+    files with the entry among them (or, without it, one notebook)."""
     label = str(path)
     try:
         info = os.lstat(path)
@@ -80,6 +93,8 @@ def read_submission(path: Path, entry: str = "solution.py") -> dict[str, str]:
     if stat.S_ISREG(info.st_mode):
         fd = _open(str(path), label, _open_flags(directory=False))
         try:
+            if path.name.lower().endswith(SUFFIX):
+                return {notebook_name(entry): _read_fd(fd, label, MAX_NOTEBOOK_BYTES, MAX_NOTEBOOK_BYTES)}
             return {entry: _read_fd(fd, label, MAX_TOTAL_BYTES)}
         finally:
             os.close(fd)
@@ -92,6 +107,7 @@ def _read_folder(path: Path, entry: str) -> dict[str, str]:
     dir_fd = _open(str(path), str(path), _open_flags(directory=True))
     try:
         files: dict[str, str] = {}
+        notebooks: list[str] = []
         budget = MAX_TOTAL_BYTES
         for name in sorted(os.listdir(dir_fd)):
             label = str(path / name)
@@ -101,6 +117,9 @@ def _read_folder(path: Path, entry: str) -> dict[str, str]:
             if not stat.S_ISREG(info.st_mode):
                 kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
                 raise InvalidRequest(f"{label} is {kind}; a submission folder may hold only regular files")
+            if name.endswith(SUFFIX):
+                notebooks.append(name)
+                continue
             if not name.endswith(".py"):
                 continue
             if len(files) >= MAX_FILES:
@@ -111,8 +130,22 @@ def _read_folder(path: Path, entry: str) -> dict[str, str]:
             finally:
                 os.close(fd)
             budget -= len(files[name].encode("utf-8"))
+        if entry not in files and len(notebooks) == 1:
+            # A folder of a notebook (and helpers): the notebook is the entry, sent as solution.ipynb whatever its
+            # name ("Untitled-1.ipynb"); beside solution.py, notebooks are ignored as before.
+            name, label = notebooks[0], str(path / notebooks[0])
+            fd = _open(name, label, _open_flags(directory=False), dir_fd=dir_fd)
+            try:
+                files[notebook_name(entry)] = _read_fd(fd, label, MAX_NOTEBOOK_BYTES, MAX_NOTEBOOK_BYTES)
+            finally:
+                os.close(fd)
+            return files
     finally:
         os.close(dir_fd)
     if entry not in files:
-        raise InvalidRequest(f"{path} has no {entry}: the entry file of a folder submission is {entry}")
+        if len(notebooks) > 1:
+            raise InvalidRequest(f"{path} has no {entry} and {len(notebooks)} notebooks ({', '.join(notebooks)}): "
+                                 f"keep one notebook, or add {entry} as the entry file")
+        raise InvalidRequest(f"{path} has no {entry}: the entry file of a folder submission is {entry} "
+                             "(or a single .ipynb notebook)")
     return files

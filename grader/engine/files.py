@@ -4,12 +4,17 @@ The API (JSON and multipart), the pages, the CLI's folder reader and the engine
 itself validate through these types and functions, so a name or a text is
 accepted or refused the same way everywhere, with the same message:
 
-- `FileName`: a plain Python module name (letters, digits, underscores, `.py`);
+- `FileName`: a plain Python module name (letters, digits, underscores, `.py`), or
+  one Jupyter notebook named the same way with `.ipynb`;
   this rules out folders, '..', leading dots, spaces, NULs and newlines in one rule.
 - `FileText`: text a database and a compiler can hold: valid UTF-8 (no unpaired
   surrogate, which JSON can smuggle in as an escape) and no NUL character.
 - `Files`: a name -> text mapping whose every entry is both, with messages that name the file.
 - `PlainText`: the same text rule for what people type (notes, reasons, names).
+
+A notebook (`name.ipynb`, or a notebook's JSON sent as solution.py) is converted by
+`check_submission` into the entry solution.py (`grader.engine.notebook`), so what is
+stored, graded and shown is that script, never the notebook's outputs.
 
 A refusal is a pydantic error of one of `ERROR_TYPES` whose message is the whole
 sentence to show; `check_*` raise it as `InvalidRequest` (a 400, or exit 2 in the CLI).
@@ -24,13 +29,14 @@ from typing import Annotated, Any, NoReturn
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, ValidationInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from grader.engine import notebook
 from grader.errors import InvalidRequest
 
 ENTRY = "solution.py"
-NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,95}\.py"
+NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]{0,95}\.(?:py|ipynb)"
 _NAME = re.compile(NAME_PATTERN)  # always matched whole (fullmatch): a trailing newline is not a name
 NAME_RULE = ("use a plain module name like helpers.py (letters, digits and underscores, ending in .py; "
-             "no folders, no '..')")
+             "no folders, no '..'), or one notebook named like solution.ipynb")
 ERROR_TYPES = frozenset({"file_name", "file_text"})
 
 
@@ -153,11 +159,43 @@ def decode_text(data: bytes, what: str) -> str:
                              "save it as UTF-8") from None
 
 
+def _convert_notebooks(files: dict[str, str], entry: str) -> dict[str, str]:
+    """`files` with its one notebook (a .ipynb, or a notebook's JSON sent as the entry) turned into the entry."""
+    notebooks = sorted(n for n in files if notebook.is_notebook_name(n))
+    for name, text in files.items():
+        if name != entry and not notebook.is_notebook_name(name) and notebook.looks_like_notebook(text):
+            raise InvalidRequest(f"{name} is a Jupyter notebook, not Python: send the notebook as solution.ipynb "
+                                 "(it becomes the entry), or export it as a .py file")
+    if len(notebooks) > 1:
+        raise InvalidRequest(f"send one notebook at most (got {', '.join(notebooks)}): it becomes {entry}")
+    if notebooks and entry in files:
+        raise InvalidRequest(f"send either {entry} or a notebook ({notebooks[0]}), not both: the notebook "
+                             f"becomes {entry}")
+    if notebooks:
+        source, name = files[notebooks[0]], notebooks[0]
+    elif entry in files and notebook.looks_like_notebook(files[entry]):
+        source, name = files[entry], f"{entry} (a Jupyter notebook)"
+    else:
+        return files
+    script = notebook.convert(source, name)
+    problem = text_problem(script, f"the code cells of {name}")
+    if problem:
+        raise InvalidRequest(problem)
+    converted = {n: t for n, t in files.items() if n not in notebooks}
+    converted[entry] = script
+    return converted
+
+
 def check_submission(files: Mapping[str, Any], entry: str, *, max_files: int, max_code_bytes: int) -> dict[str, str]:
-    """Every rule a submission's files meet before grading, in the order a person would fix them."""
+    """Every rule a submission's files meet before grading, in the order a person would fix them.
+
+    A notebook is converted here into `entry` (see `grader.engine.notebook`): the limits on sizes
+    then count its code, not its outputs; its own limits are `notebook.MAX_NOTEBOOK_BYTES` and
+    `notebook.MAX_CELLS`.
+    """
     if len(files) > max_files:
         raise InvalidRequest(f"too many files: {len(files)}; the limit is {max_files}")
-    checked = check_files(files)
+    checked = _convert_notebooks(check_files(files), entry)
     if entry not in checked:
         raise InvalidRequest(f"the entry file {entry} is missing: name the main file {entry} "
                              f"(got {', '.join(sorted(checked)) or 'no files'})")

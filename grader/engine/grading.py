@@ -17,6 +17,7 @@ from importlib import metadata
 from typing import Any
 
 import grader
+from grader.engine import notebook
 from grader.engine.catalog import Problem, TestSpec, get_problem
 from grader.engine.checks import static
 from grader.engine.files import check_submission
@@ -215,7 +216,8 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
     settings = options or GradingOptions()
     problem = get_problem(problem_id)
     _ = problem.plan  # import and check the plan before any sandbox starts: an inconsistent one is a grader fault
-    check_submission(files, entry, max_files=settings.max_files, max_code_bytes=settings.max_code_bytes)
+    # A notebook comes back converted into the entry script (grader.engine.notebook).
+    files = check_submission(files, entry, max_files=settings.max_files, max_code_bytes=settings.max_code_bytes)
     backend_name = backend.name
     started = time.monotonic()
     findings: list[Finding] = []
@@ -269,6 +271,7 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
         findings=findings, output=Output.join([r.output for r in results]),
         environment=_environment(settings, backend_name, sessions.isolation),
         duration_s=round(time.monotonic() - started, 3))
+    report = notebook.annotate(report, files, entry)  # a converted notebook: its cells named beside its lines
     log.info("graded %s: %s/%s in %.1fs (%d sandbox(es))", problem.id, report.score, report.max_score,
              report.duration_s, sessions.started)
     return report

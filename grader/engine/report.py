@@ -59,7 +59,8 @@ class TestResult(BaseModel):
 class Finding(BaseModel):
     """Something noticed about the submission as a whole (static analysis, sandbox events)."""
 
-    kind: Literal["forbidden-import", "autograd", "syntax", "import-error", "stray-process", "sandbox", "note"]
+    kind: Literal["forbidden-import", "autograd", "syntax", "import-error", "stray-process", "sandbox", "note",
+                  "notebook"]
     severity: Literal["info", "warning", "error"]
     message: str
     line: int | None = None

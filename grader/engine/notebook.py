@@ -1,0 +1,302 @@
+"""Jupyter notebooks as submissions: converted at intake into the entry script, mapped back in the report.
+
+Intake (`grader.engine.files.check_submission`, the one validation path of the API, the CLI
+and the engine) calls `convert`: the notebook is parsed and validated with nbformat, and its
+code cells, in order, become the entry `solution.py` in the "percent" script format:
+
+    # %% grader: a Jupyter notebook converted to a script (code cells only; outputs ignored)
+    # %% [cell 1]
+    import numpy as np
+    pass  # grader dropped line magic: %matplotlib inline
+    # %% [cell 3]
+    ...
+
+Cells are numbered from the top of the notebook, markdown and raw cells included (the number a
+person counts when scrolling). Outputs, markdown, raw cells and metadata are never kept, so
+they never reach a sandbox, the store or a report. IPython syntax that is not Python (line
+magics `%...`, cell magics `%%...`, shell escapes `!cmd` and `x = !cmd`, help requests `obj?`)
+is replaced line for line with `pass` and a fixed comment, so line numbers stay those of the
+notebook and a dropped line inside a block leaves the block valid. A cell magic drops its whole
+cell (its body is not Python), except %%time and %%capture whose body is Python and is kept.
+
+The engine recognises a converted entry by its exact first line (`HEADER`) and calls
+`annotate`: one finding per dropped line, and every reference to the entry's lines in test
+messages and findings also names the notebook cell and line. A .py file that forges the
+header and markers gains nothing: only the annotations of its own report change.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tokenize
+from dataclasses import dataclass
+
+from grader.engine.report import Finding, Report, TestResult
+from grader.errors import InvalidRequest
+
+SUFFIX = ".ipynb"
+MAX_NOTEBOOK_BYTES = 2 * 1024 * 1024  # the notebook's JSON, outputs included (they are then thrown away)
+MAX_CELLS = 1000
+MAX_DROPPED_FINDINGS = 20
+HEADER = "# %% grader: a Jupyter notebook converted to a script (code cells only; outputs ignored)"
+CELL_MARKER = "# %% [cell {n}]"
+_CELL_MARKER = re.compile(r"# %% \[cell ([1-9][0-9]{0,5})\]")
+_DROPPED = re.compile(r"(?P<indent>[ \t]*)pass  # grader dropped (?P<what>line magic|cell magic|shell escape|"
+                      r"help request): (?P<text>.*)")
+_BODY = "# grader dropped with its cell magic: "
+_KEEP_BODY_CELL_MAGICS = frozenset({"time", "capture"})  # their body is Python that runs in the notebook's namespace
+_NEWLINE = re.compile(r"\r\n|\r|\n")  # the compiler's line breaks; str.splitlines() knows more and would shift lines
+_ASSIGNED = re.compile(r"[A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*\s*=\s*(?P<rest>[!%].*)")
+_HELP = re.compile(r"\?{1,2}[A-Za-z_][\w.]*|[A-Za-z_][\w.]*\?{1,2}")
+
+
+def is_notebook_name(name: str) -> bool:
+    return name.endswith(SUFFIX)
+
+
+def looks_like_notebook(text: str) -> bool:
+    """Whether `text` (sent as a .py file) is a notebook's JSON: an object with 'cells' and 'nbformat'."""
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if not stripped.startswith("{") or '"nbformat"' not in text or '"cells"' not in text:
+        return False
+    try:
+        data = json.loads(stripped)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and "cells" in data and "nbformat" in data
+
+
+def _load(text: str, name: str) -> list[tuple[int, str, str]]:
+    """(position from 1, cell type, source) of every cell of a valid nbformat 4 notebook; else InvalidRequest."""
+    import nbformat
+
+    size = len(text.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_NOTEBOOK_BYTES:
+        raise InvalidRequest(f"{name} is {size} bytes; a notebook may be at most {MAX_NOTEBOOK_BYTES} bytes "
+                             "(clear its outputs: they are ignored anyway)")
+    try:
+        data = json.loads(text.lstrip("\ufeff"))
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"{name} is not a Jupyter notebook: it is not JSON ({exc.msg} at line {exc.lineno} "
+                             f"column {exc.colno}); save it from Jupyter, or send Python code as a .py file") from None
+    except RecursionError:
+        raise InvalidRequest(f"{name} is not a valid notebook: its JSON nests too deeply") from None
+    if not isinstance(data, dict) or "cells" not in data or "nbformat" not in data:
+        raise InvalidRequest(f"{name} is not a Jupyter notebook: a notebook is a JSON object with 'nbformat' "
+                             "and 'cells'")
+    version = data.get("nbformat")
+    if version != 4:
+        raise InvalidRequest(f"{name} uses nbformat version {str(version)[:20]}; only nbformat 4 notebooks are "
+                             "accepted: open and save it with Jupyter 4 or later")
+    cells = data.get("cells")
+    if isinstance(cells, list) and len(cells) > MAX_CELLS:
+        raise InvalidRequest(f"{name} has {len(cells)} cells; a notebook may have at most {MAX_CELLS}")
+    try:
+        nbformat.validate(nbformat.from_dict(data))  # type: ignore[no-untyped-call]
+    except nbformat.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        raise InvalidRequest(f"{name} is not a valid nbformat 4 notebook: {str(exc.message)[:200]}"
+                             f"{f' (at {where})' if where else ''}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{name} is not a valid notebook: its JSON nests too deeply") from None
+    result = []
+    for position, cell in enumerate(data["cells"], start=1):
+        source = cell.get("source", "")
+        result.append((position, str(cell.get("cell_type")), source if isinstance(source, str) else "".join(source)))
+    return result
+
+
+def _complete(lines: list[str]) -> bool:
+    """Whether these lines end a statement (no open bracket, string or backslash continuation)."""
+    try:
+        for _ in tokenize.generate_tokens(io.StringIO("\n".join(lines) + "\n").readline):
+            pass
+    except tokenize.TokenError:
+        return False
+    except (SyntaxError, ValueError):  # an indentation mistake: the compiler will report it with its line
+        return True
+    return True
+
+
+def _ipython_kind(stripped: str) -> str | None:
+    if stripped.startswith("%%"):
+        return "cell magic"
+    if stripped.startswith("%"):
+        return "line magic"
+    if stripped.startswith("!"):
+        return "shell escape"
+    assigned = _ASSIGNED.fullmatch(stripped)
+    if assigned:
+        return "shell escape" if assigned.group("rest").startswith("!") else "line magic"
+    if _HELP.fullmatch(stripped):
+        return "help request"
+    return None
+
+
+def _cell_lines(source: str) -> list[str]:
+    lines = _NEWLINE.split(source)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _keeps_body(head: str) -> bool:
+    """Whether cell magic line `head` ('%%time') runs its body as Python in the notebook's namespace."""
+    words = head.strip()[2:].split(None, 1)
+    return bool(words) and words[0] in _KEEP_BODY_CELL_MAGICS
+
+
+def _convert_cell(source: str) -> list[str]:
+    lines = _cell_lines(source)
+    out: list[str] = []
+    if lines and lines[0].strip().startswith("%%"):
+        out.append(f"pass  # grader dropped cell magic: {lines[0].strip()}")
+        if not _keeps_body(lines[0]):
+            return out + [_BODY + line for line in lines[1:]]
+        lines = lines[1:]
+    pending: list[str] = []  # a statement not finished yet: a '%' or '!' inside it is Python, not IPython
+    continued: str | None = None  # the kind of the dropped line before, when it ended with a backslash
+    for line in lines:
+        stripped = line.strip()
+        kind = continued or (_ipython_kind(stripped) if not pending and stripped else None)
+        if kind is not None:
+            kind = "line magic" if kind == "cell magic" else kind  # '%%' after a cell's first line
+            out.append(f"{line[:len(line) - len(line.lstrip())]}pass  # grader dropped {kind}: {stripped}")
+            continued = kind if stripped.endswith("\\") else None
+            continue
+        out.append(line)
+        pending.append(line)
+        if _complete(pending):
+            pending = []
+    return out
+
+
+def convert(text: str, name: str) -> str:
+    """The entry script of notebook `text` (named `name` in messages); InvalidRequest when it is not a usable one."""
+    cells = _load(text, name)
+    script = [HEADER]
+    has_code = False
+    for position, cell_type, source in cells:
+        if cell_type != "code":
+            continue
+        script.append(CELL_MARKER.format(n=position))
+        lines = _convert_cell(source)
+        has_code = has_code or any(line.strip() and not _DROPPED.fullmatch(line) and not line.startswith(_BODY)
+                                   for line in lines)
+        script.extend(lines)
+    if len(script) == 1:
+        raise InvalidRequest(f"{name} has no code cells: put the solution's code in code cells")
+    if not has_code:
+        raise InvalidRequest(f"{name} has no code: its code cells are empty or hold only magics and shell commands")
+    return "\n".join(script) + "\n"
+
+
+@dataclass(frozen=True)
+class LineMap:
+    """Where each line of a converted entry came from: script line -> (notebook cell, line in the cell)."""
+
+    cells: dict[int, tuple[int, int]]
+    dropped: list[tuple[int, str, str]]  # (script line, what, original text)
+
+    @classmethod
+    def of(cls, script: str) -> LineMap | None:
+        """The map of a converted entry, or None when `script` does not start with the exact header line."""
+        lines = _NEWLINE.split(script)
+        if not lines or lines[0] != HEADER:
+            return None
+        cells: dict[int, tuple[int, int]] = {}
+        dropped: list[tuple[int, str, str]] = []
+        cell, in_cell = 0, 0
+        for number, line in enumerate(lines[1:], start=2):
+            marker = _CELL_MARKER.fullmatch(line)
+            if marker:
+                cell, in_cell = int(marker.group(1)), 0
+                continue
+            if not cell:
+                continue
+            in_cell += 1
+            cells[number] = (cell, in_cell)
+            found = _DROPPED.fullmatch(line)
+            if found:
+                dropped.append((number, found.group("what"), found.group("text")))
+        return cls(cells, dropped)
+
+    def where(self, line: int) -> str | None:
+        found = self.cells.get(line)
+        return f"notebook cell {found[0]}, line {found[1]}" if found else None
+
+
+def _rewrite(message: str, entry: str, lines: LineMap) -> str:
+    """`message` with each reference to a line of the entry followed by its notebook cell and line."""
+    name = re.escape(entry)
+
+    def traceback_ref(m: re.Match[str]) -> str:
+        where = lines.where(int(m.group(1)))
+        return f"{m.group(0)} ({where})" if where else m.group(0)
+
+    def file_ref(m: re.Match[str]) -> str:
+        where = lines.where(int(m.group(1)))
+        return f"{m.group(0)}; {where}" if where else m.group(0)
+
+    message = re.sub(rf'(?<![\w.]){name}", line (\d+)', traceback_ref, message)
+    message = re.sub(rf"(?<![\w.]){name}, line (\d+)", file_ref, message)
+    if message.startswith(entry + " "):  # "solution.py does not compile: ... (line 3)"
+        message = re.sub(r"\(line (\d+)(?=\))", file_ref, message)
+    return message
+
+
+def _names_other_file(message: str, entry: str) -> bool:
+    return bool(re.match(r"[A-Za-z_]\w*\.py ", message)) and not message.startswith(entry + " ")
+
+
+def _annotate_test(test: TestResult, entry: str, lines: LineMap) -> TestResult:
+    message = _rewrite(test.message, entry, lines)
+    details = dict(test.details)
+    line = details.get("line")
+    if type(line) is int:
+        where = lines.where(line)
+        other_file = re.search(rf"(?<![\w.])(?!{re.escape(entry)})[A-Za-z_]\w*\.py\"?, line {line}\b", message)
+        if where and not other_file:
+            if "notebook cell" not in message:
+                message = f"{message} ({entry}, line {line}; {where})" if message else f"{entry}, line {line}; {where}"
+            cell, in_cell = lines.cells[line]
+            details.update(notebook_cell=cell, notebook_line=in_cell)
+    if message == test.message and details == test.details:
+        return test
+    return test.model_copy(update={"message": message, "details": details})
+
+
+def _annotate_finding(finding: Finding, entry: str, lines: LineMap) -> Finding:
+    message = _rewrite(finding.message, entry, lines)
+    if finding.line is not None and "notebook cell" not in message and not _names_other_file(message, entry):
+        where = lines.where(finding.line)
+        if where:
+            message = f"{message} ({where})"
+    return finding if message == finding.message else finding.model_copy(update={"message": message})
+
+
+def annotate(report: Report, files: dict[str, str], entry: str) -> Report:
+    """`report` unchanged for a .py entry; for a converted notebook, its dropped lines as findings and every
+    line reference of the entry also naming the notebook cell and line."""
+    lines = LineMap.of(files.get(entry, ""))
+    if lines is None:
+        return report
+    tests = [_annotate_test(t, entry, lines) for t in report.tests]
+    findings = [_annotate_finding(f, entry, lines) for f in report.findings]
+    notes = [Finding(kind="notebook", severity="info",
+                     message=f"{entry} was converted from a Jupyter notebook: its code cells in order, outputs "
+                             f"ignored; '{entry}, line N' is followed by the notebook cell and line it came from")]
+    for number, what, text in lines.dropped[:MAX_DROPPED_FINDINGS]:
+        cell, in_cell = lines.cells[number]
+        effect = ("it and the rest of its cell were not run" if what == "cell magic" and not _keeps_body(text)
+                  else "it was not run")
+        notes.append(Finding(kind="notebook", severity="warning", line=number,
+                             message=f"notebook cell {cell}, line {in_cell}: the IPython {what} {text[:120]!r} was "
+                                     f"dropped ({entry}, line {number}); {effect}: grading runs plain Python"))
+    more = len(lines.dropped) - MAX_DROPPED_FINDINGS
+    if more > 0:
+        notes.append(Finding(kind="notebook", severity="warning",
+                             message=f"{more} more IPython line(s) were dropped (not listed)"))
+    return report.model_copy(update={"tests": tests, "findings": [*findings, *notes]})
