@@ -95,10 +95,12 @@ def list_entries(folder: Path) -> list[Entry]:
         path = folder / name
         if name.startswith("."):
             continue
-        if path.is_dir() or path.is_symlink():
-            candidate = name  # a symlink is listed so that it becomes an `invalid` row with the reader's reason
-        elif path.suffix in ENTRY_SUFFIXES:
+        # A symlink is listed too, so that it becomes an `invalid` row with the reader's reason.
+        linked = path.is_symlink()
+        if path.suffix in ENTRY_SUFFIXES and (linked or path.is_file()):
             candidate = path.stem
+        elif linked or path.is_dir():
+            candidate = name
         else:
             continue
         if candidate in taken:
