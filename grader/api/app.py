@@ -60,10 +60,11 @@ def create_app(settings: Settings | None = None, *, grade: ServiceGradeFn = engi
             dispatcher.start()
             pool.start()
             app.state.pool = pool
+            app.state.webhooks = dispatcher
         try:
             yield
         finally:
-            app.state.pool = None
+            app.state.pool = app.state.webhooks = None
             if run_workers:
                 pool.stop()
                 dispatcher.stop()
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, grade: ServiceGradeFn = engi
     app.state.store = store
     app.state.metrics = metrics
     app.state.pool = None
+    app.state.webhooks = None
     install_error_handlers(app)
     _install_docs(app)
     for module in (submissions, problems, tokens, health):

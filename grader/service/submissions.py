@@ -30,7 +30,7 @@ from grader.engine.catalog import get_problem
 from grader.engine.files import ENTRY
 from grader.engine.report import Report
 from grader.errors import Conflict, InvalidRequest, NotFound
-from grader.service import netguard
+from grader.service import netguard, webhooks
 from grader.service.audit import event_out, record
 from grader.service.auth import Principal
 from grader.service.schemas import (
@@ -470,6 +470,7 @@ def override_test(store: Store, principal: Principal, submission_id: str, test_i
             raise InvalidRequest(f"points for {test_id!r} must be between 0 and {test.points:g}")
         overrides = _overrides(db, row.id)
         previous = effective_points(report, overrides)[test_id]
+        previous_final = overridden_score(report, overrides)
         override = Override(submission_id=row.id, test_id=test_id, points=float(points), previous_points=previous,
                             reason=reason, author=principal.name, token_id=principal.token_id or None)
         db.add(override)
@@ -478,4 +479,6 @@ def override_test(store: Store, principal: Principal, submission_id: str, test_i
         record(db, principal, "override.set", submission_id=row.id,
                detail={"test_id": test_id, "points": float(points), "previous_points": previous, "reason": reason,
                        "final_score": row.final_score})
+        if row.final_score != previous_final:  # the decision changes what the receiver was told: tell it again
+            webhooks.enqueue(db, row, webhooks.build_overridden_body(row, report, override.id))
         return _override_out(override)

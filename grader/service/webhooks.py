@@ -5,6 +5,16 @@ a crash between grading and delivery loses nothing. Delivery is at least once:
 receivers deduplicate by the `X-Grader-Delivery` header. The signature header is
 `X-Grader-Signature: sha256=<hex>`, HMAC-SHA256 with the service's webhook
 secret over the exact bytes of the body.
+
+Events (`X-Grader-Event` and the body's `event`): `submission.graded`,
+`submission.failed`, and `submission.overridden` when an interviewer's override
+changes the final score (written in the override's transaction, through the
+same outbox, signing and retries). A submission has one outbox row holding its
+latest event: an override re-arms it with the new event (the previous outcome
+stays in the audit log). The overridden body is the graded summary (so a
+receiver that missed the graded event still has it) plus `graded_score`,
+`final_score` and `override_id`; its `X-Grader-Delivery` is `<row id>:<override id>`,
+so each override is a new delivery to deduplicate on.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from grader.config import Settings
 from grader.engine.report import Report
@@ -63,6 +74,35 @@ def build_body(row: Submission, report: Report | None) -> str:
         "links": {"self": f"/v1/submissions/{row.id}", "report": f"/v1/submissions/{row.id}/report"},
     }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def build_overridden_body(row: Submission, report: Report, override_id: int) -> str:
+    """The `submission.overridden` event: the graded summary, the grader's and the final score, which override."""
+    body = json.loads(build_body(row, report))
+    body.update(event="submission.overridden", graded_score=row.score, final_score=row.final_score,
+                override_id=override_id)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def enqueue(db: Session, row: Submission, body: str) -> None:
+    """Put an event in the submission's outbox row (created if it has none), due now with fresh attempts.
+
+    Called inside the caller's transaction, so the event is stored together with what caused it.
+    """
+    if not row.callback_url:
+        return
+    hook = db.scalar(select(WebhookDelivery).where(WebhookDelivery.submission_id == row.id))
+    if hook is None:
+        db.add(WebhookDelivery(submission_id=row.id, url=row.callback_url, body=body, status="pending", attempts=0,
+                               next_attempt_at=utcnow()))
+        return
+    hook.url, hook.body, hook.status, hook.attempts = row.callback_url, body, "pending", 0
+    hook.next_attempt_at, hook.last_status_code, hook.last_error, hook.delivered_at = utcnow(), None, None, None
+
+
+def delivery_id(row_id: int, body: dict[str, Any]) -> str:
+    """The X-Grader-Delivery value: the row's id, and for an override event the override's id too."""
+    return f"{row_id}:{body['override_id']}" if body.get("event") == "submission.overridden" else str(row_id)
 
 
 def backoff_s(attempt: int, base_s: float) -> float:
@@ -116,9 +156,10 @@ class WebhookDispatcher:
             self._attempt(delivery_id, url, body.encode("utf-8"))
         return len(due)
 
-    def _attempt(self, delivery_id: int, url: str, body: bytes) -> None:
+    def _attempt(self, row_id: int, url: str, body: bytes) -> None:
+        event = json.loads(body)
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, self.settings.webhook_secret),
-                   DELIVERY_HEADER: str(delivery_id), EVENT_HEADER: json.loads(body)["event"],
+                   DELIVERY_HEADER: delivery_id(row_id, event), EVENT_HEADER: event["event"],
                    "User-Agent": "dl-grader-webhook"}
         status_code: int | None = None
         error: str | None = None
@@ -136,9 +177,9 @@ class WebhookDispatcher:
         except netguard.Refused as exc:
             error = f"refused: {exc}"[:MAX_ERROR_CHARS]
         with self.store.session() as db:
-            row = db.get(WebhookDelivery, delivery_id)
-            if row is None or row.status != "pending":
-                return
+            row = db.get(WebhookDelivery, row_id)
+            if row is None or row.status != "pending" or row.body.encode("utf-8") != body:
+                return  # gone, settled, or re-armed with a newer event while this one was in flight
             row.attempts += 1
             row.last_status_code, row.last_error = status_code, error
             if error is None:
@@ -150,7 +191,7 @@ class WebhookDispatcher:
                                                                                self.settings.webhook_backoff_s))
             if row.status != "pending":
                 record(db, SYSTEM, f"webhook.{row.status}", submission_id=row.submission_id,
-                       detail={"url": row.url, "attempts": row.attempts, "status_code": status_code,
-                               "error": error})
+                       detail={"url": row.url, "event": event["event"], "attempts": row.attempts,
+                               "status_code": status_code, "error": error})
                 self.metrics.count("grader_webhooks_total", {"outcome": row.status})
-        log.info("webhook %s to %s: %s", delivery_id, url, error or status_code)
+        log.info("webhook %s to %s: %s", row_id, url, error or status_code)

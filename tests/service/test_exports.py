@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import Tokens, make_settings, wait_for_status
+from conftest import Tokens, make_settings, standin_grade, wait_for_status
 from fastapi.testclient import TestClient
 
 from grader.service import submissions as subs
@@ -178,3 +178,99 @@ def test_docs_work_offline(client: TestClient) -> None:
     assert "SwaggerUIBundle" in client.get(next(a for a in assets if a.endswith("bundle.js"))).text
     assert "/openapi.json" in page.text and client.get("/openapi.json").status_code == 200
     assert client.get("/redoc").status_code == 404  # no offline ReDoc bundle: off rather than blank
+
+
+def test_an_override_that_changes_the_final_score_is_a_signed_webhook(client: TestClient, tokens: Tokens) -> None:
+    import time
+
+    from test_service_webhooks import Receiver, detail_when
+
+    from grader.service.webhooks import SIGNATURE_HEADER, verify
+
+    receiver = Receiver([])
+    try:
+        r = client.post("/v1/submissions", headers=Tokens.auth(tokens.submitter),
+                        json={"problem": "mlp", "code": MLP_ALL, "candidate": "ada", "callback_url": receiver.url})
+        assert r.status_code == 202, r.text
+        sid = r.json()["id"]
+        wait_for_status(client, sid, tokens.submitter)
+        detail_when(client, tokens, sid, "delivered")
+        assert [json.loads(b)["event"] for _, _, b in receiver.calls] == ["submission.graded"]
+        failed = _failed_test(client, tokens, sid)
+        graded = json.loads(receiver.calls[0][2])["score"]
+
+        _override(client, tokens, sid, failed["id"], 0.0, "no change: the test earned nothing")  # final unchanged
+        _override(client, tokens, sid, failed["id"], failed["points"], "the statement allowed this tie convention")
+        deadline = time.monotonic() + 10
+        while len(receiver.calls) < 2:
+            assert time.monotonic() < deadline, receiver.calls
+            time.sleep(0.05)
+        detail = detail_when(client, tokens, sid, "delivered")
+        time.sleep(0.3)  # an unchanged final score must not have sent anything more
+        assert len(receiver.calls) == 2, [json.loads(b)["event"] for _, _, b in receiver.calls]
+        _, headers, body = receiver.calls[1]
+        secret = client.app.state.settings.webhook_secret  # type: ignore[attr-defined]
+        assert verify(body, secret, headers[SIGNATURE_HEADER])
+        event = json.loads(body)
+        assert headers["X-Grader-Event"] == event["event"] == "submission.overridden"
+        assert event["submission_id"] == sid and event["graded_score"] == event["score"] == graded
+        assert event["final_score"] == graded + failed["points"] == detail["submission"]["final_score"]
+        override_id = detail["overrides"][-1]["id"]
+        assert event["override_id"] == override_id
+        assert headers["X-Grader-Delivery"] != receiver.calls[0][1]["X-Grader-Delivery"]  # a new delivery
+        assert headers["X-Grader-Delivery"].endswith(f":{override_id}")
+        assert "tie convention" not in body.decode() and "hidden input" not in body.decode()
+        assert [e["detail"].get("event") for e in detail["audit"] if e["action"] == "webhook.delivered"] == \
+            ["submission.graded", "submission.overridden"]
+    finally:
+        receiver.close()
+
+
+def test_an_override_while_the_graded_event_is_in_flight_is_not_lost(tmp_path: Path) -> None:
+    """The dispatcher marks a row delivered only if it still holds the event it sent."""
+    from test_service_webhooks import Receiver
+
+    from grader.api.app import create_app
+    from grader.service.grading import build_pool
+    from grader.service.metrics import Metrics
+    from grader.service.webhooks import WebhookDispatcher
+    from grader.store.models import WebhookDelivery
+
+    settings = make_settings(tmp_path)
+    receiver = Receiver([])
+    try:
+        with TestClient(create_app(settings, run_workers=False)) as client:
+            store = client.app.state.store  # type: ignore[attr-defined]
+            tokens = Tokens(store)
+            r = client.post("/v1/submissions", headers=Tokens.auth(tokens.submitter),
+                            json={"problem": "mlp", "code": MLP_ALL, "callback_url": receiver.url})
+            sid = r.json()["id"]
+            pool = build_pool(store, settings, grade=standin_grade, metrics=Metrics())
+            pool.start()
+            try:
+                wait_for_status(client, sid, tokens.submitter)
+            finally:
+                pool.stop()
+            dispatcher = WebhookDispatcher(store, settings, Metrics())
+            real_post = dispatcher.client.post
+
+            def post_then_override(*args: object, **kwargs: object) -> object:
+                answer = real_post(*args, **kwargs)  # type: ignore[arg-type]
+                if len(receiver.calls) == 1:  # the graded event reached the receiver: now an override lands
+                    failed = _failed_test(client, tokens, sid)
+                    _override(client, tokens, sid, failed["id"], failed["points"], "allowed")
+                return answer
+
+            dispatcher.client.post = post_then_override  # type: ignore[method-assign]
+            try:
+                assert dispatcher.deliver_due() == 1
+                with store.session() as db:
+                    hook = db.query(WebhookDelivery).filter_by(submission_id=sid).one()
+                    assert (hook.status, json.loads(hook.body)["event"]) == ("pending", "submission.overridden")
+                assert dispatcher.deliver_due() == 1
+            finally:
+                dispatcher.stop()
+            assert [json.loads(b)["event"] for _, _, b in receiver.calls] == \
+                ["submission.graded", "submission.overridden"]
+    finally:
+        receiver.close()

@@ -241,7 +241,14 @@ def add_note(submission_id: str, body: NoteIn, store: Store = Depends(get_store)
 
 @router.post("/{submission_id}/overrides", response_model=OverrideOut, status_code=201,
              responses=REPORT_RESPONSES)
-def add_override(submission_id: str, body: OverrideIn, store: Store = Depends(get_store),
+def add_override(submission_id: str, body: OverrideIn, request: Request, store: Store = Depends(get_store),
                  me: Principal = Depends(require_role("interviewer"))) -> OverrideOut:
-    """Override the points of one test, with a reason; the report keeps the grader's verdict."""
-    return subs.override_test(store, me, submission_id, body.test_id, body.points, body.reason)
+    """Override the points of one test, with a reason; the report keeps the grader's verdict.
+
+    When the final score changes, a `submission.overridden` webhook goes to the submission's callback_url.
+    """
+    created = subs.override_test(store, me, submission_id, body.test_id, body.points, body.reason)
+    dispatcher = getattr(request.app.state, "webhooks", None)
+    if dispatcher is not None:
+        dispatcher.wake()  # deliver now rather than at the next poll
+    return created
