@@ -27,6 +27,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.system]
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, "height": 812}}
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -83,6 +85,7 @@ class Server:
     interviewer_token: str
     submission_id: str
     raise_line: int
+    wrong_id: str  # rnn with tanh's derivative taken as 1 - tanh: wrong values, no exception
 
 
 @pytest.fixture(scope="module")
@@ -110,22 +113,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         interviewer = _create_token(env, "interviewer", "alice")
         submitter = _create_token(env, "submitter", "ci")
         code, raise_line = _submission_code()
-        body = json.dumps({"problem": "rnn", "code": code, "candidate": "Ada <b>Lovelace</b>"}).encode()
-        request = urllib.request.Request(f"{base_url}/v1/submissions", data=body, method="POST",
-                                         headers={"Authorization": f"Bearer {submitter}",
-                                                  "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            assert response.status == 202
-            submission_id = str(json.loads(response.read())["id"])
+        wrong = (ROOT / "tests/solutions/rnn/wrong_tanh_derivative.py").read_text()
+        ids = []
+        # Ada's last: the list shows the newest first.
+        for text, candidate in ((wrong, "Grace Brewster Murray Hopper"), (code, "Ada <b>Lovelace</b>")):
+            body = json.dumps({"problem": "rnn", "code": text, "candidate": candidate}).encode()
+            request = urllib.request.Request(f"{base_url}/v1/submissions", data=body, method="POST",
+                                             headers={"Authorization": f"Bearer {submitter}",
+                                                      "Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 202
+                ids.append(str(json.loads(response.read())["id"]))
         deadline = time.monotonic() + GRADING_S
-        while True:
-            status = _get_json(f"{base_url}/v1/submissions/{submission_id}", submitter)["status"]
-            if status in ("done", "failed"):
-                break
-            assert time.monotonic() < deadline, f"not graded within {GRADING_S} s (status {status})"
-            time.sleep(0.5)
-        assert status == "done", _get_json(f"{base_url}/v1/submissions/{submission_id}", submitter)
-        yield Server(base_url, data_dir, interviewer, submission_id, raise_line)
+        for submission_id in ids:
+            while True:
+                status = _get_json(f"{base_url}/v1/submissions/{submission_id}", submitter)["status"]
+                if status in ("done", "failed"):
+                    break
+                assert time.monotonic() < deadline, f"not graded within {GRADING_S} s (status {status})"
+                time.sleep(0.5)
+            assert status == "done", _get_json(f"{base_url}/v1/submissions/{submission_id}", submitter)
+        yield Server(base_url, data_dir, interviewer, ids[1], raise_line, ids[0])
     finally:
         process.terminate()
         try:
@@ -216,4 +224,66 @@ def test_interviewer_signs_in_reads_the_report_adds_a_note_and_no_candidate_scri
         finally:
             context.close()
     # A CSP violation (say, a stylesheet whose hash no longer matches) shows up here.
+    assert console_errors == []
+
+
+def _no_horizontal_overflow(page: sync_api.Page) -> None:
+    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"the page scrolls sideways: {width[0]} px of content in {width[1]} px"
+
+
+@pytest.mark.parametrize("viewport", sorted(VIEWPORTS))
+def test_report_and_compare_pages_fit_desktop_and_phone(server: Server, tmp_path: Path, viewport: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    console_errors: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+            viewport=VIEWPORTS[viewport])
+        try:
+            context.set_default_timeout(PAGE_TIMEOUT_MS)
+            context.add_cookies([{"name": "grader_token", "value": server.interviewer_token,
+                                  "url": server.base_url, "httpOnly": True, "sameSite": "Strict"}])
+            page = context.new_page()
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: console_errors.append(str(e)))
+
+            # The wrong-value report: failures first, passed tests folded, the function under test highlighted.
+            page.goto(f"{server.base_url}/ui/submissions/{server.wrong_id}")
+            _no_horizontal_overflow(page)
+            statuses = page.locator("#tests article.test .badge").evaluate_all("els => els.map(e => e.textContent)")
+            failing = [s for s in statuses if s in ("failed", "error", "timeout")]
+            assert failing and statuses[:len(failing)] == failing and "passed" in statuses
+            folded = page.locator("details.passed-tests")
+            assert folded.count() == 1 and folded.get_attribute("open") is None
+            first_passed = folded.locator("article.test").first
+            assert not first_passed.is_visible()
+            function_rows = page.locator("tr.in-fn")
+            assert function_rows.count() >= 3
+            assert page.locator("tr.fn-note").first.inner_text().count("rnn_step_backward") >= 1
+            assert page.locator("tr.marked").count() == 0  # nothing raised: the function is the only pointer
+            # The code scrolls inside its own box, not the page.
+            code = page.locator(".codefile").first
+            assert code.evaluate("e => e.getBoundingClientRect().right") <= VIEWPORTS[viewport]["width"]
+            page.screenshot(path=str(SCREENSHOTS / f"report-{viewport}.png"), full_page=True)
+            folded.locator(":scope > summary").click()  # opens without any script
+            assert first_passed.is_visible()
+            _no_horizontal_overflow(page)
+
+            # Both candidates side by side.
+            page.goto(f"{server.base_url}/ui/compare?problem=rnn&ids={server.submission_id},{server.wrong_id}")
+            _no_horizontal_overflow(page)
+            heads = page.locator("table.compare th.cand").all_inner_texts()
+            assert len(heads) == 2 and "Ada <b>Lovelace</b>" in heads[0] and "Grace" in heads[1]
+            assert page.locator("table.compare tr.final td").count() == 2
+            page.screenshot(path=str(SCREENSHOTS / f"compare-{viewport}.png"), full_page=True)
+
+            # The list, with its CSV link and compare checkboxes.
+            page.goto(f"{server.base_url}/ui/submissions?problem=rnn")
+            _no_horizontal_overflow(page)
+            assert page.locator("a.csv").get_attribute("href") == "/ui/submissions.csv?problem=rnn"
+            page.screenshot(path=str(SCREENSHOTS / f"list-{viewport}.png"), full_page=True)
+            assert page.evaluate("typeof window.__pwned") == "undefined"
+        finally:
+            context.close()
     assert console_errors == []
