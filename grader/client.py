@@ -11,7 +11,7 @@ Failures are `ClientError`s carrying the exit code the CLI answers with:
     Unreachable (4)   no answer at all (connection refused, timeouts) after the retries
 
 Retries are bounded and safe: network errors, 500/502/503/504 and 429 (honouring
-Retry-After) are retried with exponential backoff and full jitter, and the POST
+Retry-After) are retried with exponential backoff and jitter, and the POST
 always carries an `Idempotency-Key` derived from the content, so a retried POST
 returns the submission the first one created instead of grading twice. While
 following a submission, the retries are bounded by the wait's deadline instead of
@@ -91,7 +91,10 @@ def retry_after_s(value: str | None) -> float | None:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """At most `attempts` tries; the n-th wait is uniform in [0, min(max_delay_s, base_delay_s * 2**n)]."""
+    """At most `attempts` tries; the n-th wait is uniform in [d/2, d] with d = min(max_delay_s, base_delay_s * 2**n).
+
+    The random half spreads clients that failed together (a restart) so that they do not all come back at once.
+    """
 
     attempts: int = 6
     base_delay_s: float = 0.5
