@@ -91,16 +91,23 @@ def _load(text: str, name: str) -> list[tuple[int, str, str]]:
         raise InvalidRequest(f"{name} uses nbformat version {str(version)[:20]}; only nbformat 4 notebooks are "
                              "accepted: open and save it with Jupyter 4 or later")
     cells = data.get("cells")
-    if isinstance(cells, list) and len(cells) > MAX_CELLS:
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        raise InvalidRequest(f"{name} is not a valid nbformat 4 notebook: 'cells' must be a list of cells")
+    if len(cells) > MAX_CELLS:
         raise InvalidRequest(f"{name} has {len(cells)} cells; a notebook may have at most {MAX_CELLS}")
     try:
-        nbformat.validate(nbformat.from_dict(data))  # type: ignore[no-untyped-call]
+        if isinstance(data.get("nbformat_minor"), int) and data["nbformat_minor"] >= 5:
+            for position, cell in enumerate(cells, start=1):
+                cell.setdefault("id", f"cell-{position}")  # as Jupyter would add it (nbformat would warn)
+        nbformat.validate(data)
     except nbformat.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path)
         raise InvalidRequest(f"{name} is not a valid nbformat 4 notebook: {str(exc.message)[:200]}"
                              f"{f' (at {where})' if where else ''}") from None
     except RecursionError:
         raise InvalidRequest(f"{name} is not a valid notebook: its JSON nests too deeply") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a shape nbformat's own code trips over
+        raise InvalidRequest(f"{name} is not a valid nbformat 4 notebook ({type(exc).__name__})") from None
     result = []
     for position, cell in enumerate(data["cells"], start=1):
         source = cell.get("source", "")
@@ -157,14 +164,19 @@ def _convert_cell(source: str) -> list[str]:
             return out + [_BODY + line for line in lines[1:]]
         lines = lines[1:]
     pending: list[str] = []  # a statement not finished yet: a '%' or '!' inside it is Python, not IPython
-    continued: str | None = None  # the kind of the dropped line before, when it ended with a backslash
+    continued: tuple[str, str] | None = None  # (kind, indent) of a dropped line that ended with a backslash
     for line in lines:
         stripped = line.strip()
-        kind = continued or (_ipython_kind(stripped) if not pending and stripped else None)
+        kind: str | None
+        if continued is not None:  # the rest of a dropped line: at its first line's indentation, so blocks stay valid
+            kind, indent = continued
+        else:
+            kind = _ipython_kind(stripped) if not pending and stripped else None
+            indent = line[:len(line) - len(line.lstrip())]
         if kind is not None:
             kind = "line magic" if kind == "cell magic" else kind  # '%%' after a cell's first line
-            out.append(f"{line[:len(line) - len(line.lstrip())]}pass  # grader dropped {kind}: {stripped}")
-            continued = kind if stripped.endswith("\\") else None
+            out.append(f"{indent}pass  # grader dropped {kind}: {stripped}")
+            continued = (kind, indent) if stripped.endswith("\\") else None
             continue
         out.append(line)
         pending.append(line)
