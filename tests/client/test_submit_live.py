@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import httpx
+import nbformat
 import pytest
 
 from grader.engine.report import Report
@@ -116,37 +117,43 @@ def test_a_batch_through_the_service(service: Service, tmp_path: Path) -> None:
     (folder / "dave").mkdir()
     (folder / "dave" / "notes.py").write_text("x = 1\n")  # no solution.py: a row, not an abort
     (folder / "README.md").write_text("not a candidate\n")
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# My MLP"),
+        nbformat.v4.new_code_cell(CORRECT.read_text() + f"\n# {uuid.uuid4().hex}\n")])
+    (folder / "erin.ipynb").write_text(nbformat.writes(notebook))
     done = run_cli("submit", "mlp", "--batch", str(folder), "--jobs", "3", env=service.env(), cwd=tmp_path)
     assert done.returncode == 0, done.stderr + done.stdout
     rows = read_csv(tmp_path / "cohort-results.csv")
-    assert [r["candidate"] for r in rows] == ["alice", "bob", "carol", "dave"]
-    alice, bob, carol, dave = rows
-    for row, entry in ((alice, "alice"), (bob, "bob.py"), (carol, "carol.py")):
+    assert [r["candidate"] for r in rows] == ["alice", "bob", "carol", "dave", "erin"]
+    alice, bob, carol, dave, erin = rows
+    for row, entry in ((alice, "alice"), (bob, "bob.py"), (carol, "carol.py"), (erin, "erin.ipynb")):
         assert row["entry"] == entry and row["status"] == "graded" and row["error"] == "", row
         assert row["max_score"] == "100" and row["tests"] == "14"
         assert SID.match(row["submission_id"])
         assert row["report_link"] == f"{service.url}/v1/submissions/{row['submission_id']}/report.html"
     assert (alice["score"], alice["passed"], alice["failed_tests"]) == ("100", "14", "")
     assert (carol["score"], carol["passed"], carol["failed_tests"]) == ("100", "14", "")
+    assert (erin["score"], erin["passed"], erin["failed_tests"]) == ("100", "14", "")
     assert (bob["score"], bob["passed"]) == ("71", "10")
     assert sorted(bob["failed_tests"].split(" ")) == sorted(WRONG_FAILS)
     assert dave["status"] == "invalid" and "has no solution.py" in dave["error"]
     assert dave["submission_id"] == dave["score"] == dave["report_link"] == ""
-    for row in (alice, bob, carol):
+    for row in (alice, bob, carol, erin):
         assert service.rows("SELECT candidate, score FROM submissions WHERE id = ?", row["submission_id"]) == [
             (row["candidate"], float(row["score"]))]
     page = httpx.get(bob["report_link"], headers={"Authorization": f"Bearer {service.token}"}, timeout=30)
     assert page.status_code == 200 and "affine_backward" in page.text
     # The summary table names everyone; progress went to stderr, a line each (stderr is not a terminal).
-    for name in ("alice", "bob", "carol", "dave", bob["report_link"]):
+    for name in ("alice", "bob", "carol", "dave", "erin", bob["report_link"]):
         assert name in done.stdout
-    assert len(re.findall(r"^\[\d/4\] ", done.stderr, re.M)) == 4
+    assert len(re.findall(r"^\[\d/5\] ", done.stderr, re.M)) == 5
     # Again with a passing score: nothing graded twice, bob (71) and dave (invalid) are under it.
     again = run_cli("submit", "mlp", "--batch", str(folder), "--min-score", "80", "--csv", "again.csv",
                     env=service.env(), cwd=tmp_path)
     assert again.returncode == 1, again.stderr
     assert [r["submission_id"] for r in read_csv(tmp_path / "again.csv")] == [r["submission_id"] for r in rows]
-    assert service.rows("SELECT count(*) FROM submissions WHERE candidate IN ('alice', 'bob', 'carol')") == [(3,)]
+    graded = "('alice', 'bob', 'carol', 'erin')"
+    assert service.rows(f"SELECT count(*) FROM submissions WHERE candidate IN {graded}") == [(4,)]
 
 
 def test_a_batch_with_a_wrong_token_stops_before_submitting(service: Service, tmp_path: Path) -> None:
