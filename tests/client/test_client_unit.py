@@ -195,3 +195,63 @@ def test_usage_errors_exit_2_before_any_request(args: list[str], env: dict[str, 
     assert main(submit(*args)) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+class FakeService(BaseHTTPRequestHandler):
+    """Accepts any submission, reports it finished with `final` and serves `report` (a scripted service)."""
+
+    final: dict[str, object] = {}
+    report = ""
+
+    def _send(self, status: int, body: str) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._send(202, json.dumps(SUMMARY))
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/report"):
+            self._send(200, type(self).report)
+        else:
+            self._send(200, json.dumps({**SUMMARY, **type(self).final}))
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def scripted_report(status: str, error: str | None) -> str:
+    from grader.engine.report import Environment, ProblemRef, Report
+
+    return Report(problem=ProblemRef(id="mlp", version="1.0.0"), status=status,  # type: ignore[arg-type]
+                  score=0.0, max_score=100.0, tests=[], error=error,
+                  environment=Environment(grader_version="t", seed=0, sandbox_backend="none")).model_dump_json()
+
+
+@pytest.mark.parametrize(("final", "report", "message"), [
+    ({"status": "failed", "error": "graded 3 times, the sandbox crashed each time"}, "",
+     f"the service could not grade submission {'a' * 32}: graded 3 times, the sandbox crashed each time"),
+    ({"status": "done", "score": 0.0, "max_score": 100.0}, scripted_report("incomplete", "sandbox withdrawn"),
+     "the report is incomplete: sandbox withdrawn"),
+])
+def test_exit_3_when_the_grading_failed_or_the_report_is_incomplete(
+        final: dict[str, object], report: str, message: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    FakeService.final, FakeService.report = final, report
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeService)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setenv("GRADER_TOKEN", "tok")
+    try:
+        code = main(submit("mlp", str(CORRECT), "--server", f"http://127.0.0.1:{httpd.server_address[1]}",
+                           "--wait"))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert message in err and "Traceback" not in err
