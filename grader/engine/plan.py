@@ -21,6 +21,7 @@ for the next one.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -33,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 
 from grader.engine.report import Figure
-from grader.engine.verdict import CheckFailed, Verdict
+from grader.engine.verdict import CheckFailed, Kind, Verdict
 from grader.isolation.base import CandidateError, Handle, Reply, SandboxFault, Session
 
 __all__ = ["CheckFailed", "CandidateRaised", "Verdict", "Plan", "Context", "stable_seed", "describe_example"]
@@ -66,17 +67,38 @@ def _ignore_local_constants() -> None:
 _ignore_local_constants()
 
 
+_UNDEFINED_NAME = re.compile(r"name '([A-Za-z_][A-Za-z0-9_]*)' is not defined")
+
+
+def missing_name(error: CandidateError) -> str | None:
+    """The name the submission lacks, whoever looked it up: the grader (a function it calls) or the
+    candidate's own code (a NameError, e.g. TwoLayerNet.loss calling an affine_backward that is not there)."""
+    if error.missing:
+        return error.missing
+    found = _UNDEFINED_NAME.fullmatch(error.message) if error.type == "NameError" else None
+    return found.group(1) if found else None
+
+
 class CandidateRaised(CheckFailed):
-    """The candidate's code raised an exception (or a required name is missing)."""
+    """The candidate's code raised an exception (kind "error"), or a name it must define is missing.
+
+    A missing name is one verdict wherever it shows: `failed` (the candidate's fault, no points), with a
+    message naming it, whether the grader calls it directly or the candidate's own code calls it.
+    """
 
     def __init__(self, what: str, error: CandidateError) -> None:
-        if error.missing:
-            message = f"solution.py does not define `{error.missing}`"
+        missing = missing_name(error)
+        kind: Kind = "error"
+        if error.missing:  # the grader looked it up
+            message, kind = f"solution.py does not define `{missing}`", "failed"
+        elif missing:
+            where = f" ({error.file}, line {error.line})" if error.file and error.line else ""
+            message, kind = f"solution.py does not define `{missing}`, which {what} calls{where}", "failed"
         elif error.type == "ReturnShape":
             message = f"{what}: {error.message}"
         else:
             message = f"{what} raised {error.summary()}"
-        super().__init__(message, line=error.line, kind="error")
+        super().__init__(message, line=error.line, kind=kind)
         self.error = error
 
 

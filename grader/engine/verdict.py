@@ -45,8 +45,9 @@ PASSED = Verdict("passed")
 class CheckFailed(Exception):
     """A test's verdict against the candidate, raised by a plan. The message is shown as is.
 
-    kind "failed": the answer is wrong; "error": the candidate's code raised (or is
-    missing a name, or sent a malformed reply); "timeout": it did not return in time.
+    kind "failed": the answer is wrong, or a name the test needs is missing (wherever it is
+    looked up); "error": the candidate's code raised (or sent a malformed reply);
+    "timeout": it did not return in time.
     """
 
     def __init__(self, message: str, counterexample: str | None = None, line: int | None = None,
