@@ -95,6 +95,28 @@ def test_magics_and_shell_escapes_are_dropped_line_for_line() -> None:
     assert lines[-2:] == ["pass  # grader dropped cell magic: %%time", "w = 5 % 3"]  # %%time's body is Python
 
 
+def test_only_a_line_that_starts_a_statement_can_be_ipython() -> None:
+    source = ("y = 5 \\\n% 3\n"  # a backslash continuation: '% 3' is Python
+              "# don't\n%who\n"  # a quote in a comment opens no string
+              "s = 'it\\'s' # (\n!ls\n"  # an escaped quote, a bracket in a comment
+              "t = ('a',\n!b)\n"  # inside brackets
+              "u = r\"\"\"\\\"\"\"\n%x\n\"\"\"\n%y")  # a raw triple-quoted string with an escaped quote
+    cell = check({"solution.ipynb": small_notebook(source)})[ENTRY].splitlines()[2:]
+    assert cell == ["y = 5 \\", "% 3", "# don't", "pass  # grader dropped line magic: %who",
+                    "s = 'it\\'s' # (", "pass  # grader dropped shell escape: !ls", "t = ('a',", "!b)",
+                    'u = r"""\\"""', "%x", '"""', "pass  # grader dropped line magic: %y"]
+
+
+def test_conversion_is_linear_in_a_long_literal() -> None:
+    import time
+
+    source = "x = [\n" + "%d,\n" * 40_000 + "]\n%who"  # every line of the literal could be taken for a magic
+    started = time.monotonic()
+    script = check({"solution.ipynb": small_notebook(source)})[ENTRY]
+    assert time.monotonic() - started < 5.0
+    assert script.count("grader dropped") == 1 and script.endswith("pass  # grader dropped line magic: %who\n")
+
+
 def test_dropped_lines_are_findings_naming_cell_and_line_and_the_score_is_the_py_score() -> None:
     nb = mlp_notebook(extra_first_cell="%matplotlib inline\n!pip install numpy")
     report = grade_inprocess({"solution.ipynb": nb})

@@ -27,10 +27,8 @@ header and markers gains nothing: only the annotations of its own report change.
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import tokenize
 from dataclasses import dataclass
 
 from grader.engine.report import Finding, Report, TestResult
@@ -115,16 +113,51 @@ def _load(text: str, name: str) -> list[tuple[int, str, str]]:
     return result
 
 
-def _complete(lines: list[str]) -> bool:
-    """Whether these lines end a statement (no open bracket, string or backslash continuation)."""
-    try:
-        for _ in tokenize.generate_tokens(io.StringIO("\n".join(lines) + "\n").readline):
-            pass
-    except tokenize.TokenError:
-        return False
-    except (SyntaxError, ValueError):  # an indentation mistake: the compiler will report it with its line
-        return True
-    return True
+@dataclass
+class _Scanner:
+    """Where Python's lexer stands between lines: inside brackets, a string, or a backslash continuation.
+
+    Linear in the cell's length (a tokenizer run per line would be quadratic on a long literal). Only what
+    decides whether a line starts a statement is tracked: a '%' or '!' line inside one is Python, not IPython.
+    """
+
+    depth: int = 0
+    quote: str = ""  # the open string's quote: one or three ' or ", or "" outside strings
+    continued: bool = False
+
+    @property
+    def at_statement_start(self) -> bool:
+        return not (self.depth or self.quote or self.continued)
+
+    def feed(self, line: str) -> None:
+        i, n, self.continued = 0, len(line), False
+        while i < n:
+            c = line[i]
+            if self.quote:
+                if c == "\\":
+                    i += 2
+                    continue
+                if line.startswith(self.quote, i):
+                    i += len(self.quote)
+                    self.quote = ""
+                    continue
+                i += 1
+                continue
+            if c == "#":
+                break
+            if c in "'\"":
+                self.quote = c * 3 if line.startswith(c * 3, i) else c
+                i += len(self.quote)
+                continue
+            if c in "([{":
+                self.depth += 1
+            elif c in ")]}":
+                self.depth = max(0, self.depth - 1)
+            elif c == "\\" and i == n - 1:
+                self.continued = True
+            i += 1
+        if len(self.quote) == 1 and not line.endswith("\\"):
+            self.quote = ""  # an unterminated one-line string: the compiler reports it; the next line is new
 
 
 def _ipython_kind(stripped: str) -> str | None:
@@ -163,7 +196,7 @@ def _convert_cell(source: str) -> list[str]:
         if not _keeps_body(lines[0]):
             return out + [_BODY + line for line in lines[1:]]
         lines = lines[1:]
-    pending: list[str] = []  # a statement not finished yet: a '%' or '!' inside it is Python, not IPython
+    scanner = _Scanner()
     continued: tuple[str, str] | None = None  # (kind, indent) of a dropped line that ended with a backslash
     for line in lines:
         stripped = line.strip()
@@ -171,7 +204,7 @@ def _convert_cell(source: str) -> list[str]:
         if continued is not None:  # the rest of a dropped line: at its first line's indentation, so blocks stay valid
             kind, indent = continued
         else:
-            kind = _ipython_kind(stripped) if not pending and stripped else None
+            kind = _ipython_kind(stripped) if scanner.at_statement_start and stripped else None
             indent = line[:len(line) - len(line.lstrip())]
         if kind is not None:
             kind = "line magic" if kind == "cell magic" else kind  # '%%' after a cell's first line
@@ -179,9 +212,7 @@ def _convert_cell(source: str) -> list[str]:
             continued = (kind, indent) if stripped.endswith("\\") else None
             continue
         out.append(line)
-        pending.append(line)
-        if _complete(pending):
-            pending = []
+        scanner.feed(line)
     return out
 
 
