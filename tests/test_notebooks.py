@@ -324,3 +324,32 @@ def test_the_api_refuses_an_invalid_notebook_with_a_400(api: tuple[TestClient, T
     r = client.post("/v1/submissions", json={"problem": "mlp", "files": {"solution.ipynb": "{"}},
                     headers=Tokens.auth(tokens.submitter))
     assert r.status_code == 400 and "solution.ipynb is not a Jupyter notebook: it is not JSON" in r.json()["detail"]
+
+
+def test_annotations_name_the_cell_only_for_the_entrys_mapped_lines() -> None:
+    from grader.engine.report import Finding, TestResult
+
+    script = check({"solution.ipynb": small_notebook("import numpy as np\nx = np.zeros(1)")})[ENTRY]
+    findings = [
+        Finding(kind="forbidden-import", severity="error", line=3, message="solution.py imports torch (line 3): no"),
+        Finding(kind="forbidden-import", severity="error", line=3, message="helpers.py imports torch (line 3): no"),
+        Finding(kind="import-error", severity="error", line=4, message="importing solution.py failed: NameError"),
+        Finding(kind="sandbox", severity="warning", message="weaker sandbox"),
+    ]
+    base = dict(name="t", category="forward", points=1.0, earned=0.0, status="failed")
+    tests = [TestResult(id="a", message="wrong values", details={"line": 4}, **base),
+             TestResult(id="b", message="boom (helpers.py, line 4)", details={"line": 4}, **base),
+             TestResult(id="c", message="boom", details={"line": 1}, **base)]
+    report = Report.model_validate({**EMPTY_REPORT, "tests": [t.model_dump() for t in tests],
+                                    "findings": [f.model_dump() for f in findings]})
+    annotated = notebook.annotate(report, {ENTRY: script}, ENTRY)
+    assert [f.message for f in annotated.findings[:4]] == [
+        "solution.py imports torch (line 3; notebook cell 2, line 1): no",
+        "helpers.py imports torch (line 3): no",
+        "importing solution.py failed: NameError (notebook cell 2, line 2)",
+        "weaker sandbox"]
+    a, b, c = annotated.tests
+    assert a.message == "wrong values (solution.py, line 4; notebook cell 2, line 2)"
+    assert (a.details["notebook_cell"], a.details["notebook_line"]) == (2, 2)
+    assert b == tests[1] and c == tests[2]  # another file's line; the header line maps to no cell
+    assert notebook.annotate(report, {ENTRY: "x = 1\n"}, ENTRY) is report  # a plain .py: nothing changes
