@@ -123,6 +123,25 @@ def test_waiting_gives_up_at_the_deadline() -> None:
         client.wait("a" * 32, timeout_s=0.3)
 
 
+def test_a_submission_never_finished_is_a_fault_at_the_deadline() -> None:
+    queued = [httpx.Response(200, json={**SUMMARY, "status": "queued"}) for _ in range(1000)]
+    client = GraderClient("http://grader.test", "tok", transport=httpx.MockTransport(Script(*queued)))
+    with pytest.raises(ServiceFault, match=r"submission a{32} is still queued after 0.3 s \(--timeout\)"):
+        client.wait("a" * 32, timeout_s=0.3, poll_s=0.05)
+
+
+def test_retry_after_takes_seconds_or_a_date_and_is_capped() -> None:
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from grader.client import retry_after_s
+
+    assert retry_after_s("3") == 3.0 and retry_after_s("86400") == 120.0
+    in_ten = retry_after_s(format_datetime(datetime.now(UTC) + timedelta(seconds=10), usegmt=True))
+    assert in_ten is not None and 8.0 <= in_ten <= 10.0
+    assert retry_after_s(None) is None and retry_after_s("soon") is None
+
+
 class AlwaysFails(BaseHTTPRequestHandler):
     def _fail(self) -> None:
         type(self).hits += 1  # counted before answering: the client may be done once it has the answer
