@@ -241,18 +241,23 @@ def run_concurrently(entries: Sequence[Entry], work: Callable[[Entry], Row], *, 
     animated = console.is_terminal and not console.is_dumb_terminal
     progress = Progress(TextColumn("[bold]grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.description}"), console=console, disable=not animated)
-    with progress, ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="batch") as pool:
-        task = progress.add_task("", total=len(entries))
-        futures = {pool.submit(guarded, i, e): i for i, e in enumerate(entries)}
-        for future in as_completed(futures):
-            i = futures[future]
-            row = future.result()
-            with lock:
-                results[i] = row
-                done = len(results)
-            progress.update(task, advance=1, description=escape(f"{row.candidate}: {_outcome(row)}"))
-            if not animated:
-                print(f"[{done}/{len(entries)}] {row.candidate}: {_outcome(row)}", file=sys.stderr, flush=True)
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="batch")
+    try:
+        with progress:
+            task = progress.add_task("", total=len(entries))
+            futures = {pool.submit(guarded, i, e): i for i, e in enumerate(entries)}
+            for future in as_completed(futures):
+                i = futures[future]
+                row = future.result()
+                with lock:
+                    results[i] = row
+                    done = len(results)
+                progress.update(task, advance=1, description=escape(f"{row.candidate}: {_outcome(row)}"))
+                if not animated:
+                    print(f"[{done}/{len(entries)}] {row.candidate}: {_outcome(row)}", file=sys.stderr, flush=True)
+    finally:
+        # On Ctrl-C, candidates not started yet are dropped (the ones under way still finish before the exit).
+        pool.shutdown(wait=False, cancel_futures=True)
     return [results[i] for i in range(len(entries))]
 
 

@@ -301,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     except GraderError as exc:
         print(f"grader: {exc.message}", file=sys.stderr)
         return EXIT_FAULT
+    except KeyboardInterrupt:
+        # A submission already sent stays on the service: `grader submit` without --wait prints its links.
+        print("grader: interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:  # a bug of the grader: never the low-score exit code, never a bare traceback
         logging.getLogger("grader").debug("unexpected failure", exc_info=True)
         print(f"grader: internal error ({type(exc).__name__}: {str(exc)[:200]}); run with -v for details",
