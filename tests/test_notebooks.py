@@ -353,3 +353,22 @@ def test_annotations_name_the_cell_only_for_the_entrys_mapped_lines() -> None:
     assert (a.details["notebook_cell"], a.details["notebook_line"]) == (2, 2)
     assert b == tests[1] and c == tests[2]  # another file's line; the header line maps to no cell
     assert notebook.annotate(report, {ENTRY: "x = 1\n"}, ENTRY) is report  # a plain .py: nothing changes
+
+
+def test_every_view_of_the_report_names_the_cell() -> None:
+    from datetime import UTC, datetime
+
+    from grader.reports.html import SubmissionRow, render_report_page
+    from grader.reports.junit import render_junit
+    from grader.reports.text import render_text
+
+    files = {"solution.ipynb": mlp_notebook(bug_in_cell_3=True, extra_first_cell="%matplotlib inline")}
+    report = grade_inprocess(files)
+    row = SubmissionRow(id="0" * 32, problem="mlp", candidate="", status="done", created_at=datetime.now(UTC),
+                        score=report.score, max_score=report.max_score, error=None)
+    views = {"json": report.model_dump_json(), "text": render_text(report), "junit": render_junit(report),
+             "html": render_report_page(submission=row, report=report, files=check(files), entry=ENTRY)}
+    for name, view in views.items():
+        assert "notebook cell 3, line 3" in view, name  # the failing line
+        assert "notebook cell 2, line 1" in view, name  # the dropped magic
+        assert "OUTPUT-SECRET-1234" not in view, name
