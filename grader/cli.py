@@ -99,6 +99,14 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _read_token(args: argparse.Namespace) -> str:
+    token = _token_text(args)
+    if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+        where = f"--token-file {args.token_file}" if args.token_file else "GRADER_TOKEN"
+        raise InvalidRequest(f"{where} does not hold a token: a token is one word of printable ASCII")
+    return token
+
+
+def _token_text(args: argparse.Namespace) -> str:
     if args.token_file:
         try:
             token = Path(args.token_file).read_text(encoding="utf-8").strip()

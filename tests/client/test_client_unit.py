@@ -198,6 +198,8 @@ def test_exit_4_when_nothing_listens(monkeypatch: pytest.MonkeyPatch, capsys: py
     (["mlp", str(CORRECT)], {"GRADER_SERVER": "http://127.0.0.1:9"}, "no API token: set GRADER_TOKEN"),
     (["mlp", str(CORRECT), "--token-file", "/nonexistent/token"], {"GRADER_SERVER": "http://127.0.0.1:9"},
      "--token-file /nonexistent/token cannot be read"),
+    (["mlp", str(CORRECT)], {"GRADER_SERVER": "http://127.0.0.1:9", "GRADER_TOKEN": "grd_abc déjà"},
+     "GRADER_TOKEN does not hold a token"),
     (["mlp", str(CORRECT), "--server", "grader.example.com"], {"GRADER_TOKEN": "tok"},
      "the server URL must look like https://"),
     (["mlp", "/nonexistent/solution.py"], {"GRADER_TOKEN": "tok", "GRADER_SERVER": "http://127.0.0.1:9"},
