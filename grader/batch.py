@@ -287,7 +287,7 @@ def print_summary(rows: Sequence[Row], csv_path: Path, out: Any = None) -> None:
     console = Console(file=out or sys.stdout)
     if not console.is_terminal:
         console = Console(file=out or sys.stdout, width=240)
-    table = Table(title=f"{len(rows)} candidates", title_justify="left")
+    table = Table()
     table.add_column("candidate")
     table.add_column("status")
     table.add_column("score", justify="right")
@@ -298,7 +298,11 @@ def print_summary(rows: Sequence[Row], csv_path: Path, out: Any = None) -> None:
         failed = " ".join(row.failed_tests) if row.status == "graded" else row.error
         table.add_row(*(Text(cell) for cell in (row.candidate, row.status, score, failed, row.report_link)))
     console.print(table)
-    console.print(Text(f"results: {csv_path}"))
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    tally = ", ".join(f"{n} {status}" for status, n in counts.items())
+    console.print(Text(f"{len(rows)} candidates ({tally}); results: {csv_path}"))
 
 
 def exit_code(rows: Sequence[Row], min_score: float | None) -> int:
