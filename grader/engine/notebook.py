@@ -246,9 +246,9 @@ class LineMap:
     @classmethod
     def of(cls, script: str) -> LineMap | None:
         """The map of a converted entry, or None when `script` does not start with the exact header line."""
-        lines = _NEWLINE.split(script)
-        if not lines or lines[0] != HEADER:
+        if _NEWLINE.split(script, maxsplit=1)[0] != HEADER:  # a .py entry costs one look at its first line
             return None
+        lines = _NEWLINE.split(script)
         cells: dict[int, tuple[int, int]] = {}
         dropped: list[tuple[int, str, str]] = []
         cell, in_cell = 0, 0
@@ -330,7 +330,8 @@ def annotate(report: Report, files: dict[str, str], entry: str) -> Report:
     findings = [_annotate_finding(f, entry, lines) for f in report.findings]
     notes = [Finding(kind="notebook", severity="info",
                      message=f"{entry} was converted from a Jupyter notebook: its code cells in order, outputs "
-                             f"ignored; '{entry}, line N' is followed by the notebook cell and line it came from")]
+                             f"ignored; '{entry}, line N' is followed by the notebook cell and line it came from "
+                             "(cells are counted from the top of the notebook, markdown cells included)")]
     for number, what, text in lines.dropped[:MAX_DROPPED_FINDINGS]:
         cell, in_cell = lines.cells[number]
         effect = ("it and the rest of its cell were not run" if what == "cell magic" and not _keeps_body(text)
