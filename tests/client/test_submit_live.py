@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+import threading
 import uuid
 import xml.etree.ElementTree as ET
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -173,3 +175,56 @@ def test_report_links_are_printed_without_wait(service: Service, tmp_path: Path)
     for suffix in ("", "/report", "/report.html", "/report.junit.xml"):
         assert f"{service.url}/v1/submissions/{sid}{suffix}\n" in done.stdout
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+class LosesFirstAnswer(BaseHTTPRequestHandler):
+    """A proxy to the service that forwards the first POST but drops its answer, as a network failure would."""
+
+    upstream = ""
+    posts = 0
+
+    def _relay(self, method: str) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        answer = httpx.request(method, type(self).upstream + self.path, content=body, headers=headers, timeout=30)
+        if method == "POST":
+            type(self).posts += 1
+            if type(self).posts == 1:
+                self.close_connection = True  # the service has the submission; the client never hears of it
+                return
+        self.send_response(answer.status_code)
+        for key, value in answer.headers.items():
+            if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    def do_GET(self) -> None:
+        self._relay("GET")
+
+    def do_POST(self) -> None:
+        self._relay("POST")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_post_whose_answer_was_lost_is_retried_without_grading_twice(service: Service, tmp_path: Path) -> None:
+    LosesFirstAnswer.upstream, LosesFirstAnswer.posts = service.url, 0
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), LosesFirstAnswer)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    solution = unique_copy(CORRECT, tmp_path / "solution.py")
+    try:
+        done = run_cli("submit", "mlp", str(solution), "--candidate", "lost-answer", "--wait", "--retry-delay", "0.1",
+                       env=service.env(GRADER_SERVER=f"http://127.0.0.1:{proxy.server_address[1]}"), cwd=tmp_path)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert done.returncode == 0, done.stderr
+    assert LosesFirstAnswer.posts == 2
+    assert "retrying in" in done.stderr and "(already submitted with this content" in done.stderr
+    assert "100/100 points" in done.stdout
+    (sid, status), = service.rows("SELECT id, status FROM submissions WHERE candidate = 'lost-answer'")
+    assert status == "done" and sid in done.stderr
+    assert service.rows("SELECT count(*) FROM reports WHERE submission_id = ?", sid) == [(1,)]
