@@ -263,6 +263,13 @@ def test_read_submission_sends_a_notebook_as_solution_ipynb(tmp_path: Path) -> N
     (folder / "other.ipynb").write_text(nb)
     with pytest.raises(InvalidRequest, match="2 notebooks"):
         read_submission(folder)
+    big = tmp_path / "big.ipynb"
+    big.write_text(" " * (notebook.MAX_NOTEBOOK_BYTES + 1))
+    with pytest.raises(InvalidRequest, match=f"over {notebook.MAX_NOTEBOOK_BYTES} bytes.*outputs"):
+        read_submission(big)
+    fits = tmp_path / "fits.ipynb"  # larger than the .py limit, within the notebook's
+    fits.write_text(" " * 300_000 + nb)
+    assert sorted(check(read_submission(fits))) == ["solution.py"]
 
 
 def test_cli_refuses_an_invalid_notebook_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
