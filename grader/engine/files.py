@@ -197,8 +197,8 @@ def check_submission(files: Mapping[str, Any], entry: str, *, max_files: int, ma
         raise InvalidRequest(f"too many files: {len(files)}; the limit is {max_files}")
     checked = _convert_notebooks(check_files(files), entry)
     if entry not in checked:
-        raise InvalidRequest(f"the entry file {entry} is missing: name the main file {entry} "
-                             f"(got {', '.join(sorted(checked)) or 'no files'})")
+        raise InvalidRequest(f"the entry file {entry} is missing: name the main file {entry}, or send one "
+                             f"notebook (.ipynb) (got {', '.join(sorted(checked)) or 'no files'})")
     if not checked[entry].strip():
         raise InvalidRequest(f"{entry} is empty: send the code of the solution")
     total_bytes = sum(len(t.encode("utf-8")) for t in checked.values())
