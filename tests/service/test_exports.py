@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import Tokens, make_settings, standin_grade, wait_for_status
 from fastapi.testclient import TestClient
 
@@ -274,3 +275,82 @@ def test_an_override_while_the_graded_event_is_in_flight_is_not_lost(tmp_path: P
                 ["submission.graded", "submission.overridden"]
     finally:
         receiver.close()
+
+
+@pytest.mark.slow
+def test_exports_on_a_real_server(tmp_path: Path) -> None:
+    """`grader serve` with the real engine: an override in the JSON report, the JUnit XML (valid against the
+    schema), the list and a webhook; the submitter sees none of it; 413 and /docs over real HTTP."""
+    import time
+    import xml.etree.ElementTree as ET
+
+    import httpx
+    import xmlschema
+    from live_server import ROOT, LiveServer
+    from test_service_webhooks import Receiver
+
+    from grader.service.webhooks import SIGNATURE_HEADER, verify
+
+    schema = xmlschema.XMLSchema(ROOT / "tests" / "schemas" / "junit.xsd")
+    wrong = (ROOT / "tests" / "solutions" / "mlp" / "wrong_db_mean.py").read_text()
+    server = LiveServer(tmp_path / "data", env={"GRADER_WEBHOOK_SECRET": "e2e-secret",
+                                                "GRADER_WEBHOOK_ALLOWED_NETWORKS": "[\"127.0.0.0/8\"]",
+                                                "GRADER_MAX_REQUEST_BYTES": "200000"})
+    submitter, interviewer = server.token("submitter", "ci"), server.token("interviewer", "ivy")
+    receiver = Receiver([])
+    try:
+        server.start()
+        me, ivy = Tokens.auth(submitter), Tokens.auth(interviewer)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            r = client.post("/v1/submissions", headers=me,
+                            json={"problem": "mlp", "code": wrong, "candidate": "eve", "callback_url": receiver.url})
+            assert r.status_code == 202, r.text
+            sid = r.json()["id"]
+            deadline = time.monotonic() + 300
+            while client.get(f"/v1/submissions/{sid}", headers=me).json()["status"] not in ("done", "failed"):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            graded = client.get(f"/v1/submissions/{sid}/report", headers=ivy).json()
+            lost = next(t for t in graded["tests"] if t["id"] == "affine_backward")
+            assert lost["status"] == "failed" and lost["earned"] == 0
+            r = client.post(f"/v1/submissions/{sid}/overrides", headers=ivy,
+                            json={"test_id": "affine_backward", "points": lost["points"], "reason": "db convention"})
+            assert r.status_code == 201, r.text
+            final = graded["score"] + lost["points"]
+
+            report = client.get(f"/v1/submissions/{sid}/report", headers=ivy).json()
+            assert (report["score"], report["graded_score"], report["final_score"]) == (final, graded["score"], final)
+            test = next(t for t in report["tests"] if t["id"] == "affine_backward")
+            assert (test["earned"], test["graded_earned"], test["overridden"]) == (lost["points"], 0, True)
+            junit = client.get(f"/v1/submissions/{sid}/report.junit.xml", headers=ivy).text
+            schema.validate(junit)
+            suite = ET.fromstring(junit.encode())
+            props = {p.get("name"): p.get("value") for p in suite.find("properties")}  # type: ignore[union-attr]
+            assert props["final_score"] == props["score"] == f"{final:g}"
+            assert props["graded_score"] == f"{graded['score']:g}"
+            listed = client.get("/v1/submissions", headers=ivy).json()["items"]
+            assert [(i["id"], i["overridden"], i["final_score"]) for i in listed] == [(sid, True, final)]
+
+            mine = client.get(f"/v1/submissions/{sid}/report", headers=me).json()
+            assert mine["overrides"] == [] and mine["final_score"] is None and mine["score"] == graded["score"]
+            schema.validate(client.get(f"/v1/submissions/{sid}/report.junit.xml", headers=me).text)
+            assert client.get("/v1/submissions", headers=me).json()["items"][0]["overridden"] is None
+
+            deadline = time.monotonic() + 20
+            while len(receiver.calls) < 2:
+                assert time.monotonic() < deadline, receiver.calls
+                time.sleep(0.1)
+            events = [json.loads(b) for _, _, b in receiver.calls]
+            assert [e["event"] for e in events] == ["submission.graded", "submission.overridden"]
+            assert (events[1]["graded_score"], events[1]["final_score"]) == (graded["score"], final)
+            assert verify(receiver.calls[1][2], "e2e-secret", receiver.calls[1][1][SIGNATURE_HEADER])
+
+            big = client.post("/v1/submissions", headers={**me, "Content-Type": "application/json"},
+                              content=json.dumps({"problem": "mlp", "code": "#" * 300_000}))
+            assert big.status_code == 413 and "the limit is 200000 bytes" in big.json()["detail"]
+            docs = client.get("/docs")
+            assert docs.status_code == 200 and "https://" not in docs.text
+            assert client.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+    finally:
+        receiver.close()
+        server.stop()
