@@ -27,6 +27,7 @@ def _without(source: str, function: str) -> str:
     ("mlp", "correct_vectorized.py", "sgd_step", {"train_mlp": "train_mlp"}),
     ("regularization", "correct_compact.py", "batchnorm_forward", {}),
     ("rnn", "correct_vectorized.py", "lstm_step_backward", {"lstm_backward": "lstm_backward"}),
+    ("cnn", "correct_im2col.py", "conv2d_forward", {"train_cnn": "train_cnn"}),
 ])
 def test_every_test_needing_a_missing_function_fails_naming_it(problem: str, solution: str, function: str,
                                                                called_by_candidate: dict[str, str]) -> None:
