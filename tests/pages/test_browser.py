@@ -239,7 +239,7 @@ def test_report_and_compare_pages_fit_desktop_and_phone(server: Server, tmp_path
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-            viewport=VIEWPORTS[viewport])
+            viewport={"width": VIEWPORTS[viewport]["width"], "height": VIEWPORTS[viewport]["height"]})
         try:
             context.set_default_timeout(PAGE_TIMEOUT_MS)
             context.add_cookies([{"name": "grader_token", "value": server.interviewer_token,

@@ -342,7 +342,7 @@ def ordering_report() -> Report:
     """Plan order: passed, failed (wrong value), skipped, error, passed, timeout."""
     def result(test_id: str, status: str, **extra: object) -> Result:
         return Result(id=test_id, name=f"{test_id} checks something", category="forward", points=1,
-                      earned=1 if status == "passed" else 0, status=status, **extra)  # type: ignore[arg-type]
+                      earned=1 if status == "passed" else 0, status=status, **extra)
 
     tests = [result("p1", "passed"),
              result("rnn_step_forward", "failed", message="h_next wrong: relative error 0.31 (b is missing?)"),

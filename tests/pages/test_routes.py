@@ -347,7 +347,8 @@ def test_api_csv_has_the_list_filters_and_bearer_auth(api: TestClient, tmp_path:
 
     def get(token: str | None, **params: str) -> Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return api.get("/v1/submissions.csv", params=params, headers=headers)
+        response: Response = api.get("/v1/submissions.csv", params=params, headers=headers)
+        return response
 
     response = get(interviewer)
     assert response.status_code == 200, response.text  # not taken for a submission id
