@@ -24,6 +24,7 @@ from grader.api.deps import TOKEN_COOKIE
 from grader.config import Settings
 from grader.engine.report import Environment, ProblemRef, Report
 from grader.engine.report import TestResult as Result  # not collected by pytest as a test class
+from grader.reports.html import render_report_export
 from grader.service import submissions as subs
 from grader.service.auth import authenticate, create_token
 from grader.service.schemas import SubmissionCreate
@@ -370,3 +371,21 @@ def test_api_csv_has_the_list_filters_and_bearer_auth(api: TestClient, tmp_path:
     assert get(interviewer, status="lost").status_code == 422
     # The route beside it is untouched: a submission's own address still answers.
     assert api.get(f"/v1/submissions/{mine}", headers={"Authorization": f"Bearer {ada}"}).status_code == 200
+
+
+def test_the_export_renders_the_service_report_view_with_overrides_for_interviewers_only(
+        site: Site, tmp_path: Path) -> None:
+    """What GET /v1/submissions/{id}/report.html renders through render_report_export(ReportView)."""
+    sid = submit_graded(site.store, tmp_path, site.submitter)
+    ivy = authenticate(site.store, site.interviewer)
+    subs.override_test(site.store, ivy, sid, "rnn_step_forward", 4, f"b was only misnamed {XSS}")
+    html = render_report_export(subs.get_report(site.store, ivy, sid))
+    assert '<div class="big">12<span class="of"> / 18</span>' in html
+    assert '<span class="final">final 12</span> <span class="graded">graded 8</span>' in html
+    row = re.search(r'<section id="overrides" class="card">.*?<tbody>(.*?)</tbody>', html, re.S)
+    assert row is not None
+    assert re.findall(r'data-label="(?:Graded|Override)">([^<]+)<', row.group(1)) == ["0 / 6", "4 / 6"]
+    assert ">alice <span" in row.group(1) and "b was only misnamed &lt;script&gt;" in row.group(1)
+    theirs = render_report_export(subs.get_report(site.store, authenticate(site.store, site.submitter), sid))
+    assert '<div class="big">8<span class="of"> / 18</span>' in theirs
+    assert 'id="overrides"' not in theirs and "misnamed" not in theirs and "graded 8" not in theirs
