@@ -219,7 +219,8 @@ def test_overrides_change_the_score_and_the_latest_wins() -> None:
     assert points["shapes"] == 0.5 and score == 2.5
     html = render_sample(overrides=overrides, points=points, score=score)
     assert '<div class="big">2.5<span class="of"> / 8</span>' in html
-    assert "graded 2, adjusted by 3 overrides" in html
+    assert '<span class="final">final 2.5</span> <span class="graded">graded 2</span>' in html
+    assert "adjusted by 3 overrides" in html
     assert "<del>0</del> 0.5 / 1" in html
 
 
