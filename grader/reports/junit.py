@@ -2,12 +2,13 @@
 
 The shape (checked by tests/schemas/junit.xsd, what Jenkins and GitLab read):
 
-- suite properties: problem_version, score, max_score, status, grader_version, seed; for a reader who may see
-  the interviewers' decisions (overrides passed, even none) also graded_score and final_score, and `score` is
-  then the final score;
-- testcase properties: points, earned (after overrides), graded_earned (the grader's points); an overridden
-  test also has overridden=true and override_reason. The grader's verdict is never rewritten: a failed test
-  stays a <failure> (CI shows what the grader found), its message then says it was overridden and to what.
+- suite properties: problem_version, score (the grader's, for every reader, as in the JSON), max_score, status,
+  grader_version, seed; for a reader who may see the interviewers' decisions (overrides passed, even none)
+  also graded_score and final_score;
+- testcase properties: points, earned (the grader's points), and for such a reader final_earned (after
+  overrides); an overridden test also has overridden=true and override_reason. The grader's verdict is never
+  rewritten: a failed test stays a <failure> (CI shows what the grader found), its message then says it was
+  overridden and to what.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def render_junit(report: Report, overrides: Sequence[Decision] | None = None) ->
         "errors": str(counts["error"] + counts["timeout"]), "skipped": str(counts["skipped"]),
         "time": f"{report.duration_s:.3f}"})
     props = ET.SubElement(suite, "properties")
-    suite_props = [("problem_version", report.problem.version), ("score", f"{final_score:g}"),
+    suite_props = [("problem_version", report.problem.version), ("score", f"{report.score:g}"),
                    ("max_score", f"{report.max_score:g}"), ("status", report.status),
                    ("grader_version", report.environment.grader_version), ("seed", str(report.environment.seed))]
     if overrides is not None:
@@ -77,8 +78,10 @@ def render_junit(report: Report, overrides: Sequence[Decision] | None = None) ->
             "name": _clean(case_name(test)), "time": f"{test.duration_s:.3f}"})
         case_props = ET.SubElement(case, "properties")
         decision = latest.get(test.id)
-        for name, value in (("points", f"{test.points:g}"), ("earned", f"{earned[test.id]:g}"),
-                            ("graded_earned", f"{test.earned:g}")):
+        case_values = [("points", f"{test.points:g}"), ("earned", f"{test.earned:g}")]
+        if overrides is not None:
+            case_values.append(("final_earned", f"{earned[test.id]:g}"))
+        for name, value in case_values:
             ET.SubElement(case_props, "property", {"name": name, "value": value})
         overridden = ""
         if decision is not None:

@@ -115,11 +115,11 @@ class OverrideOut(BaseModel):
 
 
 class TestResultOut(TestResult):
-    """A test of the report as the API exports it: `earned` is the final points, the grader's beside them."""
+    """A test of the report as the API exports it: `earned` is the grader's points, `final_earned` beside them."""
 
-    graded_earned: float = Field(description="the points the grader gave; `earned` is the final points, which "
-                                             "differ only when an interviewer overrode this test (interviewers only: "
-                                             "for submitters both are always the grader's)")
+    final_earned: float | None = Field(description="interviewers and admins: the points after the interviewers' "
+                                                   "overrides (equal to earned when this test has none); "
+                                                   "submitters: always null")
     overridden: bool = Field(False, description="an interviewer overrode this test's points (always false for "
                                                 "submitters: the interviewers' decisions are not the candidate's "
                                                 "to see)")
@@ -128,16 +128,17 @@ class TestResultOut(TestResult):
 class ReportOut(Report):
     """GET /v1/submissions/{id}/report: the grader's report with the interviewers' decisions applied.
 
-    Every field of the stored report is kept. For interviewers and admins, `score` and each test's `earned`
-    are final (overrides applied), with the grader's own `graded_score` and `graded_earned` beside them,
-    and `overrides` lists the decisions oldest first. For submitters nothing of the interviewers' decisions
-    is shown: `score` and `earned` are the grader's, `final_score` is null and `overrides` is empty.
+    Every field of the stored report is kept and means what it means everywhere: `score` and each test's
+    `earned` are the grader's, for every reader (as `score` in the submissions list). For interviewers and
+    admins the decisions stand beside them: `final_score` and each test's `final_earned` (overrides applied)
+    and `overrides`, oldest first. For submitters `final_score` and `final_earned` are null and `overrides`
+    is empty.
     """
 
     tests: list[TestResultOut]  # type: ignore[assignment]
     graded_score: float = Field(description="the grader's score, never changed by an override")
     final_score: float | None = Field(description="interviewers and admins: the score with the overrides applied "
-                                                  "(equal to graded_score when there are none; the same as score); "
+                                                  "(equal to score when there are none); "
                                                   "submitters: always null")
     overrides: list[OverrideOut] = Field(description="interviewers and admins: every override, oldest first "
                                                      "(the latest of a test wins); submitters: always empty")

@@ -368,11 +368,11 @@ def get_report(store: Store, principal: Principal, submission_id: str) -> Report
 def report_out(view: ReportView) -> ReportOut:
     """The report as the JSON API exports it: the decisions applied for interviewers (see ReportOut)."""
     latest = {o.test_id: o for o in view.overrides}
-    tests = [TestResultOut(**{**t.model_dump(), "earned": latest[t.id].points if t.id in latest else t.earned},
-                           graded_earned=t.earned, overridden=t.id in latest)
+    interviewer = view.final_score is not None
+    tests = [TestResultOut(**t.model_dump(), overridden=t.id in latest,
+                           final_earned=(latest[t.id].points if t.id in latest else t.earned) if interviewer else None)
              for t in view.report.tests]
-    score = view.final_score if view.final_score is not None else view.report.score
-    return ReportOut(**{**view.report.model_dump(), "tests": tests, "score": score},
+    return ReportOut(**{**view.report.model_dump(), "tests": tests},
                      graded_score=view.graded_score, final_score=view.final_score, overrides=view.overrides)
 
 

@@ -61,30 +61,32 @@ def test_an_override_reaches_the_json_report_the_junit_and_the_list(client: Test
     h = Tokens.auth(tokens.interviewer)
     graded = client.get(f"/v1/submissions/{sid}/report", headers=h).json()
     assert graded["overrides"] == [] and graded["final_score"] == graded["graded_score"] == graded["score"]
-    assert all(t["earned"] == t["graded_earned"] and not t["overridden"] for t in graded["tests"])
+    assert all(t["earned"] == t["final_earned"] and not t["overridden"] for t in graded["tests"])
     _override(client, tokens, sid, failed["id"], failed["points"], "the statement allowed this tie convention")
 
     report = client.get(f"/v1/submissions/{sid}/report", headers=h).json()
     final = graded["score"] + failed["points"]
-    assert report["graded_score"] == graded["score"] and report["final_score"] == report["score"] == final
+    # `score` and `earned` are the grader's in every export; the decision stands beside them
+    assert report["graded_score"] == report["score"] == graded["score"] and report["final_score"] == final
     assert [(o["test_id"], o["points"], o["reason"]) for o in report["overrides"]] == \
         [(failed["id"], failed["points"], "the statement allowed this tie convention")]
     test = next(t for t in report["tests"] if t["id"] == failed["id"])
-    assert (test["earned"], test["graded_earned"], test["overridden"]) == (failed["points"], 0, True)
+    assert (test["earned"], test["final_earned"], test["overridden"]) == (0, failed["points"], True)
     assert test["status"] == "failed"  # the grader's verdict is kept beside the decision
     assert sum(t["earned"] for t in report["tests"]) == report["score"]
+    assert sum(t["final_earned"] for t in report["tests"]) == report["final_score"]
     others = [t for t in report["tests"] if t["id"] != failed["id"]]
-    assert all(t["earned"] == t["graded_earned"] and not t["overridden"] for t in others)
+    assert all(t["earned"] == t["final_earned"] and not t["overridden"] for t in others)
 
     junit = client.get(f"/v1/submissions/{sid}/report.junit.xml", headers=h)
     assert junit.status_code == 200
     suite = ET.fromstring(junit.content)
     props = {p.get("name"): p.get("value") for p in suite.find("properties")}  # type: ignore[union-attr]
     assert (props["score"], props["graded_score"], props["final_score"]) == \
-        (f"{final:g}", f"{graded['score']:g}", f"{final:g}")
+        (f"{graded['score']:g}", f"{graded['score']:g}", f"{final:g}")
     case = next(c for c in suite.findall("testcase") if (c.get("name") or "").startswith(failed["id"]))
     case_props = {p.get("name"): p.get("value") for p in case.find("properties")}  # type: ignore[union-attr]
-    assert case_props["earned"] == f"{failed['points']:g}" and case_props["graded_earned"] == "0"
+    assert case_props["final_earned"] == f"{failed['points']:g}" and case_props["earned"] == "0"
     assert case_props["overridden"] == "true"
 
     listed = {s["id"]: s for s in client.get("/v1/submissions", headers=h).json()["items"]}
@@ -105,7 +107,7 @@ def test_a_submitter_sees_no_overrides_anywhere(client: TestClient, tokens: Toke
     report = client.get(f"/v1/submissions/{sid}/report", headers=me).json()
     assert report["overrides"] == [] and report["final_score"] is None
     assert report["score"] == report["graded_score"]
-    assert all(t["earned"] == t["graded_earned"] and not t["overridden"] for t in report["tests"])
+    assert all(t["final_earned"] is None and not t["overridden"] for t in report["tests"])
     assert "internal: we liked it" not in client.get(f"/v1/submissions/{sid}/report", headers=me).text
     junit = client.get(f"/v1/submissions/{sid}/report.junit.xml", headers=me)
     assert "we liked it" not in junit.text and "overridden" not in junit.text
@@ -319,15 +321,16 @@ def test_exports_on_a_real_server(tmp_path: Path) -> None:
             final = graded["score"] + lost["points"]
 
             report = client.get(f"/v1/submissions/{sid}/report", headers=ivy).json()
-            assert (report["score"], report["graded_score"], report["final_score"]) == (final, graded["score"], final)
+            assert (report["score"], report["graded_score"], report["final_score"]) == \
+                (graded["score"], graded["score"], final)
             test = next(t for t in report["tests"] if t["id"] == "affine_backward")
-            assert (test["earned"], test["graded_earned"], test["overridden"]) == (lost["points"], 0, True)
+            assert (test["earned"], test["final_earned"], test["overridden"]) == (0, lost["points"], True)
             junit = client.get(f"/v1/submissions/{sid}/report.junit.xml", headers=ivy).text
             schema.validate(junit)
             suite = ET.fromstring(junit.encode())
             props = {p.get("name"): p.get("value") for p in suite.find("properties")}  # type: ignore[union-attr]
-            assert props["final_score"] == props["score"] == f"{final:g}"
-            assert props["graded_score"] == f"{graded['score']:g}"
+            assert props["final_score"] == f"{final:g}"
+            assert props["graded_score"] == props["score"] == f"{graded['score']:g}"
             listed = client.get("/v1/submissions", headers=ivy).json()["items"]
             assert [(i["id"], i["overridden"], i["final_score"]) for i in listed] == [(sid, True, final)]
 

@@ -99,18 +99,19 @@ def test_overrides_are_in_the_junit_of_interviewers(tmp_path: Path) -> None:
     final = report.score + failed.points - copied.earned
     props = _props(suite)
     assert props["graded_score"] == f"{report.score:g}" and props["final_score"] == f"{final:g}"
-    assert props["score"] == f"{final:g}"  # the suite's score is the final one for interviewers
+    assert props["score"] == f"{report.score:g}"  # `score` is the grader's in every export, as in the JSON
     cases = dict(zip((t.id for t in report.tests), suite.findall("testcase")))
     case = cases[failed_id]
-    assert _props(case) == {"points": f"{failed.points:g}", "earned": f"{failed.points:g}", "graded_earned": "0",
+    assert _props(case) == {"points": f"{failed.points:g}", "earned": "0", "final_earned": f"{failed.points:g}",
                             "overridden": "true", "override_reason": "the statement allowed \ufffd ties"}
     failure = case.find("failure")  # the grader's verdict stays, and says it was overridden
     assert failure is not None and "overridden by an interviewer" in (failure.get("message") or "")
     assert f"{failed.points:g} of {failed.points:g} points" in (failure.text or "")
-    assert _props(cases[copied_id])["earned"] == "0" and _props(cases[copied_id])["overridden"] == "true"
+    assert _props(cases[copied_id])["final_earned"] == "0" and _props(cases[copied_id])["overridden"] == "true"
+    assert _props(cases[copied_id])["earned"] == f"{copied.earned:g}" != "0"
     untouched = next(t for t in report.tests if t.id not in (failed_id, copied_id))
     assert "overridden" not in _props(cases[untouched.id])
-    assert _props(cases[untouched.id])["earned"] == _props(cases[untouched.id])["graded_earned"]
+    assert _props(cases[untouched.id])["earned"] == _props(cases[untouched.id])["final_earned"]
 
 
 def test_a_submitters_junit_has_no_decisions(tmp_path: Path) -> None:

@@ -192,9 +192,9 @@ def get_report(submission_id: str, store: Store = Depends(get_store),
                me: Principal = Depends(require_role("submitter"))) -> ReportOut:
     """The report as JSON: every field of the grader's report, plus the interviewers' decisions.
 
-    Interviewers get the full report with the overrides applied: `score` and each test's `earned` are final,
-    `graded_score` and `graded_earned` keep the grader's points beside them, `overrides` lists the decisions.
-    Submitters get the candidate-safe view as graded: `final_score` null, `overrides` empty.
+    `score` and each test's `earned` are the grader's for every reader. Interviewers get the full report with
+    the decisions beside them: `final_score`, each test's `final_earned` and `overridden`, `overrides`.
+    Submitters get the candidate-safe view as graded: `final_score` and `final_earned` null, `overrides` empty.
     """
     return subs.report_out(subs.get_report(store, me, submission_id))
 
