@@ -260,6 +260,10 @@ def test_compare_page_shows_candidates_of_one_problem_side_by_side(site: Site, t
         assert re.findall(r">([\d.]+ / 18)", final.group(1)) == ["10 / 18", "14 / 18"]
         assert re.findall(r">([\d.]+ / 18)", graded.group(1)) == ["8 / 18", "14 / 18"]
         assert '<th scope="row">gradient check</th>' in html
+    # A submission not graded yet takes its place with its status and no scores.
+    html = site.client.get(f"/ui/compare?ids={ann},{site.submission_id}").text
+    passed_row = re.search(r'<th scope="row">tests passed</th>(.*?)</tr>', html, re.S)
+    assert passed_row is not None and 'badge s-queued">queued</span>' in passed_row.group(1)
 
 
 def test_compare_page_refuses_to_mix_problems(site: Site, tmp_path: Path) -> None:
