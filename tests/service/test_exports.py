@@ -357,3 +357,21 @@ def test_exports_on_a_real_server(tmp_path: Path) -> None:
     finally:
         receiver.close()
         server.stop()
+
+
+def test_an_override_reaches_the_html_export_of_interviewers_only(client: TestClient, tokens: Tokens) -> None:
+    sid = _submit(client, tokens.submitter)
+    failed = _failed_test(client, tokens, sid)
+    graded = client.get(f"/v1/submissions/{sid}/report", headers=Tokens.auth(tokens.interviewer)).json()["score"]
+    before = client.get(f"/v1/submissions/{sid}/report.html", headers=Tokens.auth(tokens.interviewer)).text
+    _override(client, tokens, sid, failed["id"], failed["points"], "the statement allowed this tie convention")
+    final = graded + failed["points"]
+
+    html = client.get(f"/v1/submissions/{sid}/report.html", headers=Tokens.auth(tokens.interviewer)).text
+    assert "the statement allowed this tie convention" in html and "the statement allowed" not in before
+    assert f"final {final:g}" in html and f"graded {graded:g}" in html
+    assert f"final {final:g}" not in before
+
+    mine = client.get(f"/v1/submissions/{sid}/report.html", headers=Tokens.auth(tokens.submitter)).text
+    assert "the statement allowed" not in mine and f"final {final:g}" not in mine
+    assert f"{graded:g}" in mine

@@ -203,14 +203,14 @@ def get_report(submission_id: str, store: Store = Depends(get_store),
             responses={**REPORT_RESPONSES, 200: {"content": {"text/html": {"schema": {"type": "string"}}}}})
 def get_report_html(submission_id: str, store: Store = Depends(get_store),
                     me: Principal = Depends(require_role("submitter"))) -> HTMLResponse:
-    """The report as a stand-alone HTML document (escaped throughout, runs no script)."""
-    from grader.reports.html import SubmissionRow, content_security_policy, render_report_page
+    """The report as a stand-alone HTML document (escaped throughout, runs no script).
 
-    view = subs.get_report(store, me, submission_id)
-    s = view.submission
-    row = SubmissionRow(id=s.id, problem=s.problem, candidate=s.candidate or "", status=s.status,
-                        created_at=s.created_at, score=s.score, max_score=s.max_score, error=s.error)
-    html = render_report_page(submission=row, report=view.report, files=view.files, entry=view.entry)
+    Interviewers see the graded score beside the final one and every override (who, why); submitters the
+    report as graded.
+    """
+    from grader.reports.html import content_security_policy, render_report_export
+
+    html = render_report_export(subs.get_report(store, me, submission_id))
     return HTMLResponse(html, headers={"Content-Security-Policy": content_security_policy(),
                                        "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
