@@ -27,6 +27,7 @@ from grader.submission_files import read_submission
 if TYPE_CHECKING:
     from grader.client import GraderClient
     from grader.config import Settings
+    from grader.engine.report import Report
 
 EXIT_OK, EXIT_LOW_SCORE, EXIT_USAGE, EXIT_FAULT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
@@ -36,6 +37,18 @@ def cmd_problems(args: argparse.Namespace) -> int:
 
     for p in list_problems():
         print(f"{p.id:<16} v{p.version:<8} {p.max_score:>5g} pts  {p.test_count:>3} tests  {p.title}")
+    return EXIT_OK
+
+
+def verdict_exit(report: Report, min_score: float | None) -> int:
+    """The exit status a report earns: a fault when the grader failed somewhere (the score is not the
+    candidate's, so it is not judged at all), low when under --min-score, else OK."""
+    if not report.complete:
+        print(f"grader: the report is {report.status}: {report.error}", file=sys.stderr)
+        return EXIT_FAULT
+    if min_score is not None and report.score < min_score:
+        print(f"score {report.score:g} is under --min-score {min_score:g}", file=sys.stderr)
+        return EXIT_LOW_SCORE
     return EXIT_OK
 
 
@@ -64,14 +77,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
         sys.stdout.write(render_junit(report))
     else:
         print(render_text(report))
-    if not report.complete:
-        # The grader failed somewhere: the score is not the candidate's, so it is not judged at all.
-        print(f"grader: the report is incomplete: {report.error}", file=sys.stderr)
-        return EXIT_FAULT
-    if args.min_score is not None and report.score < args.min_score:
-        print(f"score {report.score:g} is under --min-score {args.min_score:g}", file=sys.stderr)
-        return EXIT_LOW_SCORE
-    return EXIT_OK
+    return verdict_exit(report, args.min_score)
 
 
 def _grade_batch(args: argparse.Namespace, settings: Settings) -> int:
@@ -199,13 +205,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             _write(args.html, client.report_text(submitted.id, ".html", deadline=deadline))
         print(render_text(report))
         print(f"report: {submitted.links.get('report_html', '')}")
-    if not report.complete:
-        print(f"grader: the report is {report.status}: {report.error}", file=sys.stderr)
-        return EXIT_FAULT
-    if args.min_score is not None and report.score < args.min_score:
-        print(f"score {report.score:g} is under --min-score {args.min_score:g}", file=sys.stderr)
-        return EXIT_LOW_SCORE
-    return EXIT_OK
+    return verdict_exit(report, args.min_score)
 
 
 def _submit_batch(args: argparse.Namespace, client: GraderClient) -> int:

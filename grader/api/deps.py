@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from grader.config import Settings
-from grader.errors import Unauthorized
+from grader.errors import InvalidRequest, Unauthorized
 from grader.service.auth import Principal, authenticate
-from grader.service.schemas import Role
+from grader.service.schemas import Role, Status, SubmissionFilter
 from grader.store.db import Store
 
 TOKEN_COOKIE = "grader_token"
@@ -71,3 +72,28 @@ def set_login_cookie(response: Response, token: str, *, secure: bool) -> None:
 def clear_login_cookie(response: Response) -> None:
     """Forget the login cookie."""
     response.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, samesite="strict")
+
+
+def _iso_datetime(value: str | None, name: str) -> datetime | None:
+    # Parsed by hand: pydantic would also take a bare number as a Unix time, which the schema does not promise.
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an ISO 8601 date or date-time, like 2026-01-31 or "
+                             f"2026-01-31T12:00:00Z (got {value[:40]!r})") from None
+
+
+def submission_filter(problem: str | None = Query(None, max_length=64),
+                      candidate: str | None = Query(None, max_length=200),
+                      status: Status | None = None,
+                      created_after: str | None = Query(None, description="ISO 8601; inclusive",
+                                                        json_schema_extra={"format": "date-time"}),
+                      created_before: str | None = Query(None, description="ISO 8601; exclusive",
+                                                         json_schema_extra={"format": "date-time"})
+                      ) -> SubmissionFilter:
+    """The list's filters from the query (GET /v1/submissions and its CSV export take the same ones)."""
+    return SubmissionFilter(problem=problem, candidate=candidate, status=status,
+                            created_after=_iso_datetime(created_after, "created_after"),
+                            created_before=_iso_datetime(created_before, "created_before"))

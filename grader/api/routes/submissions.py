@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from grader.api.deps import get_app_settings, get_store, require_role
+from grader.api.deps import get_app_settings, get_store, require_role, submission_filter
 from grader.api.errors import ERROR_RESPONSES, ErrorBody
 from grader.config import Settings
 from grader.engine.files import decode_text
@@ -25,7 +24,6 @@ from grader.service.schemas import (
     OverrideIn,
     OverrideOut,
     ReportOut,
-    Status,
     SubmissionCreate,
     SubmissionDetail,
     SubmissionFilter,
@@ -147,32 +145,12 @@ async def create_submission(request: Request, response: Response, store: Store =
     return created
 
 
-def _iso_datetime(value: str | None, name: str) -> datetime | None:
-    # Parsed by hand: pydantic would also take a bare number as a Unix time, which the schema does not promise.
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an ISO 8601 date or date-time, like 2026-01-31 or "
-                             f"2026-01-31T12:00:00Z (got {value[:40]!r})") from None
-
-
 @router.get("", response_model=SubmissionPage)
-def list_submissions(problem: str | None = Query(None, max_length=64),
-                     candidate: str | None = Query(None, max_length=200),
-                     status: Status | None = None,
-                     created_after: str | None = Query(None, description="ISO 8601; inclusive",
-                                                       json_schema_extra={"format": "date-time"}),
-                     created_before: str | None = Query(None, description="ISO 8601; exclusive",
-                                                        json_schema_extra={"format": "date-time"}),
+def list_submissions(filters: SubmissionFilter = Depends(submission_filter),
                      limit: int = Query(50, ge=1, le=subs.MAX_PAGE), offset: int = Query(0, ge=0, le=10**9),
                      store: Store = Depends(get_store),
                      me: Principal = Depends(require_role("submitter"))) -> SubmissionPage:
     """Submissions, newest first, filtered by problem, candidate, status and creation time; submitters see their own."""
-    filters = SubmissionFilter(problem=problem, candidate=candidate, status=status,
-                               created_after=_iso_datetime(created_after, "created_after"),
-                               created_before=_iso_datetime(created_before, "created_before"))
     return subs.list_submissions(store, me, filters, limit=limit, offset=offset)
 
 
