@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from grader.config import Settings
     from grader.engine.report import Report
 
+SUBMISSION_HELP = "solution .py file, a Jupyter notebook (.ipynb), or a folder with solution.py (or one notebook)"
 EXIT_OK, EXIT_LOW_SCORE, EXIT_USAGE, EXIT_FAULT, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
 
@@ -239,7 +240,7 @@ def _submit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
                     "GRADER_TOKEN or --token-file. Exit status: 0 ok, 1 under --min-score, 2 usage or a request "
                     "the service refused, 3 a fault of the service, 4 the service could not be reached.")
     p.add_argument("problem", help="problem id (see `grader problems`)")
-    p.add_argument("path", nargs="?", help="solution .py file, or a folder with solution.py as its entry")
+    p.add_argument("path", nargs="?", help=SUBMISSION_HELP)
     p.add_argument("--server", default=None, metavar="URL", help="the service's URL (default: $GRADER_SERVER)")
     p.add_argument("--token-file", default=None, metavar="FILE",
                    help="read the API token here (default: $GRADER_TOKEN)")
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_problems)
     p = sub.add_parser("grade", help="grade a submission and print its report")
     p.add_argument("problem", help="problem id (see `grader problems`)")
-    p.add_argument("file", nargs="?", help="solution .py file, or a folder with solution.py as its entry")
+    p.add_argument("file", nargs="?", help=SUBMISSION_HELP)
     p.add_argument("--format", choices=("text", "json", "junit"), default="text")
     p.add_argument("--min-score", type=float, default=None, help="exit 1 when the score is lower")
     p.add_argument("--sandbox", default=None, choices=BACKENDS,

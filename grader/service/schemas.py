@@ -26,9 +26,11 @@ class SubmissionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     problem: str = Field(description="problem id, see GET /v1/problems")
-    code: str | None = Field(None, description="the whole solution as one file (becomes solution.py)")
+    code: str | None = Field(None, description="the whole solution as one file (becomes solution.py; a Jupyter "
+                                                "notebook's JSON is converted to it)")
     files: Files | None = Field(None, description="file name -> text; solution.py is the entry; names are plain "
-                                                  "module names like helpers.py")
+                                                  "module names like helpers.py; or one notebook, solution.ipynb, "
+                                                  "converted to solution.py (code cells in order)")
     candidate: str | None = Field(None, description="who wrote it, as the hiring team names them")
     metadata: dict[str, Any] = Field(default_factory=dict, description="free-form JSON kept with the submission")
     callback_url: str | None = Field(None, description="http(s) URL that receives the signed report summary")

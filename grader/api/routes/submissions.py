@@ -41,9 +41,11 @@ _multipart_schema = {
     "type": "object", "required": ["problem"],
     "properties": {
         "problem": {"type": "string"},
-        "code": {"type": "string", "description": "the solution as text or as an uploaded file (solution.py)"},
+        "code": {"type": "string", "description": "the solution as text or as an uploaded file (solution.py, "
+                                                   "or a notebook's JSON, converted to it)"},
         "files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                  "description": "uploaded .py files, named by their file names; solution.py is the entry"},
+                  "description": "uploaded .py files, named by their file names; solution.py is the entry "
+                                 "(or one .ipynb notebook, converted to it)"},
         "candidate": {"type": "string"},
         "metadata": {"type": "string", "description": "a JSON object, as text"},
         "callback_url": {"type": "string"},
