@@ -55,11 +55,15 @@ def alive(pids: set[int]) -> set[int]:
 class LiveServer:
     """`python -m grader.cli serve` on 127.0.0.1 with GRADER_DATA_DIR pointing at `data_dir`."""
 
-    def __init__(self, data_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *, workers: int = 2, env: dict[str, str] | None = None,
+                 database_url: str | None = None) -> None:
+        """`database_url`: a shared store (PostgreSQL) instead of the data directory's own SQLite file."""
         self.data_dir = data_dir
         self.workers = workers
         self.env = {**os.environ, "GRADER_DATA_DIR": str(data_dir), **(env or {})}
         self.env.pop("GRADER_DATABASE_URL", None)
+        if database_url is not None:
+            self.env["GRADER_DATABASE_URL"] = database_url
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.log_path = data_dir.parent / f"server-{data_dir.name}.log"
