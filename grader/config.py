@@ -33,8 +33,9 @@ class Settings(BaseSettings):
     docker_image_torch: str = Field("dl-grader/sandbox:torch", description="sandbox image of problems with torch")
     docker_cgroup_root: str = Field("/sys/fs/cgroup", description="the Docker host's cgroup file system as the "
                                                                   "grader sees it (sandbox CPU clocks, processes)")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
-                         description="submissions graded at once on this machine")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0,
+                         description="submissions graded at once by `grader serve`'s embedded pool; 0: the API "
+                                     "alone (a `grader worker` grades)")
     seed: int = Field(DEFAULT_SEED, description="master seed of every grading run")
     submission_budget_s: float = Field(600.0, gt=0, description="wall-clock budget of one submission")
     test_timeout_cap_s: float | None = Field(None, gt=0, description="upper bound on every test's time limit")
@@ -56,6 +57,46 @@ class Settings(BaseSettings):
                                           "(JSON list, e.g. '[\"10.1.0.0/16\"]')")
     job_lease_s: float = Field(60.0, gt=0, description="a running job whose owner stops renewing it for this "
                                                        "long is taken over by another worker")
+
+    queue: Literal["embedded", "celery"] = Field(
+        "embedded", description="'embedded' (the database queue, graded by `grader serve`'s pool or `grader "
+                                "worker`) or 'celery' (messages on a Redis broker, graded by `grader worker`s)")
+    broker_url: str | None = Field(None, description="the Celery broker, e.g. redis://127.0.0.1:6379/0; required "
+                                                     "with queue=celery")
+    worker_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1,
+                                    description="submissions one `grader worker` grades at once")
+    redeliver_after_s: float = Field(300.0, gt=0, description="a queued submission no worker took for this long "
+                                                              "is published to the broker again")
+    # Redis hands an unacknowledged message to another worker after this long. With acks_late a message stays
+    # unacknowledged for its whole grading, so this must outlast the longest grading (the submission budget,
+    # 600 s, with its wall-clock backstop): a shorter one makes Redis redeliver messages still being graded
+    # (harmless, the claim answers "later", but wasted). It is not what recovers a dead worker's jobs: a
+    # killed grading child is redelivered at once (reject on worker lost), and a whole machine gone is
+    # taken back by its lease and republished by the sweeper, so a long timeout costs nothing.
+    broker_visibility_timeout_s: float = Field(3600.0, gt=0, description="seconds Redis waits for an "
+                                               "unacknowledged message before redelivering it; longer than "
+                                               "any grading")
+
+    @model_validator(mode="after")
+    def _celery_needs_a_broker(self) -> Settings:
+        if self.queue != "celery":
+            return self
+        if not self.broker_url:
+            raise ValueError("GRADER_QUEUE=celery needs GRADER_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(self.broker_url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"GRADER_BROKER_URL is not a URL: {exc}") from None
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError(f"GRADER_BROKER_URL must be redis://HOST[:PORT]/DB or rediss://...; got "
+                             f"{broker_display(self.broker_url)!r}")
+        if self.broker_visibility_timeout_s <= self.submission_budget_s:
+            raise ValueError(f"GRADER_BROKER_VISIBILITY_TIMEOUT_S ({self.broker_visibility_timeout_s:g}) must be "
+                             f"longer than a grading (GRADER_SUBMISSION_BUDGET_S, {self.submission_budget_s:g})")
+        return self
 
     @model_validator(mode="after")
     def _networks_are_cidrs(self) -> Settings:
@@ -98,6 +139,20 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'grader.db').resolve()}"
+
+
+def broker_display(url: str | None) -> str:
+    """A broker URL fit for logs: scheme, host, port and path, never the password."""
+    if not url:
+        return "none"
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unparsable URL)"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 @lru_cache(maxsize=1)

@@ -1,4 +1,5 @@
-"""The FastAPI application: `create_app(settings)` wires the store, the worker pool, webhooks and the routes."""
+"""The FastAPI application: `create_app(settings)` wires the store, the queue (embedded pool or Celery), webhooks
+and the routes."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from grader.api.errors import install_error_handlers
 from grader.api.routes import health, problems, submissions, tokens
 from grader.config import Settings, get_settings
 from grader.engine.catalog import list_problems
-from grader.service.grading import ServiceGradeFn, build_pool, engine_grade
+from grader.service.grading import ServiceGradeFn, engine_grade, open_dispatch
 from grader.service.metrics import Metrics
 from grader.service.webhooks import WebhookDispatcher
 from grader.store.db import open_store
@@ -55,18 +56,19 @@ def create_app(settings: Settings | None = None, *, grade: ServiceGradeFn = engi
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher = WebhookDispatcher(store, settings, metrics)
-        pool = build_pool(store, settings, grade=grade, metrics=metrics, on_finished=dispatcher.wake)
+        queue = open_dispatch(store, settings, grade=grade, metrics=metrics, on_finished=dispatcher.wake)
         if run_workers:
             dispatcher.start()
-            pool.start()
-            app.state.pool = pool
+            queue.start()
+            app.state.queue = queue
+            app.state.pool = getattr(queue, "pool", None)
             app.state.webhooks = dispatcher
         try:
             yield
         finally:
-            app.state.pool = app.state.webhooks = None
+            app.state.pool = app.state.webhooks = app.state.queue = None
             if run_workers:
-                pool.stop()
+                queue.stop()
                 dispatcher.stop()
             store.close()
 
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None, *, grade: ServiceGradeFn = engi
     app.state.store = store
     app.state.metrics = metrics
     app.state.pool = None
+    app.state.queue = None  # the Dispatch: how accepted submissions reach the graders (embedded pool, Celery)
     app.state.webhooks = None
     install_error_handlers(app)
     _install_docs(app)

@@ -1,4 +1,4 @@
-"""The service's subcommands of `grader`: `serve` and `tokens create|list|revoke`."""
+"""The service's subcommands of `grader`: `serve`, `worker`, `migrate` and `tokens create|list|revoke`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from grader.store.db import Store
 
 EXIT_OK = 0
+EXIT_UNAVAILABLE = 3  # a fault of the service around it (the broker is down), as the CLI's 3
+STOP_GRACE_S = 25.0  # a worker given SIGTERM lets current gradings finish this long (Docker waits 10 s by default)
 
 
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
@@ -37,18 +39,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from grader.api.app import create_app
+    from grader.config import broker_display
     from grader.service.grading import prepare_sandbox, release_sandbox
 
     settings = _settings(args, **({"workers": args.workers} if args.workers is not None else {}))
+    grades_here = settings.queue == "embedded" and settings.workers > 0
     # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler it found: the default
     # one would end the process before anything is cleaned up (the Docker backend's containers stayed
     # behind after `docker stop`). This one ends it through SystemExit, so `finally` and atexit run.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        prepare_sandbox(settings)
+        if grades_here:
+            prepare_sandbox(settings)
         app = create_app(settings)
-        print(f"grader: serving on http://{args.host}:{args.port} (data in {settings.data_dir.resolve()}, "
-              f"{settings.workers} workers, sandbox {settings.sandbox_backend})", flush=True)
+        if settings.queue == "celery":
+            graders = f"queue celery on {broker_display(settings.broker_url)}: `grader worker`s grade"
+        elif grades_here:
+            graders = f"{settings.workers} workers, sandbox {settings.sandbox_backend}"
+        else:
+            graders = "no embedded workers: `grader worker`s grade"
+        print(f"grader: serving on http://{args.host}:{args.port} ({_where(settings)}, {graders})", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
                     timeout_graceful_shutdown=5)
     finally:
@@ -58,6 +68,127 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _where(settings: Settings) -> str:
+    """The database, for a start-up line: SQLite's file, or the kind and host of another (never a password)."""
+    if settings.database_url is None:
+        return f"SQLite in {settings.data_dir.resolve()}"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError:
+        return "database: (unparsable URL)"
+    host = url.host or url.query.get("host") or "local socket"
+    return f"database {url.get_backend_name()} on {host}/{url.database or ''}"
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the database schema up to date, then exit (upgrades: migrations first, then the processes)."""
+    from grader.store.db import open_store
+
+    settings = _settings(args)
+    open_store(settings).close()
+    print(f"grader: the schema is up to date ({_where(settings)})")
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Grade submissions from the queue without the API: a Celery worker (queue=celery), or the embedded pool
+    on the database queue (queue=embedded); SIGTERM finishes or gives back the current gradings, exit 0."""
+    from grader.config import broker_display
+
+    overrides: dict[str, object] = {}
+    if args.concurrency is not None:
+        overrides["worker_concurrency"] = args.concurrency
+    settings = _settings(args, **overrides)
+    if args.health:
+        return _worker_health(settings)
+    concurrency = settings.worker_concurrency
+    broker = f" on {broker_display(settings.broker_url)}" if settings.queue == "celery" else ""
+    line = (f"grader worker: queue {settings.queue}{broker}, {_where(settings)}, concurrency {concurrency}, "
+            f"sandbox {settings.sandbox_backend}")
+    if settings.queue == "celery":
+        return _celery_worker(settings, concurrency, line)
+    return _embedded_worker(settings, concurrency, line)
+
+
+def _check_sandbox(settings: Settings) -> None:
+    """Start the sandbox backend once so a missing one stops the worker with its reason, then release it:
+    each grading process creates its own after the fork."""
+    from grader.service.grading import release_sandbox
+
+    try:
+        settings.sandbox()
+    finally:
+        release_sandbox()
+
+
+def _celery_worker(settings: Settings, concurrency: int, line: str) -> int:
+    from grader.service.cluster import broker_status, run_celery_worker
+    from grader.store.db import open_store
+
+    broker = broker_status(settings)
+    if broker != "ok":
+        print(f"grader worker: the broker does not answer ({broker})", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    open_store(settings).close()  # migrated (under a lock on PostgreSQL) before any grading
+    _check_sandbox(settings)
+    print(line, flush=True)
+    return run_celery_worker(settings, concurrency=concurrency)
+
+
+def _embedded_worker(settings: Settings, concurrency: int, line: str) -> int:
+    import threading
+
+    from grader.service.grading import build_pool, release_sandbox
+    from grader.store.db import open_store
+
+    store = open_store(settings)
+    _check_sandbox(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    pool = build_pool(store, settings.model_copy(update={"workers": concurrency}))
+    print(line, flush=True)
+    try:
+        pool.start()
+        stop.wait()
+    finally:
+        # Current gradings get the grace period to finish; one still running after it is given back by its
+        # lease (and at once by the next claim on this host, its process being gone).
+        pool.stop(timeout_s=STOP_GRACE_S)
+        release_sandbox()
+        store.close()
+    return EXIT_OK
+
+
+def _worker_health(settings: Settings) -> int:
+    """Exit 0 when the broker and the database answer and a worker of this host has a live heartbeat."""
+    from sqlalchemy import text
+
+    if settings.queue == "celery":
+        from grader.service.cluster import worker_health
+
+        problems = worker_health(settings)
+    else:
+        from grader.store.db import open_store
+
+        problems = []
+        try:
+            store = open_store(settings, migrate=False)
+            try:
+                with store.session() as db:
+                    db.execute(text("SELECT 1"))
+            finally:
+                store.close()
+        except Exception as exc:
+            problems.append(f"database: {type(exc).__name__}: {str(exc)[:200]}")
+    for problem in problems:
+        print(f"grader worker: unhealthy: {problem}", file=sys.stderr)
+    return 1 if problems else EXIT_OK
 
 
 def _store(args: argparse.Namespace) -> Store:
@@ -112,7 +243,7 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `serve` and `tokens` to the `grader` command."""
+    """Add `serve`, `worker`, `migrate` and `tokens` to the `grader` command."""
     data_dir_help = "data directory (default: GRADER_DATA_DIR, else ./data)"
     p = sub.add_parser("serve", help="run the HTTP API with embedded workers (SQLite, local sandbox by default)")
     p.add_argument("--host", default=os.environ.get("GRADER_HOST", "127.0.0.1"),
@@ -120,9 +251,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADER_PORT", "8000")),
                    help="port (default: GRADER_PORT, else 8000)")
     p.add_argument("--data-dir", default=None, help=data_dir_help)
-    p.add_argument("--workers", type=int, default=None, help="submissions graded at once (default: GRADER_WORKERS, "
-                                                             "else the number of cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="submissions graded at once by the embedded pool (default: GRADER_WORKERS, else the "
+                        "number of cores); 0: the API alone, `grader worker`s grade (always so with "
+                        "GRADER_QUEUE=celery)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="grade submissions from the queue without the API (a Celery worker with "
+                                      "GRADER_QUEUE=celery, else the embedded pool on the database)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="submissions graded at once (default: GRADER_WORKER_CONCURRENCY, else the number of cores)")
+    p.add_argument("--data-dir", default=None, help=data_dir_help)
+    p.add_argument("--health", action="store_true",
+                   help="check instead of running: exit 0 when the broker and the database answer and a worker "
+                        "of this host has a live heartbeat, else 1 with the reason (container health checks)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("migrate", help="bring the database schema up to date and exit")
+    p.add_argument("--data-dir", default=None, help=data_dir_help)
+    p.set_defaults(func=cmd_migrate)
 
     tokens = sub.add_parser("tokens", help="manage API tokens")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)

@@ -63,6 +63,11 @@ def _owner_is_dead(owner: str | None) -> bool:
     return False
 
 
+def _interrupted(attempts: int) -> str:
+    return (f"grading was interrupted {attempts} times (the service stopped while grading "
+            "this submission); it is not retried again")
+
+
 def _ignore(db: Session, event: JobEvent) -> None:
     pass
 
@@ -101,6 +106,58 @@ class DatabaseQueue:
                 return Job(submission_id=sid, problem_id=row.problem_id, files={f.name: f.text for f in row.files},
                            entry=row.entry, attempt=row.attempts)
         return None
+
+    def claim_submission(self, submission_id: str) -> Job | None | Literal["later"]:
+        """Claim this one submission, as a broker's "grade submission <id>" message asks.
+
+        Claims the row when it is queued, or when it is running for a worker that is gone (its lease
+        expired, or its process on this host is dead: a grading child killed by a SIGKILL); taking it
+        back counts an attempt, and one interrupted `max_attempts` times is failed with the reason
+        instead. Returns the `Job`; None when there is nothing to grade (done, failed, missing: the
+        message is a duplicate, ack and drop it); "later" while another live worker holds a valid
+        lease (ask again once it may have lapsed). Duplicate messages are harmless: the claim is a
+        compare-and-set on (status, attempts), so exactly one of them wins.
+        """
+        with self.store.session() as db:
+            row = db.get(Submission, submission_id, populate_existing=True)
+            if row is None or row.status not in ("queued", "running"):
+                return None
+            now, seen_attempts, seen_status = utcnow(), row.attempts, row.status
+            event: JobEvent | None = None
+            if seen_status == "running":
+                expired = row.lease_expires_at is None or row.lease_expires_at < now
+                dead = _owner_is_dead(row.owner)
+                if not (expired or dead):
+                    return "later"
+                if seen_attempts >= self.max_attempts:
+                    reason = _interrupted(seen_attempts)
+                    if _changed(db, update(Submission).where(
+                            Submission.id == submission_id, Submission.status == "running",
+                            Submission.attempts == seen_attempts).values(
+                            status="failed", error=reason, finished_at=now, lease_expires_at=None)) != 1:
+                        return "later"  # someone else changed it meanwhile: look again
+                    self.listener(db, JobEvent(kind="failed", submission_id=submission_id, attempt=seen_attempts,
+                                               reason=reason, detail={"error": reason, "attempt": seen_attempts}))
+                    log.warning("submission %s failed: %s", submission_id, reason)
+                    return None
+                event = JobEvent(kind="taken_back", submission_id=submission_id, attempt=seen_attempts,
+                                 detail={"previous_owner": row.owner, "attempt": seen_attempts,
+                                         "reason": "lease expired" if expired else "worker process is gone"})
+            claimed = _changed(db, update(Submission)
+                               .where(Submission.id == submission_id, Submission.status == seen_status,
+                                      Submission.attempts == seen_attempts)
+                               .values(status="running", owner=self.owner, attempts=seen_attempts + 1,
+                                       started_at=now, lease_expires_at=now + timedelta(seconds=self.lease_s)))
+            if claimed != 1:
+                return "later"  # another worker won the race: its claim stands, look again later
+            if event is not None:
+                log.warning("submission %s taken back from %s (%s)", submission_id, event.detail["previous_owner"],
+                            event.detail["reason"])
+                self.listener(db, event)
+            row = db.get(Submission, submission_id, populate_existing=True)
+            assert row is not None
+            return Job(submission_id=submission_id, problem_id=row.problem_id,
+                       files={f.name: f.text for f in row.files}, entry=row.entry, attempt=row.attempts)
 
     def renew(self, jobs: Collection[Job]) -> int:
         """Extend the leases of the jobs this owner is grading right now; returns how many were extended.
@@ -156,7 +213,8 @@ class DatabaseQueue:
         reason = reason[:MAX_ERROR_CHARS]
         with self.store.session() as db:
             values: dict[str, Any] = (
-                {"status": "queued", "owner": None, "lease_expires_at": None, "error": reason} if retry else
+                {"status": "queued", "owner": None, "lease_expires_at": None, "published_at": None, "error": reason}
+                if retry else
                 {"status": "failed", "error": reason, "finished_at": utcnow(), "lease_expires_at": None})
             if _changed(db, update(Submission).where(*self._fenced(job)).values(**values)) != 1:
                 return "stale"
@@ -173,6 +231,7 @@ class DatabaseQueue:
         brings the service down must not do it forever. Returns (requeued, failed).
         """
         requeued = failed = 0
+        taken: list[str] = []
         with self.store.session() as db:
             now = utcnow()
             rows = db.scalars(select(Submission).where(Submission.status == "running")).all()
@@ -182,8 +241,7 @@ class DatabaseQueue:
                     continue
                 if row.attempts >= self.max_attempts:
                     row.status, row.finished_at, row.lease_expires_at = "failed", now, None
-                    row.error = (f"grading was interrupted {row.attempts} times (the service stopped while grading "
-                                 "this submission); it is not retried again")
+                    row.error = _interrupted(row.attempts)
                     event = JobEvent(kind="failed", submission_id=row.id, attempt=row.attempts, reason=row.error,
                                      detail={"error": row.error, "attempt": row.attempts})
                     failed += 1
@@ -191,10 +249,13 @@ class DatabaseQueue:
                     event = JobEvent(kind="taken_back", submission_id=row.id, attempt=row.attempts,
                                      detail={"previous_owner": row.owner, "attempt": row.attempts,
                                              "reason": "lease expired" if expired else "worker process is gone"})
-                    row.status, row.owner, row.lease_expires_at = "queued", None, None
+                    # published_at None: a broker's sweeper publishes it again at its next round
+                    row.status, row.owner, row.lease_expires_at, row.published_at = "queued", None, None, None
                     requeued += 1
                 db.flush()
                 self.listener(db, event)
-        if requeued or failed:
-            log.warning("took back orphaned jobs: %d requeued, %d failed after too many attempts", requeued, failed)
+                taken.append(f"{row.id} ({event.kind})")
+        if taken:
+            log.warning("took back orphaned jobs (%d requeued, %d failed after too many attempts): %s",
+                        requeued, failed, ", ".join(taken))
         return requeued, failed

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from grader.engine.report import Report
 from grader.errors import GraderError
@@ -26,6 +27,85 @@ def _ignore(outcome: Outcome) -> None:
     pass
 
 
+def run_job(queue: Queue, grade: GradeFn, job: Job) -> Outcome:
+    """Grade one claimed job and record its end in `queue`: complete (fenced), or fail with or without a retry.
+
+    Shared by the embedded pool and the broker's task. A candidate's mistake is a report; a `GraderError`
+    fails the job with its message; any other exception or an incomplete report is the grader's fault and
+    the job is queued again (until its attempts run out). Exceptions of the queue itself propagate.
+    """
+    started = time.monotonic()
+    outcome: OutcomeKind
+    try:
+        report = grade(job.problem_id, job.files, job.entry)
+    except GraderError as exc:
+        log.error("grading %s failed: %s", job.submission_id, exc.message)
+        outcome = queue.fail(job, exc.message, retry=False)
+    except Exception as exc:  # a bug in the grader: graded again (then failed with the reason); the worker lives on
+        log.exception("grading %s crashed", job.submission_id)
+        message = f"internal grader error ({type(exc).__name__}); an administrator can find it in the logs"
+        outcome = queue.fail(job, message, retry=True)
+    else:
+        if report.status == "incomplete":
+            # A grader fault in some test must never cost the candidate: no score is stored.
+            log.error("grading %s was incomplete: %s", job.submission_id, report.error)
+            outcome = queue.fail(job, report.error or "the grader failed", retry=True)
+        elif queue.complete(job, report):
+            outcome = "failed" if report.status == "error" else "graded"
+        else:
+            outcome = "stale"
+    duration_s = time.monotonic() - started
+    log.info("submission %s (attempt %d): %s in %.1f s", job.submission_id, job.attempt, outcome, duration_s)
+    return Outcome(outcome, duration_s=duration_s)
+
+
+class LeaseKeeper:
+    """Renews the leases of the jobs being graded right now, every `heartbeat_s`, from one thread.
+
+    `hold(job)` while grading it. With `recover_every_s`, it also takes back orphaned jobs that often.
+    Used by the embedded pool and by each process of a broker's worker (started lazily, after a fork).
+    """
+
+    def __init__(self, queue: Queue, lease_s: float, *, recover_every_s: float | None = None) -> None:
+        self.queue, self.lease_s, self.recover_every_s = queue, lease_s, recover_every_s
+        self.heartbeat_s = min(MAX_HEARTBEAT_S, lease_s / 4)
+        self._lock = threading.Lock()
+        self._active: dict[str, Job] = {}
+        self._stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._keep, name="grader-leases", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @contextmanager
+    def hold(self, job: Job) -> Iterator[None]:
+        """Keep `job`'s lease alive for the duration of the block."""
+        with self._lock:
+            self._active[job.submission_id] = job
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active.pop(job.submission_id, None)
+
+    def _keep(self) -> None:
+        last_sweep = time.monotonic()
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                with self._lock:
+                    active = list(self._active.values())
+                self.queue.renew(active)
+                if self.recover_every_s is not None and time.monotonic() - last_sweep > self.recover_every_s:
+                    self.queue.recover()
+                    last_sweep = time.monotonic()
+            except Exception:
+                log.exception("renewing leases failed")
+
+
 class WorkerPool:
     """Grades jobs from `queue` with at most `workers` at once on this machine.
 
@@ -37,13 +117,12 @@ class WorkerPool:
                  on_outcome: Callable[[Outcome], None] = _ignore) -> None:
         self.queue, self.grade, self.workers, self.lease_s = queue, grade, workers, lease_s
         self.on_outcome = on_outcome
-        self.heartbeat_s = min(MAX_HEARTBEAT_S, lease_s / 4)
+        self.leases = LeaseKeeper(queue, lease_s, recover_every_s=lease_s / 2)
+        self.heartbeat_s = self.leases.heartbeat_s
         self._wake = threading.Condition()
         self._pending_wakes = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._active_lock = threading.Lock()
-        self._active: dict[str, Job] = {}
 
     def start(self) -> None:
         """Take back jobs orphaned by a dead process, then start the workers and the lease keeper."""
@@ -52,9 +131,9 @@ class WorkerPool:
             t = threading.Thread(target=self._work, name=f"grader-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
-        keeper = threading.Thread(target=self._keep_leases, name="grader-leases", daemon=True)
-        keeper.start()
-        self._threads.append(keeper)
+        self.leases.start()
+        assert self.leases.thread is not None
+        self._threads.append(self.leases.thread)
         log.info("worker pool started with %d workers", self.workers)
 
     def wake(self) -> None:
@@ -66,6 +145,7 @@ class WorkerPool:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop claiming; a grading in progress finishes in the background or is taken back at next start."""
         self._stop.set()
+        self.leases.stop()
         with self._wake:
             self._wake.notify_all()
         deadline = time.monotonic() + timeout_s
@@ -96,53 +176,11 @@ class WorkerPool:
             if job is None:
                 self._idle_wait()
                 continue
-            with self._active_lock:
-                self._active[job.submission_id] = job
             try:
-                self._run(job)
+                with self.leases.hold(job):
+                    self.on_outcome(run_job(self.queue, self.grade, job))
             except Exception:
                 # Storing the outcome failed (database gone, disk full): the lease lapses and the job is
                 # taken back and graded again; this worker goes on with the next one.
                 log.exception("finishing %s failed; it will be graded again", job.submission_id)
                 self.on_outcome(Outcome("lost"))
-            finally:
-                with self._active_lock:
-                    self._active.pop(job.submission_id, None)
-
-    def _run(self, job: Job) -> None:
-        started = time.monotonic()
-        outcome: OutcomeKind
-        try:
-            report = self.grade(job.problem_id, job.files, job.entry)
-        except GraderError as exc:
-            log.error("grading %s failed: %s", job.submission_id, exc.message)
-            outcome = self.queue.fail(job, exc.message, retry=False)
-        except Exception as exc:  # a bug in the grader: graded again (then failed with the reason); the worker lives on
-            log.exception("grading %s crashed", job.submission_id)
-            message = f"internal grader error ({type(exc).__name__}); an administrator can find it in the logs"
-            outcome = self.queue.fail(job, message, retry=True)
-        else:
-            if report.status == "incomplete":
-                # A grader fault in some test must never cost the candidate: no score is stored.
-                log.error("grading %s was incomplete: %s", job.submission_id, report.error)
-                outcome = self.queue.fail(job, report.error or "the grader failed", retry=True)
-            elif self.queue.complete(job, report):
-                outcome = "failed" if report.status == "error" else "graded"
-            else:
-                outcome = "stale"
-        duration_s = time.monotonic() - started
-        log.info("submission %s (attempt %d): %s in %.1f s", job.submission_id, job.attempt, outcome, duration_s)
-        self.on_outcome(Outcome(outcome, duration_s=duration_s))
-
-    def _keep_leases(self) -> None:
-        last_sweep = time.monotonic()
-        while not self._stop.wait(self.heartbeat_s):
-            try:
-                with self._active_lock:
-                    active = list(self._active.values())
-                self.queue.renew(active)
-                if time.monotonic() - last_sweep > self.lease_s / 2:
-                    self.queue.recover()
-                    last_sweep = time.monotonic()
-            except Exception:
-                log.exception("renewing leases failed")

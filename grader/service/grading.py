@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from grader.config import Settings
@@ -96,3 +99,75 @@ def build_pool(store: Store, settings: Settings, *, grade: ServiceGradeFn = engi
 
     return WorkerPool(open_queue(store, settings), bound, workers=settings.workers, lease_s=settings.job_lease_s,
                       on_outcome=outcome_observer(metrics or Metrics(), on_finished))
+
+
+@dataclass(frozen=True)
+class QueueHealth:
+    """What /healthz and /metrics say of the queue: its backend, the broker's state, live workers."""
+
+    backend: Literal["embedded", "celery"]
+    broker: str  # "ok" or "error: <why>"
+    workers_alive: int
+
+
+class Dispatch(Protocol):
+    """How the API hands accepted submissions to whoever grades them, whatever the queue backend.
+
+    `submitted` runs after the submission committed and never raises: a submission that could not be
+    handed over is in the database and is picked up later (the embedded pool's poll, or the sweeper).
+    """
+
+    backend: Literal["embedded", "celery"]
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def submitted(self, submission_id: str) -> None: ...
+
+    def health(self) -> QueueHealth: ...
+
+
+class EmbeddedDispatch:
+    """The database queue graded by this process's pool (None: `grader serve --workers 0`, a `grader worker`
+    polls the database); a new submission wakes the pool."""
+
+    backend: Literal["embedded", "celery"] = "embedded"
+
+    def __init__(self, pool: WorkerPool | None) -> None:
+        self.pool = pool
+
+    def start(self) -> None:
+        if self.pool is not None:
+            self.pool.start()
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
+
+    def submitted(self, submission_id: str) -> None:
+        if self.pool is not None:
+            self.pool.wake()
+
+    def health(self) -> QueueHealth:
+        return QueueHealth(backend="embedded", broker="ok", workers_alive=self.pool.workers if self.pool else 0)
+
+
+def open_dispatch(store: Store, settings: Settings, *, grade: ServiceGradeFn = engine_grade,
+                  metrics: Metrics | None = None, on_finished: Callable[[], None] | None = None) -> Dispatch:
+    """The dispatch the settings choose: Celery messages (queue=celery: this process grades nothing), or the
+    embedded pool of `settings.workers` threads (none with 0 workers)."""
+    if settings.queue == "celery":
+        from grader.service.cluster import CeleryDispatch
+
+        return CeleryDispatch(store, settings)
+    pool = (build_pool(store, settings, grade=grade, metrics=metrics, on_finished=on_finished)
+            if settings.workers > 0 else None)
+    return EmbeddedDispatch(pool)
+
+
+def queue_depth(store: Store) -> int:
+    """Submissions waiting to be graded (status queued), whatever carries their messages."""
+    with store.session() as db:
+        return int(db.scalar(select(func.count()).select_from(Submission).where(Submission.status == "queued"))
+                   or 0)

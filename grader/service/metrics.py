@@ -52,13 +52,18 @@ class Metrics:
                 if duration_s <= upper:
                     self._bucket_counts[i] += 1
 
-    def render(self, store: Store) -> str:
-        """The /metrics page: queue depth from the database, the rest from this process."""
+    def render(self, store: Store, *, workers_alive: int | None = None) -> str:
+        """The /metrics page: queue depth from the database, live workers as the queue counts them (heartbeats
+        in the broker, or the embedded pool's threads), the rest from this process."""
         with store.session() as db:
             by_status = dict(db.execute(select(Submission.status, func.count()).group_by(Submission.status)).all())
         lines = ["# HELP grader_queue_depth Submissions by status in the database (queued = waiting).",
                  "# TYPE grader_queue_depth gauge"]
         lines += [f'grader_queue_depth{{status="{s}"}} {by_status.get(s, 0)}' for s in STATUSES]
+        if workers_alive is not None:
+            lines += ["# HELP grader_workers_alive Workers grading for this service (worker processes with a live "
+                      "heartbeat with queue=celery; the embedded pool's threads otherwise).",
+                      "# TYPE grader_workers_alive gauge", f"grader_workers_alive {workers_alive}"]
         with self._lock:
             lines += ["# HELP grader_grading_duration_seconds Wall time of one grading.",
                       "# TYPE grader_grading_duration_seconds histogram"]

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from grader.config import Settings
@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 STORE_DIR = Path(__file__).resolve().parent
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+MIGRATION_LOCK_KEY = 0x67726164  # "grad": the advisory lock every migrating process takes on PostgreSQL
 
 
 def _make_engine(url: str) -> Engine:
@@ -65,10 +66,17 @@ class Store:
                 raise
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration; a no-op when it already is."""
+        """Bring the schema to the newest migration; a no-op when it already is.
+
+        Safe when several processes start at once (an API and its workers on one PostgreSQL): the
+        migration runs under a transaction-scoped advisory lock, so the others wait and then find the
+        schema current. SQLite's BEGIN IMMEDIATE (see _on_begin) serializes them the same way.
+        """
         from alembic import command
 
         with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             cfg = alembic_config(self.url)
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")

@@ -86,6 +86,8 @@ class Submission(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When a "grade this" message was last handed to a broker (queue=celery); None: never, or taken back.
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     files: Mapped[list[SubmissionFile]] = relationship(back_populates="submission", order_by="SubmissionFile.name",
                                                        cascade="all, delete-orphan")

@@ -139,9 +139,9 @@ async def create_submission(request: Request, response: Response, store: Store =
     response.headers["Location"] = created.links.self
     if is_new:
         request.app.state.metrics.count("grader_submissions_accepted_total")
-        pool = getattr(request.app.state, "pool", None)
-        if pool is not None:
-            pool.wake()
+        queue = getattr(request.app.state, "queue", None)
+        if queue is not None:  # after the commit; never fails the request (a sweeper or poll picks it up)
+            await run_in_threadpool(queue.submitted, created.id)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     return created
