@@ -4,13 +4,19 @@
 #   dl-grader/sandbox:numpy     runner + numpy          (docker/sandbox.Dockerfile)
 #   dl-grader/sandbox:torch     runner + numpy + torch  (docker/sandbox.Dockerfile)
 #   dl-grader/service:latest    the grader service      (Dockerfile; only with --service)
+#   dl-grader/redis:7           the cluster's broker    (docker/redis.Dockerfile; only with --cluster)
+#   dl-grader/postgres:15       the cluster's database  (docker/postgres.Dockerfile; only with --cluster)
 #
-# Usage: scripts/build-images.sh [--base-image IMAGE] [--service]
+# Usage: scripts/build-images.sh [--base-image IMAGE] [--service] [--cluster]
+#   (docker-compose.cluster.yml needs --service --cluster)
 #
-# No build needs network access (builds run with --network none): Python packages are wheels prepared
-# here on the host under .build/wheels/, pinned to the versions installed in .venv. Each image is built
-# from a minimal context under .build/ctx/ and labelled dl-grader.build=<sha256 of its inputs>; an image
-# that already carries the label of the current inputs is reused, not rebuilt.
+# The sandbox and service builds need no network access (they run with --network none): Python packages
+# are wheels prepared here on the host under .build/wheels/, pinned to the versions installed in .venv.
+# The Redis and PostgreSQL builds install Debian packages with apt-get inside the build, so they need
+# DEBIAN_MIRROR (default deb.debian.org) and its security archive (DEBIAN_SECURITY_MIRROR). Each image is
+# built from a minimal context under .build/ctx/ and labelled dl-grader.build=<sha256 of its inputs>; an
+# image that already carries the label of the current inputs is reused, not rebuilt (for the two apt-based
+# ones: remove the image to rebuild it with Debian's latest updates).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,6 +24,7 @@ ROOT=$PWD
 BASE_TAG=dl-grader/base:bookworm
 ROOTFS=${DL_GRADER_ROOTFS:-/var/cache/dl-grader/rootfs}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 DEBOOTSTRAP_ARGS=(--variant=minbase --include=python3,python3-venv,ca-certificates bookworm)
 TORCH_VERSION=2.13.0  # exact: a looser spec pulls the CUDA build
 BUILD=$ROOT/.build
@@ -25,14 +32,16 @@ PY=$ROOT/.venv/bin/python
 
 base_image=""
 with_service=0
+with_cluster=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --base-image) [ $# -ge 2 ] || { echo "build-images: --base-image needs an image name" >&2; exit 2; }
                   base_image=$2; shift 2 ;;
     --base-image=*) base_image=${1#*=}; shift ;;
     --service) with_service=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "build-images: unknown argument: $1 (usage: scripts/build-images.sh [--base-image IMAGE] [--service])" >&2
+    --cluster) with_cluster=1; shift ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build-images: unknown argument: $1 (usage: scripts/build-images.sh [--base-image IMAGE] [--service] [--cluster])" >&2
        exit 2 ;;
   esac
 done
@@ -134,6 +143,8 @@ build_base() {
 # --- docker build with a content label ------------------------------------------------------------
 # build_image TAG CONTEXT DOCKERFILE [--build-arg K=V ...]: builds unless TAG already carries the
 # dl-grader.build label of these inputs (Dockerfile, context files, base image id, build args).
+# The build runs with --network none unless BUILD_NETWORK names another network (e.g.
+# `BUILD_NETWORK=default build_image ...` for a Dockerfile that runs apt-get).
 build_image() {
   local tag=$1 ctx=$2 dockerfile=$3; shift 3
   local t0 key; t0=$(now)
@@ -147,7 +158,7 @@ build_image() {
   local old_id; old_id=$(image_id "$tag" 2>/dev/null || true)
   local out=$BUILD/log/${tag//[\/:]/_}.log
   mkdir -p "$BUILD/log"
-  if ! docker build --network none --pull=false --force-rm -f "$dockerfile" -t "$tag" \
+  if ! docker build --network "${BUILD_NETWORK:-none}" --pull=false --force-rm -f "$dockerfile" -t "$tag" \
          --label "dl-grader.build=$key" --build-arg "BASE_IMAGE=$base_ref" "$@" "$ctx" >"$out" 2>&1; then
     tail -n 40 "$out" >&2
     die "building $tag failed; full log: $out"
@@ -194,6 +205,20 @@ for variant in numpy torch; do
   build_image "dl-grader/sandbox:$variant" "$ctx" "$ctx/Dockerfile" \
     --build-arg "VARIANT=$variant" --build-arg "RUNNER_DIGEST=$runner_digest"
 done
+
+if [ "$with_cluster" -eq 1 ]; then
+  # Debian's packages, installed by apt-get inside the build (hence a network); the context holds the
+  # Dockerfile and the entrypoint script only.
+  for svc_name in redis postgres; do
+    ctx=$BUILD/ctx/$svc_name
+    rm -rf "$ctx" && mkdir -p "$ctx"
+    cp "docker/$svc_name.Dockerfile" "$ctx/Dockerfile"
+    cp -p "docker/$svc_name-entrypoint.sh" "$ctx/"
+    case $svc_name in redis) tag=dl-grader/redis:7 ;; postgres) tag=dl-grader/postgres:15 ;; esac
+    BUILD_NETWORK=default build_image "$tag" "$ctx" "$ctx/Dockerfile" \
+      --build-arg "DEBIAN_MIRROR=$DEBIAN_MIRROR" --build-arg "DEBIAN_SECURITY_MIRROR=$DEBIAN_SECURITY_MIRROR"
+  done
+fi
 
 if [ "$with_service" -eq 1 ]; then
   # The project's wheel is built from a copy of its sources, so no build/ folder lands in the tree.

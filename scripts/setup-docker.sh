@@ -2,7 +2,8 @@
 # Makes this machine ready for the Docker sandbox backend, then builds its images:
 #   1. installs the Debian packages docker.io, debootstrap and docker-compose when missing (needs root);
 #   2. starts dockerd in the background when `docker info` fails (log: /var/log/dockerd.log);
-#   3. runs scripts/build-images.sh with this script's arguments (e.g. --service, --base-image IMAGE).
+#   3. runs scripts/build-images.sh with this script's arguments (e.g. --service, --cluster, --base-image IMAGE):
+#      `--service --cluster` also builds the Redis and PostgreSQL images of docker-compose.cluster.yml.
 # Safe to run again: each step is skipped when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
