@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from grader.config import Settings, broker_display
 from grader.engine.report import Report
-from grader.queue.broker import Sweeper, publish_and_mark
+from grader.queue.broker import Publish, Sweeper, publish_and_mark
 from grader.queue.database import DatabaseQueue, owner_id
 from grader.queue.pool import LeaseKeeper, run_job
 from grader.service.grading import QueueHealth, ServiceGradeFn, engine_grade, open_queue
@@ -75,15 +75,20 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False, worker_send_task_events=False,
     )
 
-    @app.task(bind=True, name=TASK_NAME, max_retries=None, acks_late=True)  # type: ignore[untyped-decorator]
+    # shared=False: the task belongs to this app only (a shared one would reach every app created later)
+    @app.task(bind=True, name=TASK_NAME, max_retries=None, acks_late=True,  # type: ignore[untyped-decorator]
+              shared=False)
     def grade(self: Any, submission_id: str) -> str:
+        lease_s = settings.job_lease_s
         try:
-            result = grade_submission(worker_runtime(), submission_id)
+            runtime = worker_runtime()
+            lease_s = runtime.settings.job_lease_s
+            result = grade_submission(runtime, submission_id)
         except Exception as exc:  # the database is unreachable: ask again later, the row is untouched or leased
-            log.exception("submission %s: grading task failed; retrying", submission_id)
-            raise self.retry(countdown=settings.job_lease_s, exc=exc) from None
+            log.exception("submission %s: grading task failed; retrying in %g s", submission_id, lease_s)
+            raise self.retry(countdown=lease_s, exc=exc) from None
         if result == "later":
-            raise self.retry(countdown=settings.job_lease_s)
+            raise self.retry(countdown=lease_s)
         if result == "requeued":
             raise self.retry(countdown=REQUEUED_COUNTDOWN_S)
         return result
@@ -91,9 +96,16 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def publisher(app: Celery) -> Any:
-    """Publish "grade submission <id>" (raises when the broker does not take it)."""
+def publisher(app: Celery, settings: Settings) -> Publish:
+    """Publish "grade submission <id>" (raises when the broker does not take it).
+
+    A ping first: a broker that is down answers it at once, where the publish itself would retry its
+    connection for seconds, and a request must answer 202 promptly (the sweeper publishes it later).
+    """
+    client = _redis(settings)
+
     def publish(submission_id: str) -> None:
+        client.ping()
         app.send_task(TASK_NAME, args=[submission_id], queue=QUEUE_NAME, retry=False)
 
     return publish
@@ -266,7 +278,7 @@ class CeleryDispatch:
     def __init__(self, store: Store, settings: Settings, app: Celery | None = None) -> None:
         self.store, self.settings = store, settings
         self.app = app or make_celery(settings)
-        self.publish = publisher(self.app)
+        self.publish = publisher(self.app, settings)
         self.sweeper = Sweeper(store, open_queue(store, settings), self.publish,
                                redeliver_after_s=settings.redeliver_after_s)
 
@@ -311,7 +323,8 @@ def run_celery_worker(settings: Settings, *, concurrency: int) -> int:
     worker_process_init.connect(_child_ready, weak=False)
     store = open_store(settings, migrate=False)
     heartbeat = Heartbeat(settings, concurrency=concurrency)
-    sweeper = Sweeper(store, open_queue(store, settings), publisher(app), redeliver_after_s=settings.redeliver_after_s)
+    sweeper = Sweeper(store, open_queue(store, settings), publisher(app, settings),
+                      redeliver_after_s=settings.redeliver_after_s)
     heartbeat.start()
     sweeper.start()
     try:
