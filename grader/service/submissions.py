@@ -51,7 +51,16 @@ from grader.service.schemas import (
     WebhookOut,
 )
 from grader.store.db import Store
-from grader.store.models import AuditEvent, Note, Override, ReportRow, Submission, SubmissionFile, WebhookDelivery
+from grader.store.models import (
+    AuditEvent,
+    Note,
+    Override,
+    ReportRow,
+    Submission,
+    SubmissionFile,
+    Token,
+    WebhookDelivery,
+)
 
 MAX_PAGE = 200
 MAX_JSON_DEPTH = 32
@@ -476,9 +485,31 @@ def override_test(store: Store, principal: Principal, submission_id: str, test_i
         db.add(override)
         db.flush()
         row.final_score = overridden_score(report, [*overrides, override])
-        record(db, principal, "override.set", submission_id=row.id,
-               detail={"test_id": test_id, "points": float(points), "previous_points": previous, "reason": reason,
-                       "final_score": row.final_score})
-        if row.final_score != previous_final:  # the decision changes what the receiver was told: tell it again
-            webhooks.enqueue(db, row, webhooks.build_overridden_body(row, report, override.id))
+        detail: dict[str, Any] = {"test_id": test_id, "points": float(points), "previous_points": previous,
+                                  "reason": reason, "final_score": row.final_score}
+        if row.callback_url and row.final_score != previous_final:  # the receiver was told another final score
+            withheld = _overridden_webhook_withheld(db, row)
+            if withheld is None:
+                webhooks.enqueue(db, row, webhooks.build_overridden_body(row, report, override.id))
+                detail["webhook"] = {"event": "submission.overridden", "sent": True}
+            else:
+                detail["webhook"] = {"event": "submission.overridden", "sent": False, "why": withheld}
+        record(db, principal, "override.set", submission_id=row.id, detail=detail)
         return _override_out(override)
+
+
+def _overridden_webhook_withheld(db: Session, row: Submission) -> str | None:
+    """Why the `submission.overridden` event must not go to this submission's callback_url; None: it may.
+
+    The event carries the final score, an interviewers' decision that submitters never see; any submitter
+    token may set a callback_url, so only a submission created by an interviewer's or an admin's token (the
+    hiring team's own pipeline) gets it.
+    """
+    creator = db.get(Token, row.token_id) if row.token_id is not None else None
+    if creator is None:
+        return "the token that created the submission is unknown: the final score is sent only to the " \
+               "callback_url of a submission created by an interviewer or admin token"
+    if creator.role not in ("interviewer", "admin"):
+        return f"the submission was created by a {creator.role} token ({creator.name}): the final score is " \
+               "the interviewers' decision, not sent to a callback_url a submitter chose"
+    return None

@@ -9,7 +9,11 @@ secret over the exact bytes of the body.
 Events (`X-Grader-Event` and the body's `event`): `submission.graded`,
 `submission.failed`, and `submission.overridden` when an interviewer's override
 changes the final score (written in the override's transaction, through the
-same outbox, signing and retries). A submission has one outbox row holding its
+same outbox, signing and retries). The overridden event carries the final score,
+which submitters never see: it goes only to a submission created by an
+interviewer's or an admin's token (the hiring team's own pipeline); for one
+created by a submitter token it is not sent at all, and the override's audit
+event says so and why. A submission has one outbox row holding its
 latest event: an override re-arms it with the new event (the previous outcome
 stays in the audit log). The overridden body is the graded summary (so a
 receiver that missed the graded event still has it) plus `graded_score`,

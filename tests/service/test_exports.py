@@ -184,6 +184,7 @@ def test_docs_work_offline(client: TestClient) -> None:
 
 
 def test_an_override_that_changes_the_final_score_is_a_signed_webhook(client: TestClient, tokens: Tokens) -> None:
+    """A submission the hiring team's pipeline created (an interviewer's token) hears about the final score."""
     import time
 
     from test_service_webhooks import Receiver, detail_when
@@ -192,11 +193,11 @@ def test_an_override_that_changes_the_final_score_is_a_signed_webhook(client: Te
 
     receiver = Receiver([])
     try:
-        r = client.post("/v1/submissions", headers=Tokens.auth(tokens.submitter),
+        r = client.post("/v1/submissions", headers=Tokens.auth(tokens.interviewer),
                         json={"problem": "mlp", "code": MLP_ALL, "candidate": "ada", "callback_url": receiver.url})
         assert r.status_code == 202, r.text
         sid = r.json()["id"]
-        wait_for_status(client, sid, tokens.submitter)
+        wait_for_status(client, sid, tokens.interviewer)
         detail_when(client, tokens, sid, "delivered")
         assert [json.loads(b)["event"] for _, _, b in receiver.calls] == ["submission.graded"]
         failed = _failed_test(client, tokens, sid)
@@ -229,6 +230,50 @@ def test_an_override_that_changes_the_final_score_is_a_signed_webhook(client: Te
         receiver.close()
 
 
+@pytest.mark.parametrize("creator", ["submitter", "admin"])
+def test_the_final_score_never_reaches_a_callback_url_a_submitter_chose(client: TestClient, tokens: Tokens,
+                                                                         creator: str) -> None:
+    """Any submitter token may set callback_url: its submissions get no overridden event, so no final score."""
+    import time
+
+    from test_service_webhooks import Receiver, detail_when
+
+    from grader.store.models import WebhookDelivery
+
+    receiver = Receiver([])
+    try:
+        token = getattr(tokens, creator)
+        r = client.post("/v1/submissions", headers=Tokens.auth(token),
+                        json={"problem": "mlp", "code": MLP_ALL, "candidate": "ada", "callback_url": receiver.url})
+        assert r.status_code == 202, r.text
+        sid = r.json()["id"]
+        wait_for_status(client, sid, token)
+        detail_when(client, tokens, sid, "delivered")
+        failed = _failed_test(client, tokens, sid)
+        _override(client, tokens, sid, failed["id"], failed["points"], "the statement allowed this tie convention")
+        deadline = time.monotonic() + (0.5 if creator == "submitter" else 10)
+        while len(receiver.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        events = [json.loads(b)["event"] for _, _, b in receiver.calls]
+        detail = detail_when(client, tokens, sid, "delivered")
+        audit = next(e for e in detail["audit"] if e["action"] == "override.set")
+        store = client.app.state.store  # type: ignore[attr-defined]
+        with store.session() as db:
+            outbox = json.loads(db.query(WebhookDelivery).filter_by(submission_id=sid).one().body)
+        if creator == "admin":  # the hiring team's own pipeline: told, as an interviewer's would be
+            assert events == ["submission.graded", "submission.overridden"]
+            assert audit["detail"]["webhook"] == {"event": "submission.overridden", "sent": True}
+            return
+        assert events == ["submission.graded"]
+        assert all("final_score" not in json.loads(b) and "graded_score" not in json.loads(b)
+                   for _, _, b in receiver.calls)
+        assert outbox["event"] == "submission.graded" and "final_score" not in outbox
+        assert audit["detail"]["webhook"]["sent"] is False
+        assert "submitter token" in audit["detail"]["webhook"]["why"]
+    finally:
+        receiver.close()
+
+
 def test_an_override_while_the_graded_event_is_in_flight_is_not_lost(tmp_path: Path) -> None:
     """The dispatcher marks a row delivered only if it still holds the event it sent."""
     from test_service_webhooks import Receiver
@@ -245,13 +290,13 @@ def test_an_override_while_the_graded_event_is_in_flight_is_not_lost(tmp_path: P
         with TestClient(create_app(settings, run_workers=False)) as client:
             store = client.app.state.store  # type: ignore[attr-defined]
             tokens = Tokens(store)
-            r = client.post("/v1/submissions", headers=Tokens.auth(tokens.submitter),
+            r = client.post("/v1/submissions", headers=Tokens.auth(tokens.interviewer),
                             json={"problem": "mlp", "code": MLP_ALL, "callback_url": receiver.url})
             sid = r.json()["id"]
             pool = build_pool(store, settings, grade=standin_grade, metrics=Metrics())
             pool.start()
             try:
-                wait_for_status(client, sid, tokens.submitter)
+                wait_for_status(client, sid, tokens.interviewer)
             finally:
                 pool.stop()
             dispatcher = WebhookDispatcher(store, settings, Metrics())
@@ -282,7 +327,8 @@ def test_an_override_while_the_graded_event_is_in_flight_is_not_lost(tmp_path: P
 @pytest.mark.slow
 def test_exports_on_a_real_server(tmp_path: Path) -> None:
     """`grader serve` with the real engine: an override in the JSON report, the JUnit XML (valid against the
-    schema), the list and a webhook; the submitter sees none of it; 413 and /docs over real HTTP."""
+    schema) and the list; the submitter sees none of it, nor does its callback_url (the graded webhook only);
+    413 and /docs over real HTTP."""
     import time
     import xml.etree.ElementTree as ET
 
@@ -340,13 +386,14 @@ def test_exports_on_a_real_server(tmp_path: Path) -> None:
             assert client.get("/v1/submissions", headers=me).json()["items"][0]["overridden"] is None
 
             deadline = time.monotonic() + 20
-            while len(receiver.calls) < 2:
+            while not receiver.calls:
                 assert time.monotonic() < deadline, receiver.calls
                 time.sleep(0.1)
+            time.sleep(2)  # the override's wake-up has long passed: a submitter's callback hears nothing more
             events = [json.loads(b) for _, _, b in receiver.calls]
-            assert [e["event"] for e in events] == ["submission.graded", "submission.overridden"]
-            assert (events[1]["graded_score"], events[1]["final_score"]) == (graded["score"], final)
-            assert verify(receiver.calls[1][2], "e2e-secret", receiver.calls[1][1][SIGNATURE_HEADER])
+            assert [e["event"] for e in events] == ["submission.graded"]
+            assert "final_score" not in events[0] and events[0]["score"] == graded["score"]
+            assert verify(receiver.calls[0][2], "e2e-secret", receiver.calls[0][1][SIGNATURE_HEADER])
 
             big = client.post("/v1/submissions", headers={**me, "Content-Type": "application/json"},
                               content=json.dumps({"problem": "mlp", "code": "#" * 300_000}))
