@@ -106,6 +106,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args, **overrides)
     if args.health:
         return _worker_health(settings)
+    import logging
+
+    logging.getLogger("grader").setLevel(logging.INFO)  # a worker's log: each grading, named by submission id
     concurrency = settings.worker_concurrency
     broker = f" on {broker_display(settings.broker_url)}" if settings.queue == "celery" else ""
     line = (f"grader worker: queue {settings.queue}{broker}, {_where(settings)}, concurrency {concurrency}, "

@@ -312,6 +312,8 @@ def run_celery_worker(settings: Settings, *, concurrency: int) -> int:
     app = make_celery(settings)
 
     def _child_ready(**_: Any) -> None:
+        # the parent's database connections are the parent's: forget them here without closing them
+        store.engine.dispose(close=False)
         # the sandbox backend of this child, created after the fork (threads and connections never cross it)
         try:
             settings.sandbox()
@@ -320,8 +322,8 @@ def run_celery_worker(settings: Settings, *, concurrency: int) -> int:
                       settings.sandbox_backend, os.getpid(), exc)
         worker_runtime()
 
-    worker_process_init.connect(_child_ready, weak=False)
     store = open_store(settings, migrate=False)
+    worker_process_init.connect(_child_ready, weak=False)
     heartbeat = Heartbeat(settings, concurrency=concurrency)
     sweeper = Sweeper(store, open_queue(store, settings), publisher(app, settings),
                       redeliver_after_s=settings.redeliver_after_s)
