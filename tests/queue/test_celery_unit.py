@@ -319,3 +319,33 @@ def test_the_embedded_health_counts_the_pool(tmp_path: Path) -> None:
             assert body["queue"] == {"backend": "embedded", "depth": 0, "broker": "ok", "workers_alive": alive}
             assert body["workers_running"] is (workers > 0)
             assert f"grader_workers_alive {alive}" in client.get("/metrics").text
+
+
+def test_the_lease_is_renewed_while_the_task_grades(tmp_path: Path) -> None:
+    from grader.store.db import open_store
+
+    settings = make_settings(tmp_path / "lease", job_lease_s=0.8)  # the keeper beats every 0.2 s
+    store = open_store(settings)
+    seen: list[object] = []
+
+    def slow_grade(problem_id: str, files: dict[str, str], s: Settings, entry: str) -> Any:
+        import time
+
+        for _ in range(6):  # 1.8 s: more than two leases
+            time.sleep(0.3)
+            seen.append(row(store, sid).lease_expires_at)
+        assert open_queue(store, settings, owner_id("rival")).claim_submission(sid) == "later"
+        return standin_grade(problem_id, files, s, entry)
+
+    sid = new_submission(store, settings)
+    cluster.configure_worker(settings, grade=slow_grade)
+    runtime = cluster.worker_runtime()
+    try:
+        assert cluster.grade_submission(runtime, sid) == "graded"
+    finally:
+        runtime.leases.stop()
+        runtime.store.close()
+        cluster.configure_worker(settings)
+    assert len(set(seen)) >= 4  # renewed again and again, so no rival could take it over
+    assert row(store, sid).attempts == 1 and reports(store, sid) == 1
+    store.close()
