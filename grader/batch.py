@@ -130,8 +130,12 @@ def _score_rows(report: Report, row: Row) -> Row:
 # -- through the service -------------------------------------------------------------------------------------
 
 
-def submit_one(client: GraderClient, problem: str, entry: Entry, timeout_s: float) -> Row:
-    """Submit one candidate, wait for its grading and read its report; every failure becomes the row's status."""
+def submit_one(client: GraderClient, problem: str, entry: Entry, timeout_s: float, *,
+               resubmit: bool = False) -> Row:
+    """Submit one candidate, wait for its grading and read its report; every failure becomes the row's status.
+
+    `resubmit`: grade the content again even if it was submitted before (see GraderClient.submit).
+    """
     from grader.engine.report import Report
 
     row = Row(entry.candidate, entry.path.name, "graded")
@@ -141,12 +145,13 @@ def submit_one(client: GraderClient, problem: str, entry: Entry, timeout_s: floa
         row.status, row.error = "invalid", exc.message
         return row
     try:
-        submitted = client.submit(problem, files, entry.candidate)
+        submitted = client.submit(problem, files, entry.candidate, resubmit=resubmit)
         row.submission_id = submitted.id
         row.report_link = submitted.links.get("report_html", "")
         final = client.wait(submitted.id, timeout_s)
         if final.get("status") == "failed":
-            row.status, row.error = "failed", f"the service could not grade it: {final.get('error')}"
+            row.status = "failed"
+            row.error = f"the service could not grade it: {final.get('error')}{submitted.failed_hint()}"
             return row
         report = Report.model_validate(client.report_json(submitted.id, deadline=time.monotonic() + timeout_s))
     except Unreachable as exc:
@@ -165,10 +170,11 @@ def submit_one(client: GraderClient, problem: str, entry: Entry, timeout_s: floa
 
 
 def submit_batch(client: GraderClient, problem: str, entries: Sequence[Entry], *, jobs: int,
-                 timeout_s: float) -> list[Row]:
+                 timeout_s: float, resubmit: bool = False) -> list[Row]:
     # A wrong token or problem id would fail every candidate alike: say it once, before submitting anything.
     client.check_problem(problem)
-    return run_concurrently(entries, lambda e: submit_one(client, problem, e, timeout_s), jobs=jobs)
+    return run_concurrently(entries, lambda e: submit_one(client, problem, e, timeout_s, resubmit=resubmit),
+                            jobs=jobs)
 
 
 # -- here, in the local sandbox -------------------------------------------------------------------------------

@@ -156,7 +156,7 @@ def _progress_line(submission_id: str, started: float) -> Callable[[dict[str, An
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """Send a solution (or a folder of candidates) to a grading service; optionally wait for the report."""
-    from grader.client import GraderClient, RetryPolicy, ServiceFault
+    from grader.client import RESUBMIT_HINT, GraderClient, RetryPolicy, ServiceFault
 
     server = args.server or os.environ.get("GRADER_SERVER", "")
     if not server.strip():
@@ -174,7 +174,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if args.batch is not None:
             return _submit_batch(args, client)
         files = read_submission(Path(args.path))
-        submitted = client.submit(args.problem, files, args.candidate)
+        submitted = client.submit(args.problem, files, args.candidate, resubmit=args.resubmit)
         again = " (already submitted with this content: the same submission)" if submitted.replayed else ""
         wait = args.wait or any(x is not None for x in (args.junit, args.json, args.html, args.min_score))
         if not wait:
@@ -183,13 +183,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 if name in submitted.links:
                     print(f"  {name.replace('self', 'status'):<13} {submitted.links[name]}")
             _stderr(f"submission {submitted.id} {submitted.status}{again}")
+            if submitted.replayed and submitted.status == "failed":
+                _stderr(f"that submission failed: {RESUBMIT_HINT}")
             return EXIT_OK
         started = time.monotonic()
         deadline = started + args.timeout
         _stderr(f"submitted {submitted.id}{again}; waiting up to {args.timeout:g} s")
         final = client.wait(submitted.id, args.timeout, on_status=_progress_line(submitted.id, started))
         if final.get("status") == "failed":
-            raise ServiceFault(f"the service could not grade submission {submitted.id}: {final.get('error')}")
+            raise submitted.grading_failed(final.get("error"))
         from grader.engine.report import Report
         from grader.reports.text import render_text
 
@@ -218,7 +220,8 @@ def _submit_batch(args: argparse.Namespace, client: GraderClient) -> int:
     folder = Path(args.batch)
     entries = batch.list_entries(folder)
     csv_path = Path(args.csv) if args.csv else batch.default_csv_path(folder)
-    rows = batch.submit_batch(client, args.problem, entries, jobs=_jobs(args), timeout_s=args.timeout)
+    rows = batch.submit_batch(client, args.problem, entries, jobs=_jobs(args), timeout_s=args.timeout,
+                              resubmit=args.resubmit)
     batch.write_csv(rows, csv_path)
     batch.print_summary(rows, csv_path)
     return batch.exit_code(rows, args.min_score)
@@ -247,6 +250,9 @@ def _submit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--candidate", default=None, metavar="NAME",
                    help="the candidate's name, stored with the submission")
     p.add_argument("--wait", action="store_true", help="follow the grading and print the report's summary")
+    p.add_argument("--resubmit", action="store_true",
+                   help="grade this content again: without it, content already submitted (with this token) "
+                        "gets its first submission back, even a failed one")
     p.add_argument("--min-score", type=float, default=None, help="exit 1 when the score is lower (implies --wait)")
     p.add_argument("--junit", default=None, metavar="FILE", help="write the report as JUnit XML (implies --wait)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the report as JSON (implies --wait)")

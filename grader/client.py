@@ -13,7 +13,10 @@ Failures are `ClientError`s carrying the exit code the CLI answers with:
 Retries are bounded and safe: network errors, 500/502/503/504 and 429 (honouring
 Retry-After) are retried with exponential backoff and jitter, and the POST
 always carries an `Idempotency-Key` derived from the content, so a retried POST
-returns the submission the first one created instead of grading twice. While
+returns the submission the first one created instead of grading twice (and so
+does a second run with the same content, whatever became of the first: a
+`failed` one stays failed). `resubmit=True` (`grader submit --resubmit`) mixes a
+random nonce into the key: the same content is graded again, on purpose. While
 following a submission, the retries are bounded by the wait's deadline instead of
 a count, so a service restarting meanwhile is waited for.
 """
@@ -24,6 +27,7 @@ import email.utils
 import hashlib
 import json
 import random
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +40,7 @@ EXIT_USAGE, EXIT_FAULT, EXIT_UNREACHABLE = 2, 3, 4
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 FINAL_STATUSES = ("done", "failed")
 MAX_RETRY_AFTER_S = 120.0
+RESUBMIT_HINT = "to grade the same content again, run grader submit again with --resubmit"
 
 
 class ClientError(Exception):
@@ -43,9 +48,10 @@ class ClientError(Exception):
 
     exit_code = EXIT_FAULT
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.status_code = status_code  # the HTTP status that caused it, when the service answered
 
 
 class UsageError(ClientError):
@@ -60,10 +66,15 @@ class Unreachable(ClientError):
     exit_code = EXIT_UNREACHABLE
 
 
-def idempotency_key(problem: str, files: Mapping[str, str], candidate: str | None) -> str:
-    """The same content always gets the same key: sha256 of problem, files (sorted by name) and candidate."""
-    canonical = json.dumps({"problem": problem, "files": dict(sorted(files.items())), "candidate": candidate},
-                           sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def idempotency_key(problem: str, files: Mapping[str, str], candidate: str | None, nonce: str | None = None) -> str:
+    """The same content always gets the same key: sha256 of problem, files (sorted by name) and candidate.
+
+    A `nonce` (a resubmission) is mixed in too: a new nonce is a new key, so the same content is graded again.
+    """
+    content: dict[str, Any] = {"problem": problem, "files": dict(sorted(files.items())), "candidate": candidate}
+    if nonce is not None:
+        content["nonce"] = nonce
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return "grader-submit-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -114,6 +125,17 @@ class Submitted:
     replayed: bool
     links: dict[str, str]
     body: dict[str, Any] = field(default_factory=dict)
+
+    def failed_hint(self) -> str:
+        """What to add when the service could not grade it: for a replayed one, how to grade it again."""
+        if not self.replayed:
+            return ""
+        return (" (this content was already submitted and that submission failed; the same content always gets "
+                f"that submission back: {RESUBMIT_HINT})")
+
+    def grading_failed(self, error: object) -> ServiceFault:
+        """The fault to raise when the service could not grade it."""
+        return ServiceFault(f"the service could not grade submission {self.id}: {error}{self.failed_hint()}")
 
 
 def _detail(response: httpx.Response) -> str:
@@ -205,14 +227,14 @@ class GraderClient:
     def _refusal(self, response: httpx.Response) -> ClientError:
         status, detail = response.status_code, _detail(response)
         if status == 401:
-            return UsageError(f"the token was refused (401: {detail}): check GRADER_TOKEN or --token-file")
+            return UsageError(f"the token was refused (401: {detail}): check GRADER_TOKEN or --token-file", status)
         if status == 403:
-            return UsageError(f"the token may not do this (403: {detail}): a submitter token is needed")
+            return UsageError(f"the token may not do this (403: {detail}): a submitter token is needed", status)
         if status == 429:
-            return ServiceFault(f"the service is busy (429: {detail})")
+            return ServiceFault(f"the service is busy (429: {detail})", status)
         if status >= 500:
-            return ServiceFault(f"the service failed ({status}: {detail})")
-        return UsageError(f"the service refused the request ({status}): {detail}")
+            return ServiceFault(f"the service failed ({status}: {detail})", status)
+        return UsageError(f"the service refused the request ({status}): {detail}", status)
 
     # -- the service's operations ---------------------------------------------------------------------------
 
@@ -220,13 +242,23 @@ class GraderClient:
         """Fails early, with the service's message, on a wrong token or an unknown problem."""
         self.request("GET", f"/v1/problems/{problem}")
 
-    def submit(self, problem: str, files: Mapping[str, str], candidate: str | None = None) -> Submitted:
-        """POST /v1/submissions with a content-derived Idempotency-Key: retries never grade twice."""
+    def submit(self, problem: str, files: Mapping[str, str], candidate: str | None = None, *,
+               resubmit: bool = False) -> Submitted:
+        """POST /v1/submissions with a content-derived Idempotency-Key: retries never grade twice.
+
+        `resubmit`: a random nonce in the key, so this content is graded again (its retries keep that key).
+        """
         body: dict[str, Any] = {"problem": problem, "files": dict(files)}
         if candidate:
             body["candidate"] = candidate
-        key = idempotency_key(problem, files, candidate or None)
-        response = self.request("POST", "/v1/submissions", json_body=body, headers={"Idempotency-Key": key})
+        key = idempotency_key(problem, files, candidate or None, secrets.token_hex(16) if resubmit else None)
+        try:
+            response = self.request("POST", "/v1/submissions", json_body=body, headers={"Idempotency-Key": key})
+        except UsageError as exc:
+            if exc.status_code != 409:
+                raise
+            raise UsageError(f"{exc.message} (this content's key was already used for another request: "
+                             f"{RESUBMIT_HINT})", 409) from None
         data = self._json(response)
         links = {name: self.absolute(str(url)) for name, url in dict(data.get("links") or {}).items()}
         return Submitted(id=str(data["id"]), status=str(data.get("status")), links=links, body=data,

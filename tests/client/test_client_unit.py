@@ -276,3 +276,108 @@ def test_exit_3_when_the_grading_failed_or_the_report_is_incomplete(
     err = capsys.readouterr().err
     assert code == 3, err
     assert message in err and "Traceback" not in err
+
+
+# -- the content-derived key and --resubmit ---------------------------------------------------------------------
+
+
+def test_resubmit_mixes_a_new_nonce_into_the_key_and_keeps_it_across_retries() -> None:
+    content = idempotency_key("mlp", {"solution.py": "x = 1"}, "ada")
+    assert idempotency_key("mlp", {"solution.py": "x = 1"}, "ada", "n1") not in (
+        content, idempotency_key("mlp", {"solution.py": "x = 1"}, "ada", "n2"))
+    script = Script(httpx.Response(503, json={"detail": "starting"}), httpx.Response(202, json=SUMMARY),
+                    httpx.Response(202, json=SUMMARY), httpx.Response(202, json=SUMMARY))
+    client, _ = make_client(script)
+    client.submit("mlp", {"solution.py": "x = 1"}, "ada", resubmit=True)  # a 503, then accepted: one key
+    client.submit("mlp", {"solution.py": "x = 1"}, "ada", resubmit=True)
+    client.submit("mlp", {"solution.py": "x = 1"}, "ada")
+    keys = [r.headers["Idempotency-Key"] for r in script.requests]
+    assert keys[0] == keys[1] and len({keys[1], keys[2], keys[3]}) == 3 and keys[3] == content
+    assert all(len(k) <= 200 and k.isascii() and k.isprintable() for k in keys)
+
+
+def test_a_409_for_a_reused_key_tells_about_resubmit() -> None:
+    detail = "Idempotency-Key 'grader-submit-ab' was already used for a different submission (x); use a new key"
+    script = Script(httpx.Response(409, json={"detail": detail, "error": "Conflict"}))
+    client, slept = make_client(script)
+    with pytest.raises(UsageError, match="--resubmit") as raised:
+        client.submit("mlp", {"solution.py": "x = 1"})
+    assert detail in raised.value.message and raised.value.exit_code == 2
+    assert len(script.requests) == 1 and slept == []
+
+
+def test_a_409_elsewhere_says_nothing_of_resubmit() -> None:
+    script = Script(httpx.Response(409, json={"detail": "submission x has no report (status queued)"}))
+    client, _ = make_client(script)
+    with pytest.raises(UsageError) as raised:
+        client.report_json("a" * 32)
+    assert "--resubmit" not in raised.value.message
+
+
+class KeyedService(FakeService):
+    """FakeService that records each POST's Idempotency-Key and says whether it replayed."""
+
+    keys: list[str] = []
+    replayed = False
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).keys.append(self.headers["Idempotency-Key"])
+        data = json.dumps({**SUMMARY, **type(self).final}).encode()
+        self.send_response(202)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if type(self).replayed:
+            self.send_header("Idempotent-Replayed", "true")
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def keyed_service() -> Iterator[type[KeyedService]]:
+    KeyedService.final = {"status": "failed", "error": "the sandbox crashed each time"}
+    KeyedService.report, KeyedService.keys, KeyedService.replayed = "", [], True
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), KeyedService)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    KeyedService.url = f"http://127.0.0.1:{httpd.server_address[1]}"  # type: ignore[attr-defined]
+    yield KeyedService
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_replayed_failed_submission_says_to_resubmit_and_resubmit_sends_a_new_key(
+        keyed_service: type[KeyedService], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("GRADER_TOKEN", "tok")
+    url = keyed_service.url  # type: ignore[attr-defined]
+    assert main(submit("mlp", str(CORRECT), "--server", url, "--wait")) == 3
+    err = capsys.readouterr().err
+    assert f"the service could not grade submission {'a' * 32}: the sandbox crashed each time" in err
+    assert "already submitted" in err and "--resubmit" in err and "Traceback" not in err
+    assert main(submit("mlp", str(CORRECT), "--server", url)) == 0  # without --wait: said too
+    assert "--resubmit" in capsys.readouterr().err
+    keyed_service.replayed = False
+    assert main(submit("mlp", str(CORRECT), "--server", url, "--wait", "--resubmit")) == 3
+    err = capsys.readouterr().err
+    assert "could not grade submission" in err and "--resubmit" not in err  # a fresh failure: nothing replayed
+    content = keyed_service.keys[0]
+    assert keyed_service.keys[1] == content and keyed_service.keys[2] != content
+
+
+def test_a_batch_resubmits_with_new_keys_and_a_replayed_failure_says_to_resubmit(
+        keyed_service: type[KeyedService], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from grader import batch
+
+    (tmp_path / "cohort").mkdir()
+    (tmp_path / "cohort" / "ada.py").write_text("x = 1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GRADER_TOKEN", "tok")
+    url = keyed_service.url  # type: ignore[attr-defined]
+    client = GraderClient(url, "tok")
+    entry = batch.Entry("ada", tmp_path / "cohort" / "ada.py")
+    replayed = batch.submit_one(client, "mlp", entry, 10)
+    assert replayed.status == "failed" and "--resubmit" in replayed.error
+    assert main(["submit", "mlp", "--batch", "cohort", "--server", url, "--resubmit", "--csv", "r.csv"]) == 3
+    capsys.readouterr()
+    assert len(keyed_service.keys) == 2 and keyed_service.keys[1] != keyed_service.keys[0]
