@@ -160,9 +160,10 @@ def _embedded_worker(settings: Settings, concurrency: int, line: str) -> int:
         pool.start()
         stop.wait()
     finally:
-        # Current gradings get the grace period to finish; one still running after it is given back by its
-        # lease (and at once by the next claim on this host, its process being gone).
+        # Current gradings get the grace period to finish; one still running after it is given back (queued
+        # again, an attempt spent), and its late result is fenced off.
         pool.stop(timeout_s=STOP_GRACE_S)
+        pool.give_back("the worker stopped while grading this submission")
         release_sandbox()
         store.close()
     return EXIT_OK

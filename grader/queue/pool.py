@@ -92,6 +92,11 @@ class LeaseKeeper:
             with self._lock:
                 self._active.pop(job.submission_id, None)
 
+    def active(self) -> list[Job]:
+        """The jobs held right now."""
+        with self._lock:
+            return list(self._active.values())
+
     def _keep(self) -> None:
         last_sweep = time.monotonic()
         while not self._stop.wait(self.heartbeat_s):
@@ -151,6 +156,20 @@ class WorkerPool:
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+
+    def give_back(self, reason: str) -> int:
+        """Queue again the jobs still being graded (after `stop`, before the process exits), so that another
+        worker takes them at once rather than when their lease lapses; their late results are fenced off.
+        Returns how many were given back."""
+        given = 0
+        for job in self.leases.active():
+            try:
+                if self.queue.fail(job, reason, retry=True) == "requeued":
+                    given += 1
+                    log.warning("gave back submission %s (attempt %d): %s", job.submission_id, job.attempt, reason)
+            except Exception:
+                log.exception("giving back %s failed; its lease will lapse", job.submission_id)
+        return given
 
     def _recover(self) -> None:
         requeued, failed = self.queue.recover()

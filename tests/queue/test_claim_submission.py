@@ -153,3 +153,27 @@ def test_a_requeued_job_is_claimable_again_and_unpublished(store: Store, setting
     assert (r.status, r.published_at) == ("queued", None)  # the sweeper publishes it again
     again = queue.claim_submission(sid)
     assert isinstance(again, Job) and again.attempt == 2
+
+
+def test_a_stopping_pool_gives_back_the_jobs_it_still_grades(store: Store, settings: Settings) -> None:
+    from grader.queue.pool import WorkerPool
+
+    sid = new_submission(store, settings)
+    started, release = threading.Event(), threading.Event()
+
+    def stuck(problem_id: str, files: dict[str, str], entry: str):  # type: ignore[no-untyped-def]
+        started.set()
+        release.wait(30)
+        return standin_grade(problem_id, files, settings, entry)
+
+    pool = WorkerPool(queue_of(store, settings), stuck, workers=1, lease_s=60)
+    pool.start()
+    assert started.wait(10)
+    pool.stop(timeout_s=0.2)
+    assert pool.give_back("the worker stopped") == 1
+    r = row(store, sid)
+    assert (r.status, r.owner, r.attempts, r.error) == ("queued", None, 1, "the worker stopped")
+    release.set()  # the grading ends after all: its result is fenced off
+    for t in pool._threads:
+        t.join(10)
+    assert row(store, sid).status == "queued" and reports(store, sid) == 0

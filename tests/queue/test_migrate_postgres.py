@@ -1,0 +1,55 @@
+"""Concurrent start-ups migrate one PostgreSQL database safely: the advisory lock makes the others wait."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from queue_helpers import make_settings
+from sqlalchemy import text
+
+from grader.store.db import open_store
+from tests.service.pg_cluster import PgCluster, find_initdb
+
+pytestmark = pytest.mark.system
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PgCluster]:
+    initdb = find_initdb()
+    assert initdb is not None or not os.environ.get("CI"), "scripts/test.sh did not install postgresql"
+    if initdb is None:
+        pytest.skip("PostgreSQL server binaries are not installed (Debian: apt-get install postgresql)")
+    c = PgCluster(initdb).start()
+    yield c
+    c.stop()
+
+
+def test_processes_starting_at_once_migrate_one_database_once(cluster: PgCluster, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, database_url=cluster.new_database())
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        try:
+            barrier.wait()
+            open_store(settings).close()
+        except BaseException as exc:  # a lost race would be a DuplicateTable error here
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    store = open_store(settings, migrate=False)
+    try:
+        with store.session() as db:
+            assert db.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+            db.execute(text("SELECT published_at FROM submissions"))
+    finally:
+        store.close()
