@@ -89,10 +89,69 @@ def test_magics_and_shell_escapes_are_dropped_line_for_line() -> None:
     assert cell[6:8] == ["%not a magic inside a string", "!nor a shell escape"]
     assert cell[9] == "pass  # grader dropped help request: np.zeros?"
     assert cell[10:12] == ["y = (1 +", "     2)  % 2"]
-    assert cell[12:14] == ["pass  # grader dropped line magic: %time \\", "pass  # grader dropped line magic: slow()"]
+    assert cell[12:14] == ["pass  # grader dropped line magic: %time \\",
+                           "# grader dropped with the line above: slow()"]
     assert "pass  # grader dropped cell magic: %%bash" in lines
     assert "# grader dropped with its cell magic: echo not python" in lines
     assert lines[-2:] == ["pass  # grader dropped cell magic: %%time", "w = 5 % 3"]  # %%time's body is Python
+
+
+def test_continuation_lines_of_a_dropped_line_do_not_copy_its_indentation() -> None:
+    import tracemalloc
+
+    # One line with a deep indentation and a backslash, then many continuation lines: each continuation line
+    # once got the first line's indentation (lines x indentation bytes: 6 MB from a 25 KB notebook).
+    source = "if True:\n" + " " * 2000 + "%x \\\n" + "\\\n" * 3000 + " " * 4 + "y = 1\n" + "z = 2"
+    nb = small_notebook(source)
+    tracemalloc.start()
+    try:
+        script = check({"solution.ipynb": nb})[ENTRY]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * 1024 * 1024
+    assert len(script) < 6 * len(nb)
+    compile(script, ENTRY, "exec")
+    lines = script.splitlines()
+    cell = lines[lines.index("# %% [cell 2]") + 1:]
+    assert len(cell) == len(source.split("\n"))  # still one line for one line
+    assert cell[1] == " " * 2000 + "pass  # grader dropped line magic: %x \\"
+    assert cell[2:3002] == ["# grader dropped with the line above: \\"] * 3000
+    assert cell[3002:] == ["# grader dropped with the line above: y = 1", "z = 2"]  # the last one continued
+    mapped = notebook.LineMap.of(script)
+    assert mapped is not None and [(n, what) for n, what, _ in mapped.dropped] == [(4, "line magic")]
+    assert mapped.where(2 + 3003) == "notebook cell 2, line 3003"
+
+
+def test_a_script_longer_than_the_limit_is_refused_early() -> None:
+    import tracemalloc
+
+    nb = small_notebook("%x \\\n" + "\\\n" * 100_000 + "y = 1")  # 600 KB of JSON, 4 MB of script
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidRequest, match="converts to a script of more than"):
+            notebook.convert(nb, "solution.ipynb", 256 * 1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * len(nb)
+    with pytest.raises(InvalidRequest, match="converts to a script of more than"):
+        check({"solution.ipynb": nb})
+
+
+def test_notebook_lines_that_read_like_markers_are_escaped() -> None:
+    source = ("a = 1\n# %% [cell 9]\nb = 2\nif True:\n    pass  # grader dropped line magic: %who\n"
+              "s = '''\n# %% [cell 8]\n'''\nc = undefined_name")
+    script = check({"solution.ipynb": small_notebook(source)})[ENTRY]
+    compile(script, ENTRY, "exec")
+    lines = script.splitlines()
+    assert lines[2:] == ["a = 1", "# (a line of the notebook) %% [cell 9]", "b = 2", "if True:",
+                         "    pass  # (a line of the notebook) grader dropped line magic: %who", "s = '''",
+                         "# %% [cell 8]", "'''", "c = undefined_name"]  # inside a string: left as it is
+    mapped = notebook.LineMap.of(script)
+    assert mapped is not None and mapped.dropped == []
+    assert mapped.where(5) == "notebook cell 2, line 3"
+    assert mapped.where(7) == "notebook cell 2, line 5"
 
 
 def test_only_a_line_that_starts_a_statement_can_be_ipython() -> None:

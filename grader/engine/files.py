@@ -159,7 +159,7 @@ def decode_text(data: bytes, what: str) -> str:
                              "save it as UTF-8") from None
 
 
-def _convert_notebooks(files: dict[str, str], entry: str) -> dict[str, str]:
+def _convert_notebooks(files: dict[str, str], entry: str, max_code_bytes: int) -> dict[str, str]:
     """`files` with its one notebook (a .ipynb, or a notebook's JSON sent as the entry) turned into the entry."""
     notebooks = sorted(n for n in files if notebook.is_notebook_name(n))
     for name, text in files.items():
@@ -177,7 +177,7 @@ def _convert_notebooks(files: dict[str, str], entry: str) -> dict[str, str]:
         source, name = files[entry], f"{entry} (a Jupyter notebook)"
     else:
         return files
-    script = notebook.convert(source, name)
+    script = notebook.convert(source, name, max_code_bytes)
     problem = text_problem(script, f"the code cells of {name}")
     if problem:
         raise InvalidRequest(problem)
@@ -195,7 +195,7 @@ def check_submission(files: Mapping[str, Any], entry: str, *, max_files: int, ma
     """
     if len(files) > max_files:
         raise InvalidRequest(f"too many files: {len(files)}; the limit is {max_files}")
-    checked = _convert_notebooks(check_files(files), entry)
+    checked = _convert_notebooks(check_files(files), entry, max_code_bytes)
     if entry not in checked:
         raise InvalidRequest(f"the entry file {entry} is missing: name the main file {entry}, or send one "
                              f"notebook (.ipynb) (got {', '.join(sorted(checked)) or 'no files'})")

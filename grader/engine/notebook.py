@@ -16,8 +16,13 @@ person counts when scrolling). Outputs, markdown, raw cells and metadata are nev
 they never reach a sandbox, the store or a report. IPython syntax that is not Python (line
 magics `%...`, cell magics `%%...`, shell escapes `!cmd` and `x = !cmd`, help requests `obj?`)
 is replaced line for line with `pass` and a fixed comment, so line numbers stay those of the
-notebook and a dropped line inside a block leaves the block valid. A cell magic drops its whole
-cell (its body is not Python), except %%time and %%capture whose body is Python and is kept.
+notebook and a dropped line inside a block leaves the block valid. The continuation lines of a
+dropped line that ends with a backslash, and the body of a dropped cell magic, become comment-only
+lines (Python ignores them for indentation), so no line is ever written longer than the notebook's
+own plus a fixed prefix; the whole script is bounded too (`convert`'s `max_chars`). A cell magic
+drops its whole cell (its body is not Python), except %%time and %%capture whose body is Python and
+is kept. A line of the notebook that reads like a cell marker or a dropped line outside a string is
+changed within its comment (`_escape`), so that it is never read back as one.
 
 The engine recognises a converted entry by its exact first line (`HEADER`) and calls
 `annotate`: one finding per dropped line, and every reference to the entry's lines in test
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from grader.engine.report import Finding, Report, TestResult
@@ -44,6 +50,8 @@ _CELL_MARKER = re.compile(r"# %% \[cell ([1-9][0-9]{0,5})\]")
 _DROPPED = re.compile(r"(?P<indent>[ \t]*)pass  # grader dropped (?P<what>line magic|cell magic|shell escape|"
                       r"help request): (?P<text>.*)")
 _BODY = "# grader dropped with its cell magic: "
+_CONTINUATION = "# grader dropped with the line above: "  # a continuation line of a dropped line
+_ESCAPE = "(a line of the notebook) "  # put into the comment of a notebook line that reads like a marker
 _KEEP_BODY_CELL_MAGICS = frozenset({"time", "capture"})  # their body is Python that runs in the notebook's namespace
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # the compiler's line breaks; str.splitlines() knows more and would shift lines
 _ASSIGNED = re.compile(r"[A-Za-z_][\w.]*(?:\s*,\s*[A-Za-z_][\w.]*)*\s*=\s*(?P<rest>[!%].*)")
@@ -188,47 +196,75 @@ def _keeps_body(head: str) -> bool:
     return bool(words) and words[0] in _KEEP_BODY_CELL_MAGICS
 
 
-def _convert_cell(source: str) -> list[str]:
+def _escape(line: str) -> str:
+    """A notebook's own line (outside strings) that `LineMap` would read as a cell marker or a dropped line,
+    changed within its comment only; any other line unchanged."""
+    if _CELL_MARKER.fullmatch(line):
+        return f"# {_ESCAPE}{line[2:]}"
+    found = _DROPPED.fullmatch(line)
+    if found:
+        return f"{found.group('indent')}pass  # {_ESCAPE}{line[len(found.group('indent')) + 8:]}"
+    return line
+
+
+def _convert_cell(source: str) -> Iterator[str]:
+    """The script lines of a code cell, one for each of its lines."""
     lines = _cell_lines(source)
-    out: list[str] = []
+    start = 0
     if lines and lines[0].strip().startswith("%%"):
-        out.append(f"pass  # grader dropped cell magic: {lines[0].strip()}")
+        yield f"pass  # grader dropped cell magic: {lines[0].strip()}"
         if not _keeps_body(lines[0]):
-            return out + [_BODY + line for line in lines[1:]]
-        lines = lines[1:]
+            for line in lines[1:]:
+                yield _BODY + line
+            return
+        start = 1
     scanner = _Scanner()
-    continued: tuple[str, str] | None = None  # (kind, indent) of a dropped line that ended with a backslash
-    for line in lines:
+    continued = False  # the previous line was a dropped one (or its continuation) ending with a backslash
+    for line in lines[start:]:
         stripped = line.strip()
-        kind: str | None
-        if continued is not None:  # the rest of a dropped line: at its first line's indentation, so blocks stay valid
-            kind, indent = continued
-        else:
-            kind = _ipython_kind(stripped) if scanner.at_statement_start and stripped else None
-            indent = line[:len(line) - len(line.lstrip())]
+        if continued:  # the rest of a dropped line: a comment, which leaves blocks valid whatever its indentation
+            yield _CONTINUATION + stripped
+            continued = stripped.endswith("\\")
+            continue
+        kind = _ipython_kind(stripped) if scanner.at_statement_start and stripped else None
         if kind is not None:
             kind = "line magic" if kind == "cell magic" else kind  # '%%' after a cell's first line
-            out.append(f"{indent}pass  # grader dropped {kind}: {stripped}")
-            continued = (kind, indent) if stripped.endswith("\\") else None
+            indent = line[:len(line) - len(line.lstrip())]
+            yield f"{indent}pass  # grader dropped {kind}: {stripped}"
+            continued = stripped.endswith("\\")
             continue
-        out.append(line)
+        yield line if scanner.quote else _escape(line)
         scanner.feed(line)
-    return out
 
 
-def convert(text: str, name: str) -> str:
-    """The entry script of notebook `text` (named `name` in messages); InvalidRequest when it is not a usable one."""
+def _is_code(line: str) -> bool:
+    return bool(line.strip()) and not _DROPPED.fullmatch(line) and not line.startswith((_BODY, _CONTINUATION))
+
+
+def convert(text: str, name: str, max_chars: int = MAX_NOTEBOOK_BYTES) -> str:
+    """The entry script of notebook `text` (named `name` in messages); InvalidRequest when it is not a usable one.
+
+    The script may be at most max(len(text), `max_chars`) characters: an InvalidRequest as soon as it is longer
+    (the caller passes its limit on code bytes, which a longer script would exceed anyway).
+    """
     cells = _load(text, name)
+    limit = max(len(text), max_chars)
     script = [HEADER]
+    size = len(HEADER) + 1
     has_code = False
     for position, cell_type, source in cells:
         if cell_type != "code":
             continue
-        script.append(CELL_MARKER.format(n=position))
-        lines = _convert_cell(source)
-        has_code = has_code or any(line.strip() and not _DROPPED.fullmatch(line) and not line.startswith(_BODY)
-                                   for line in lines)
-        script.extend(lines)
+        marker = CELL_MARKER.format(n=position)
+        script.append(marker)
+        size += len(marker) + 1
+        for line in _convert_cell(source):
+            size += len(line) + 1
+            if size > limit:
+                raise InvalidRequest(f"{name} converts to a script of more than {limit} characters: the code of "
+                                     "its cells is too large")
+            has_code = has_code or _is_code(line)
+            script.append(line)
     if len(script) == 1:
         raise InvalidRequest(f"{name} has no code cells: put the solution's code in code cells")
     if not has_code:
