@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grader.client import ClientError, GraderClient, ServiceFault, Unreachable, UsageError
+from grader.engine.notebook import is_notebook_name
 from grader.errors import GraderError, InvalidRequest
 from grader.submission_files import read_submission
 
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from grader.engine.report import Report
     from grader.isolation.base import Backend
 
-ENTRY_SUFFIXES = (".py", ".ipynb")
 CSV_COLUMNS = ("candidate", "entry", "status", "score", "max_score", "passed", "tests", "failed_tests",
                "submission_id", "report_link", "error")
 EXIT_OK, EXIT_LOW_SCORE, EXIT_FAULT, EXIT_UNREACHABLE = 0, 1, 3, 4
@@ -97,7 +97,7 @@ def list_entries(folder: Path) -> list[Entry]:
             continue
         # A symlink is listed too, so that it becomes an `invalid` row with the reader's reason.
         linked = path.is_symlink()
-        if path.suffix in ENTRY_SUFFIXES and (linked or path.is_file()):
+        if (path.suffix == ".py" or is_notebook_name(name)) and (linked or path.is_file()):
             candidate = path.stem
         elif linked or path.is_dir():
             candidate = name

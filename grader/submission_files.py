@@ -29,7 +29,7 @@ import stat
 from pathlib import Path
 
 from grader.engine.files import decode_text
-from grader.engine.notebook import MAX_NOTEBOOK_BYTES, SUFFIX
+from grader.engine.notebook import MAX_NOTEBOOK_BYTES, SUFFIX, is_notebook_name
 from grader.errors import InvalidRequest
 
 MAX_FILES = 32
@@ -93,7 +93,7 @@ def read_submission(path: Path, entry: str = "solution.py") -> dict[str, str]:
     if stat.S_ISREG(info.st_mode):
         fd = _open(str(path), label, _open_flags(directory=False))
         try:
-            if path.name.lower().endswith(SUFFIX):
+            if is_notebook_name(path.name):
                 return {notebook_name(entry): _read_fd(fd, label, MAX_NOTEBOOK_BYTES, MAX_NOTEBOOK_BYTES)}
             return {entry: _read_fd(fd, label, MAX_TOTAL_BYTES)}
         finally:
@@ -117,7 +117,7 @@ def _read_folder(path: Path, entry: str) -> dict[str, str]:
             if not stat.S_ISREG(info.st_mode):
                 kind = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
                 raise InvalidRequest(f"{label} is {kind}; a submission folder may hold only regular files")
-            if name.endswith(SUFFIX):
+            if is_notebook_name(name):
                 notebooks.append(name)
                 continue
             if not name.endswith(".py"):

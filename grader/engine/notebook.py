@@ -59,7 +59,9 @@ _HELP = re.compile(r"\?{1,2}[A-Za-z_][\w.]*|[A-Za-z_][\w.]*\?{1,2}")
 
 
 def is_notebook_name(name: str) -> bool:
-    return name.endswith(SUFFIX)
+    """Whether a file is a notebook by its name: ends with .ipynb in any case (the one test of it: the reader of
+    submission files, batch grading and the engine; a name sent to the service must be lower case anyway)."""
+    return name.lower().endswith(SUFFIX)
 
 
 def looks_like_notebook(text: str) -> bool:

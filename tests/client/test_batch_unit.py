@@ -79,3 +79,17 @@ def test_a_batch_to_a_service_that_is_down_exits_4_before_submitting(tmp_path: P
     assert code == 4
     assert "could not reach the service" in capsys.readouterr().err
     assert not (tmp_path / "cohort-results.csv").exists()
+
+
+def test_a_notebook_is_told_by_its_name_in_any_case_as_the_reader_does(tmp_path: Path) -> None:
+    from grader.submission_files import read_submission
+
+    (tmp_path / "frank.IPYNB").write_text("{}\n")
+    (tmp_path / "gina.Ipynb").write_text("{}\n")
+    assert [(e.candidate, e.path.name) for e in batch.list_entries(tmp_path)] == [
+        ("frank", "frank.IPYNB"), ("gina", "gina.Ipynb")]
+    assert read_submission(tmp_path / "frank.IPYNB") == {"solution.ipynb": "{}\n"}
+    folder = tmp_path / "hal"
+    folder.mkdir()
+    (folder / "Analysis.IPYNB").write_text("{}\n")
+    assert read_submission(folder) == {"solution.ipynb": "{}\n"}  # a folder's lone notebook, as a lone file is
