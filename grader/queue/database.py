@@ -17,10 +17,10 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Collection
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import CursorResult, Update, select, update
+from sqlalchemy import CursorResult, Update, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -61,6 +61,17 @@ def _owner_is_dead(owner: str | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def _orphaned(sid: str, owner: str | None, attempts: int, now: datetime, dead: bool) -> list[Any]:
+    """The row is still as it was read when its worker was found gone: running for the same owner and attempt,
+    and (unless that owner's process is known dead) its lease still lapsed: a worker that renewed it meanwhile
+    keeps its job."""
+    conditions = [Submission.id == sid, Submission.status == "running", Submission.attempts == attempts,
+                  Submission.owner.is_(None) if owner is None else Submission.owner == owner]
+    if not dead:
+        conditions.append(or_(Submission.lease_expires_at.is_(None), Submission.lease_expires_at < now))
+    return conditions
 
 
 def _interrupted(attempts: int) -> str:
@@ -132,8 +143,7 @@ class DatabaseQueue:
                 if seen_attempts >= self.max_attempts:
                     reason = _interrupted(seen_attempts)
                     if _changed(db, update(Submission).where(
-                            Submission.id == submission_id, Submission.status == "running",
-                            Submission.attempts == seen_attempts).values(
+                            *_orphaned(submission_id, row.owner, seen_attempts, now, dead)).values(
                             status="failed", error=reason, finished_at=now, lease_expires_at=None)) != 1:
                         return "later"  # someone else changed it meanwhile: look again
                     self.listener(db, JobEvent(kind="failed", submission_id=submission_id, attempt=seen_attempts,
@@ -143,9 +153,11 @@ class DatabaseQueue:
                 event = JobEvent(kind="taken_back", submission_id=submission_id, attempt=seen_attempts,
                                  detail={"previous_owner": row.owner, "attempt": seen_attempts,
                                          "reason": "lease expired" if expired else "worker process is gone"})
+            still = ([Submission.id == submission_id, Submission.status == "queued",
+                      Submission.attempts == seen_attempts] if event is None else
+                     _orphaned(submission_id, row.owner, seen_attempts, now, dead))
             claimed = _changed(db, update(Submission)
-                               .where(Submission.id == submission_id, Submission.status == seen_status,
-                                      Submission.attempts == seen_attempts)
+                               .where(*still)
                                .values(status="running", owner=self.owner, attempts=seen_attempts + 1,
                                        started_at=now, lease_expires_at=now + timedelta(seconds=self.lease_s)))
             if claimed != 1:
@@ -234,27 +246,35 @@ class DatabaseQueue:
         taken: list[str] = []
         with self.store.session() as db:
             now = utcnow()
-            rows = db.scalars(select(Submission).where(Submission.status == "running")).all()
-            for row in rows:
-                expired = row.lease_expires_at is None or row.lease_expires_at < now
-                if not (expired or _owner_is_dead(row.owner)):
+            rows = db.execute(select(Submission.id, Submission.owner, Submission.attempts, Submission.lease_expires_at)
+                              .where(Submission.status == "running")).all()
+            for sid, owner, attempts, lease_expires_at in rows:
+                expired = lease_expires_at is None or lease_expires_at < now
+                dead = _owner_is_dead(owner)
+                if not (expired or dead):
                     continue
-                if row.attempts >= self.max_attempts:
-                    row.status, row.finished_at, row.lease_expires_at = "failed", now, None
-                    row.error = _interrupted(row.attempts)
-                    event = JobEvent(kind="failed", submission_id=row.id, attempt=row.attempts, reason=row.error,
-                                     detail={"error": row.error, "attempt": row.attempts})
+                # A compare-and-set on what was read: several sweepers (an API's, each worker's) may look at
+                # the same row at once, and only one of them takes it back (one event, one attempt counted).
+                still = _orphaned(sid, owner, attempts, now, dead)
+                if attempts >= self.max_attempts:
+                    error = _interrupted(attempts)
+                    if _changed(db, update(Submission).where(*still).values(
+                            status="failed", finished_at=now, lease_expires_at=None, error=error)) != 1:
+                        continue
+                    event = JobEvent(kind="failed", submission_id=sid, attempt=attempts, reason=error,
+                                     detail={"error": error, "attempt": attempts})
                     failed += 1
                 else:
-                    event = JobEvent(kind="taken_back", submission_id=row.id, attempt=row.attempts,
-                                     detail={"previous_owner": row.owner, "attempt": row.attempts,
-                                             "reason": "lease expired" if expired else "worker process is gone"})
                     # published_at None: a broker's sweeper publishes it again at its next round
-                    row.status, row.owner, row.lease_expires_at, row.published_at = "queued", None, None, None
+                    if _changed(db, update(Submission).where(*still).values(
+                            status="queued", owner=None, lease_expires_at=None, published_at=None)) != 1:
+                        continue
+                    event = JobEvent(kind="taken_back", submission_id=sid, attempt=attempts,
+                                     detail={"previous_owner": owner, "attempt": attempts,
+                                             "reason": "lease expired" if expired else "worker process is gone"})
                     requeued += 1
-                db.flush()
                 self.listener(db, event)
-                taken.append(f"{row.id} ({event.kind})")
+                taken.append(f"{sid} ({event.kind})")
         if taken:
             log.warning("took back orphaned jobs (%d requeued, %d failed after too many attempts): %s",
                         requeued, failed, ", ".join(taken))
