@@ -381,3 +381,19 @@ def test_a_batch_resubmits_with_new_keys_and_a_replayed_failure_says_to_resubmit
     assert main(["submit", "mlp", "--batch", "cohort", "--server", url, "--resubmit", "--csv", "r.csv"]) == 3
     capsys.readouterr()
     assert len(keyed_service.keys) == 2 and keyed_service.keys[1] != keyed_service.keys[0]
+
+
+# -- exit codes: the reports' own budget, refusals after the submission, an odd Retry-After ---------------------
+
+
+def test_a_retry_after_that_is_not_ascii_digits_is_ignored() -> None:
+    from grader.client import retry_after_s
+
+    for odd in ("²", "3²", "٣", "1.5", "-1"):
+        assert retry_after_s(odd) is None, odd
+    script = Script(httpx.Response(503, headers=[(b"Retry-After", "²".encode())], json={"detail": "busy"}),
+                    httpx.Response(202, json=SUMMARY))
+    client, slept = make_client(script)
+    assert client.submit("mlp", {"solution.py": "x = 1"}).id == "a" * 32
+    assert len(slept) == 1 and slept[0] <= 0.1  # the policy's own delay
+
