@@ -154,6 +154,9 @@ def _progress_line(submission_id: str, started: float) -> Callable[[dict[str, An
     return show
 
 
+REPORT_FETCH_S = 60.0  # at least this long to fetch the reports of a graded submission, whatever --timeout is
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     """Send a solution (or a folder of candidates) to a grading service; optionally wait for the report."""
     from grader.client import RESUBMIT_HINT, GraderClient, RetryPolicy, ServiceFault
@@ -187,11 +190,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 _stderr(f"that submission failed: {RESUBMIT_HINT}")
             return EXIT_OK
         started = time.monotonic()
-        deadline = started + args.timeout
         _stderr(f"submitted {submitted.id}{again}; waiting up to {args.timeout:g} s")
         final = client.wait(submitted.id, args.timeout, on_status=_progress_line(submitted.id, started))
         if final.get("status") == "failed":
             raise submitted.grading_failed(final.get("error"))
+        # The reports' fetches get a budget of their own: a grading done near --timeout must not leave them
+        # no time to outlast one transient 503.
+        deadline = max(started + args.timeout, time.monotonic() + REPORT_FETCH_S)
         from grader.engine.report import Report
         from grader.reports.text import render_text
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -396,4 +397,40 @@ def test_a_retry_after_that_is_not_ascii_digits_is_ignored() -> None:
     client, slept = make_client(script)
     assert client.submit("mlp", {"solution.py": "x = 1"}).id == "a" * 32
     assert len(slept) == 1 and slept[0] <= 0.1  # the policy's own delay
+
+
+class LateService(FakeService):
+    """Answers the status poll only after `delay_s` (so it is done past --timeout), then one 503 on /report."""
+
+    delay_s = 0.0
+    report_503s = 0
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/report") and type(self).report_503s > 0:
+            type(self).report_503s -= 1
+            self._send(503, json.dumps({"detail": "restarting"}))
+        elif not self.path.endswith("/report"):
+            time.sleep(type(self).delay_s)
+            super().do_GET()
+        else:
+            super().do_GET()
+
+
+def test_the_report_fetch_outlasts_a_503_when_the_grading_ends_at_the_timeout(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    LateService.final = {"status": "done", "score": 100.0, "max_score": 100.0}
+    LateService.report = scripted_report("graded", None)
+    LateService.delay_s, LateService.report_503s = 0.6, 1
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), LateService)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setenv("GRADER_TOKEN", "tok")
+    try:
+        code = main(submit("mlp", str(CORRECT), "--server", f"http://127.0.0.1:{httpd.server_address[1]}",
+                           "--wait", "--timeout", "0.5"))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "restarting" in err and LateService.report_503s == 0  # the 503 happened, and was retried
 
