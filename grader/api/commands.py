@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_UNAVAILABLE = 3  # a fault of the service around it (the broker is down), as the CLI's 3
+BROKER_WAIT_S = 60.0  # a worker waits this long for its broker at start, then exits 3
 STOP_GRACE_S = 25.0  # a worker given SIGTERM lets current gradings finish this long (Docker waits 10 s by default)
 
 
@@ -130,13 +131,18 @@ def _check_sandbox(settings: Settings) -> None:
 
 
 def _celery_worker(settings: Settings, concurrency: int, line: str) -> int:
+    import time
+
     from grader.service.cluster import broker_status, run_celery_worker
     from grader.store.db import open_store
 
-    broker = broker_status(settings)
-    if broker != "ok":
-        print(f"grader worker: the broker does not answer ({broker})", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+    deadline = time.monotonic() + BROKER_WAIT_S  # started beside its broker (compose): give it time to come up
+    while (broker := broker_status(settings)) != "ok":
+        if time.monotonic() >= deadline:
+            print(f"grader worker: the broker does not answer ({broker})", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        print(f"grader worker: waiting for the broker ({broker})", file=sys.stderr, flush=True)
+        time.sleep(2.0)
     open_store(settings).close()  # migrated (under a lock on PostgreSQL) before any grading
     _check_sandbox(settings)
     print(line, flush=True)

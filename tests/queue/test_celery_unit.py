@@ -98,10 +98,12 @@ def test_a_bad_broker_url_is_a_usage_error_without_a_trace(monkeypatch: pytest.M
 
 def test_a_worker_whose_broker_is_down_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from grader.api import commands
     from grader.cli import main
 
     monkeypatch.setenv("GRADER_QUEUE", "celery")
     monkeypatch.setenv("GRADER_BROKER_URL", DEAD_BROKER)
+    monkeypatch.setattr(commands, "BROKER_WAIT_S", 0.0)
     assert main(["worker", "--data-dir", str(tmp_path)]) == 3
     assert "the broker does not answer" in capsys.readouterr().err
     assert main(["worker", "--health", "--data-dir", str(tmp_path)]) == 1
