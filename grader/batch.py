@@ -12,7 +12,8 @@ is a row with status `invalid` and the reason, never an abort. Statuses:
 
     graded        a complete report; score and failed tests in the row
     invalid       the candidate's entry could not be read or was refused (the message says why)
-    failed        the grader could not grade it (a fault of the grader or the service)
+    failed        the grader could not grade it (a fault of the grader or the service; also any
+                  refusal after the submission was accepted, e.g. a 404 or 409 while waiting for it)
     unreachable   the service did not answer (after the client's retries)
 
 The batch's exit code: 4 if the service was unreachable for any candidate, else 3
@@ -157,8 +158,8 @@ def submit_one(client: GraderClient, problem: str, entry: Entry, timeout_s: floa
     except Unreachable as exc:
         row.status, row.error = "unreachable", exc.message
         return row
-    except UsageError as exc:
-        row.status, row.error = "invalid", exc.message
+    except UsageError as exc:  # refused: the candidate's entry; once it was accepted (404/409 later), a fault
+        row.status, row.error = "failed" if row.submission_id else "invalid", exc.message
         return row
     except (ServiceFault, ClientError) as exc:
         row.status, row.error = "failed", exc.message

@@ -434,3 +434,20 @@ def test_the_report_fetch_outlasts_a_503_when_the_grading_ends_at_the_timeout(
     assert code == 0, err
     assert "restarting" in err and LateService.report_503s == 0  # the 503 happened, and was retried
 
+
+@pytest.mark.parametrize(("answers", "status", "message"), [
+    ([httpx.Response(400, json={"detail": "solution.py: line 1 has a NUL"})], "invalid", "line 1 has a NUL"),
+    ([httpx.Response(202, json=SUMMARY), httpx.Response(404, json={"detail": "no submission"})], "failed",
+     "no submission"),
+    ([httpx.Response(202, json=SUMMARY), httpx.Response(200, json={**SUMMARY, "status": "done"}),
+      httpx.Response(409, json={"detail": "submission has no report (status queued)"})], "failed", "no report"),
+])
+def test_a_refusal_after_the_submission_was_accepted_is_a_failed_row(
+        answers: list[httpx.Response], status: str, message: str, tmp_path: Path) -> None:
+    from grader import batch
+
+    (tmp_path / "ada.py").write_text("x = 1\n")
+    client, _ = make_client(Script(*answers))
+    row = batch.submit_one(client, "mlp", batch.Entry("ada", tmp_path / "ada.py"), 10)
+    assert (row.status, message in (row.error or "")) == (status, True), row
+    assert batch.exit_code([row], None) == (3 if status == "failed" else 0)
