@@ -27,6 +27,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pygments.lexers import PythonLexer
 from pygments.token import STANDARD_TYPES, _TokenType
 
+from grader.engine.checks.static import parse_tree
 from grader.engine.report import Finding, Report, TestResult
 from grader.reports.plots import figure_data_uri
 
@@ -346,9 +347,8 @@ def defined_functions(files: Mapping[str, str], entry: str) -> dict[str, Functio
     """
     found: dict[str, FunctionSpan] = {}
     for name in sorted(files, key=lambda n: (n == entry, n)):  # the entry last: its names win
-        try:
-            tree = ast.parse(files[name])
-        except (SyntaxError, ValueError):
+        tree = parse_tree(files[name], name)
+        if tree is None:
             continue
         found.update(_spans_of(tree, name))
     return found

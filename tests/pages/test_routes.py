@@ -393,3 +393,15 @@ def test_the_export_renders_the_service_report_view_with_overrides_for_interview
     theirs = render_report_export(subs.get_report(site.store, authenticate(site.store, site.submitter), sid))
     assert '<div class="big">8<span class="of"> / 18</span>' in theirs
     assert 'id="overrides"' not in theirs and "misnamed" not in theirs and "graded 8" not in theirs
+
+
+@pytest.mark.parametrize("code", ["x = " + "-" * 100_000 + "1\n",  # ast.parse: MemoryError
+                                  "x = " + "1+" * 100_000 + "1\n"])  # ast.parse: RecursionError
+def test_the_report_page_and_export_render_code_the_parser_cannot_take(site: Site, tmp_path: Path, code: str) -> None:
+    sid = submit_graded(site.store, tmp_path, site.submitter, code=code)
+    sign_in(site, site.interviewer)
+    response = site.client.get(f"/ui/submissions/{sid}")
+    assert response.status_code == 200
+    assert '<div class="big">8<span class="of"> / 18</span>' in response.text
+    html = render_report_export(subs.get_report(site.store, authenticate(site.store, site.interviewer), sid))
+    assert '<div class="big">8<span class="of"> / 18</span>' in html

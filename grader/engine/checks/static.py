@@ -12,6 +12,18 @@ import ast
 from grader.engine.report import Finding
 
 
+def parse_tree(text: str, name: str = "<unknown>") -> ast.Module | None:
+    """The syntax tree of `text`, or None when it cannot be had: a syntax error, a null byte (ValueError), or code
+    that exhausts the parser (a long `1+1+...` is a RecursionError, a long run of unary minus a MemoryError).
+
+    The one safe parse of a candidate's code for every layer that reads it (findings here, the report pages).
+    """
+    try:
+        return ast.parse(text, filename=name)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
 def parse_error(files: dict[str, str], entry: str) -> Finding | None:
     """A syntax error in any file, with its line; None when every file parses."""
     for name, text in files.items():
@@ -46,9 +58,8 @@ def forbidden_imports(files: dict[str, str], forbidden: tuple[str, ...]) -> list
     for name, text in sorted(files.items()):
         if not name.endswith(".py"):
             continue
-        try:
-            tree = ast.parse(text, filename=name)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
+        tree = parse_tree(text, name)
+        if tree is None:
             continue
         for node in ast.walk(tree):
             modules: list[str] = []
