@@ -351,3 +351,14 @@ def test_the_lease_is_renewed_while_the_task_grades(tmp_path: Path) -> None:
     assert len(set(seen)) >= 4  # renewed again and again, so no rival could take it over
     assert row(store, sid).attempts == 1 and reports(store, sid) == 1
     store.close()
+
+
+def test_start_up_lines_never_show_a_password(tmp_path: Path) -> None:
+    from grader.api.commands import _where
+    from grader.config import broker_display
+
+    assert broker_display("redis://user:hunter2@broker.internal:6380/1") == "redis://broker.internal:6380/1"
+    assert broker_display("rediss://:hunter2@broker.internal/0") == "rediss://broker.internal/0"
+    pg = make_settings(tmp_path, database_url="postgresql+psycopg://grader:hunter2@db.internal:5432/grader")
+    assert _where(pg) == "database postgresql on db.internal/grader"
+    assert _where(make_settings(tmp_path)).startswith("SQLite in ")
