@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from grader.client import ClientError, GraderClient, ServiceFault, Unreachable, UsageError
 from grader.engine.notebook import is_notebook_name
 from grader.errors import GraderError, InvalidRequest
+from grader.reports.csvsafe import safe_cell
 from grader.submission_files import read_submission
 
 if TYPE_CHECKING:
@@ -76,10 +77,11 @@ class Row:
         def num(x: float | int | None) -> str:
             return "" if x is None else f"{x:g}"
 
-        return {"candidate": self.candidate, "entry": self.entry, "status": self.status, "score": num(self.score),
-                "max_score": num(self.max_score), "passed": num(self.passed), "tests": num(self.tests),
-                "failed_tests": " ".join(self.failed_tests), "submission_id": self.submission_id,
-                "report_link": self.report_link, "error": self.error}
+        record = {"candidate": self.candidate, "entry": self.entry, "status": self.status, "score": num(self.score),
+                  "max_score": num(self.max_score), "passed": num(self.passed), "tests": num(self.tests),
+                  "failed_tests": " ".join(self.failed_tests), "submission_id": self.submission_id,
+                  "report_link": self.report_link, "error": self.error}
+        return {column: safe_cell(value) for column, value in record.items()}  # names come from file names
 
 
 def list_entries(folder: Path) -> list[Entry]:

@@ -7,7 +7,8 @@ only its own, and a submitter's export carries no final score and no override
 flag (the interviewers' decisions are not the candidate's to see).
 
 Spreadsheets run a cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage
-return as a formula; every such cell is written with a leading single quote.
+return as a formula; every such cell is written with a leading single quote
+(`grader.reports.csvsafe`, shared with batch grading's CSV).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from sqlalchemy import select
 
+from grader.reports.csvsafe import safe_cell
 from grader.service import submissions as subs
 from grader.service.auth import Principal
 from grader.service.schemas import SubmissionFilter, SubmissionSummary
@@ -26,16 +28,9 @@ from grader.store.models import Override
 
 COLUMNS = ("id", "problem", "candidate", "status", "created_at", "graded_score", "final_score", "overridden",
            "max_score", "passed", "tests")
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 MEDIA_TYPE = "text/csv; charset=utf-8"
 FILENAME = "submissions.csv"
 IN_CHUNK = 500
-
-
-def safe_cell(value: object) -> str:
-    """A cell's text, defused: one that a spreadsheet would read as a formula gets a leading single quote."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def _number(value: float | int | None) -> str:

@@ -93,3 +93,22 @@ def test_a_notebook_is_told_by_its_name_in_any_case_as_the_reader_does(tmp_path:
     folder.mkdir()
     (folder / "Analysis.IPYNB").write_text("{}\n")
     assert read_submission(folder) == {"solution.ipynb": "{}\n"}  # a folder's lone notebook, as a lone file is
+
+
+def test_candidate_and_entry_names_from_file_names_are_never_formulas_in_the_csv(tmp_path: Path) -> None:
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    (cohort / '=HYPERLINK("x").py').write_text("x = 1\n")
+    (cohort / "-1+1.py").write_text("x = 1\n")
+    rows = [batch.Row(e.candidate, e.path.name, "invalid", error=f"{e.path.name}: refused")
+            for e in batch.list_entries(cohort)]
+    rows.append(batch.Row("@ann", "+ann.py", "graded", -1.0, 100.0, 0, 1, ["=t1"], report_link="=x"))
+    batch.write_csv(rows, tmp_path / "r.csv")
+    with open(tmp_path / "r.csv", newline="") as f:
+        records = list(csv.DictReader(f))
+    assert [(r["candidate"], r["entry"], r["error"]) for r in records[:2]] == [
+        ("'-1+1", "'-1+1.py", "'-1+1.py: refused"),
+        ("'=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\").py", "'=HYPERLINK(\"x\").py: refused")]
+    assert records[2] == {"candidate": "'@ann", "entry": "'+ann.py", "status": "graded", "score": "'-1",
+                          "max_score": "100", "passed": "0", "tests": "1", "failed_tests": "'=t1",
+                          "submission_id": "", "report_link": "'=x", "error": ""}

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from grader.engine.report import Environment, Figure, Finding, Output, ProblemRef, Report
 from grader.engine.report import TestResult as Result  # not collected by pytest as a test class
 from grader.reports import html as pages
+from grader.reports.csvsafe import safe_cell
 from grader.reports.html import (
     Links,
     SubmissionRow,
@@ -32,7 +33,6 @@ from grader.reports.html import (
     render_submissions_page,
 )
 from grader.reports.plots import figure_data_uri, render_png
-from grader.service.exports import safe_cell
 from grader.service.schemas import OverrideOut
 from grader.service.submissions import effective_points, overridden_score
 
