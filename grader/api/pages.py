@@ -119,12 +119,12 @@ def _cross_site() -> HTMLResponse:
                  403)
 
 
-def _row(summary: SubmissionSummary, overridden: bool = False) -> SubmissionRow:
+def _row(summary: SubmissionSummary) -> SubmissionRow:
     score = summary.final_score if summary.final_score is not None else summary.score
     return SubmissionRow(id=summary.id, problem=summary.problem, candidate=summary.candidate or "",
                          status=summary.status, created_at=summary.created_at, score=score,
                          max_score=summary.max_score, error=summary.error, graded_score=summary.score,
-                         overridden=overridden)
+                         overridden=bool(summary.overridden))  # filled by the service, for interviewers
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -245,8 +245,7 @@ def submissions_page(request: Request, store: StoreDep, me: Caller, problem: str
             rows, total = [], None
         else:
             result = subs.list_submissions(store, me, query, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
-            overridden = exports.overridden_ids(store, me, (s.id for s in result.items))
-            rows, total = [_row(s, s.id in overridden) for s in result.items], result.total
+            rows, total = [_row(s) for s in result.items], result.total
     except GraderError as exc:
         return _error(exc, me)
     pager = Pager(prev_url=LINKS.submissions(**filters, page=str(page_number - 1)) if page_number > 1 else None,
@@ -385,6 +384,6 @@ def compare_page(request: Request, store: StoreDep, me: Caller, problem: str = "
                      400)
     problem = problem or next(iter(problems))
     columns: list[CompareColumn] = [
-        compare_column(_row(d.submission, bool(d.overrides)), d.report, d.effective_points,
+        compare_column(_row(d.submission), d.report, d.effective_points,
                        overrides=len(d.overrides)) for d in details]
     return _html(render_compare_page(problem=problem, columns=columns, viewer=viewer, links=LINKS))

@@ -422,3 +422,45 @@ def test_an_override_reaches_the_html_export_of_interviewers_only(client: TestCl
     mine = client.get(f"/v1/submissions/{sid}/report.html", headers=Tokens.auth(tokens.submitter)).text
     assert "the statement allowed" not in mine and f"final {final:g}" not in mine
     assert f"{graded:g}" in mine
+
+
+def test_the_csv_export_writes_each_submission_once_while_submissions_arrive(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from grader.service import exports
+    from grader.service.auth import create_token
+    from grader.service.schemas import SubmissionCreate
+    from grader.store.db import open_store
+    from grader.store.models import Submission
+
+    settings = make_settings(tmp_path)
+    store = open_store(settings)
+    try:
+        ivy = authenticate(store, create_token(store, "interviewer", "ivy").token)
+        ci = authenticate(store, create_token(store, "submitter", "ci").token)
+
+        def submit(n: int) -> str:
+            summary, _ = subs.create_submission(store, settings, ci, SubmissionCreate(
+                problem="mlp", code=f"x = {n}\n", candidate=f"c{n}"))
+            return summary.id
+
+        ids = [submit(n) for n in range(7)]
+        with store.session() as db:  # four of them created in one instant: a page boundary falls among them
+            for sid in ids[1:5]:
+                row = db.get(Submission, sid)
+                assert row is not None
+                row.created_at = datetime(2020, 1, 1, tzinfo=UTC)
+        before = [s.id for s in subs.list_submissions(store, ivy, limit=50).items]
+        assert sorted(before) == sorted(ids)
+        monkeypatch.setattr(subs, "MAX_PAGE", 2)  # pages of two rows
+        export = exports.matching_submissions(store, ivy)
+        written = [next(export).id for _ in range(3)]
+        arrived = [submit(n) for n in range(7, 10)]  # newer than every row: with pages by offset, rows repeated
+        written += [s.id for s in export]
+        assert written == before
+        assert not set(arrived) & set(written)
+        csv_ids = [line.split(",")[0] for line in exports.submissions_csv(store, ivy).splitlines()[1:]]
+        assert sorted(csv_ids) == sorted(ids + arrived) and len(csv_ids) == len(set(csv_ids))
+    finally:
+        store.close()
