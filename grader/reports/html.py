@@ -28,7 +28,7 @@ from pygments.lexers import PythonLexer
 from pygments.token import STANDARD_TYPES, _TokenType
 
 from grader.engine.checks.static import parse_tree
-from grader.engine.report import Finding, Report, TestResult
+from grader.engine.report import Finding, Report, TestResult, points_after_overrides, total_points
 from grader.reports.plots import figure_data_uri
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -453,8 +453,9 @@ def render_report_page(*, submission: SubmissionRow, report: Report | None, file
     if report is not None:
         code_files, anchors = build_code_files(files, entry, report.tests, report.findings)
         functions = mark_functions_under_test(code_files, files, entry, report.tests)
-        in_force = {test_id: float(o.get("points", 0.0)) for test_id, o in latest.items()}
-        earned = {t.id: t.earned for t in report.tests} | dict(points if points is not None else in_force)
+        earned = ({t.id: t.earned for t in report.tests} | dict(points) if points is not None else
+                  points_after_overrides(report, ((str(o.get("test_id")), float(o.get("points", 0.0)))
+                                                  for o in overrides)))
         for index, t in enumerate(report.tests, 1):
             function, function_anchor = functions.get(t.id, (None, None))
             view = _TestView(test=t, index=index, earned=earned[t.id], override=latest.get(t.id),
@@ -465,7 +466,7 @@ def render_report_page(*, submission: SubmissionRow, report: Report | None, file
             group.append(view)
         graded_score = report.score
         if score is None:
-            score = round(sum(earned.values()), 6) if latest else report.score
+            score = total_points(earned) if latest else report.score
     else:
         code_files, _ = build_code_files(files, entry, (), ())
     overridden = [v for v in groups.ordered if v.override is not None]
@@ -602,7 +603,7 @@ def compare_column(submission: SubmissionRow, report: Report | None, points: Map
     categories = {c: CategoryScore(earned=round(e, 6), graded=round(g, 6), points=round(p, 6), passed=int(n),
                                    tests=int(k)) for c, (e, g, p, n, k) in totals.items()}
     return CompareColumn(submission=submission, graded_score=report.score,
-                         final_score=round(sum(earned.values()), 6), max_score=report.max_score,
+                         final_score=total_points(earned), max_score=report.max_score,
                          passed=report.passed, tests=len(report.tests), overrides=overrides, categories=categories)
 
 

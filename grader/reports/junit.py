@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Protocol
 
-from grader.engine.report import Report, TestResult
+from grader.engine.report import Report, TestResult, points_after_overrides, total_points
 
 # XML 1.0 forbids most control characters; candidate output may contain any of them.
 _NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -57,8 +57,8 @@ def render_junit(report: Report, overrides: Sequence[Decision] | None = None) ->
     decisions; None (a submitter) leaves the report as graded, with no final_score.
     """
     latest = {o.test_id: o for o in overrides or () if any(t.id == o.test_id for t in report.tests)}
-    earned = {t.id: float(latest[t.id].points) if t.id in latest else t.earned for t in report.tests}
-    final_score = round(sum(earned.values()), 6) if latest else report.score
+    earned = points_after_overrides(report, ((o.test_id, o.points) for o in overrides or ()))
+    final_score = total_points(earned) if latest else report.score
     counts = {s: sum(t.status == s for t in report.tests) for s in ("failed", "error", "timeout", "skipped")}
     suite = ET.Element("testsuite", {
         "name": _clean(report.problem.id), "tests": str(len(report.tests)), "failures": str(counts["failed"]),

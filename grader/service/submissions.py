@@ -28,7 +28,7 @@ from grader.config import Settings
 from grader.engine import files as files_rules
 from grader.engine.catalog import get_problem
 from grader.engine.files import ENTRY
-from grader.engine.report import Report
+from grader.engine.report import Report, points_after_overrides, score_after_overrides
 from grader.errors import Conflict, InvalidRequest, NotFound
 from grader.service import netguard, webhooks
 from grader.service.audit import event_out, record
@@ -401,11 +401,7 @@ class PointsOverride(Protocol):
 
 def effective_points(report: Report, overrides: Iterable[PointsOverride]) -> dict[str, float]:
     """Test id -> points after overrides, in order; the latest override of a test wins."""
-    points = {t.id: t.earned for t in report.tests}
-    for o in overrides:
-        if o.test_id in points:
-            points[o.test_id] = float(o.points)
-    return points
+    return points_after_overrides(report, ((o.test_id, o.points) for o in overrides))
 
 
 def overridden_score(report: Report, overrides: Iterable[PointsOverride]) -> float:
@@ -413,7 +409,7 @@ def overridden_score(report: Report, overrides: Iterable[PointsOverride]) -> flo
 
     The one computation of it: stored as `final_score` by the API and shown by the pages.
     """
-    return round(sum(effective_points(report, overrides).values()), 6)
+    return score_after_overrides(report, ((o.test_id, o.points) for o in overrides))
 
 
 def _override_out(o: Override) -> OverrideOut:

@@ -224,6 +224,21 @@ def test_overrides_change_the_score_and_the_latest_wins() -> None:
     assert "<del>0</del> 0.5 / 1" in html
 
 
+def test_the_page_and_the_junit_view_apply_overrides_as_the_service_does() -> None:
+    from grader.reports.junit import render_junit
+
+    report = make_report()
+    overrides = [{"test_id": "shapes", "points": 1.0, "reason": "a", "author": "x"},
+                 {"test_id": "shapes", "points": 0.5, "reason": "b", "author": "y"},
+                 {"test_id": "no-such-test", "points": 5.0, "reason": "c", "author": "z"}]
+    decisions = [OverrideOut.model_validate(o | META) for o in overrides]
+    assert overridden_score(report, decisions) == 2.5
+    html = render_sample(overrides=overrides)  # no points and no score from the service: the page applies them
+    assert '<div class="big">2.5<span class="of"> / 8</span>' in html
+    assert '<span class="final">final 2.5</span> <span class="graded">graded 2</span>' in html
+    assert '<property name="final_score" value="2.5" />' in render_junit(report, decisions)
+
+
 def test_forms_only_for_viewers_who_may_annotate() -> None:
     reader = Viewer(name="r", role="submitter", can_annotate=False)
     html = render_sample(viewer=reader)
