@@ -527,6 +527,18 @@ def test_export_shows_the_graded_score_beside_the_final_one_and_each_override() 
     assert "<form" not in html.split("</header>", 1)[1] and 'http-equiv="refresh"' not in html
 
 
+def test_the_export_links_nowhere_but_into_itself() -> None:
+    report = make_report()
+    html = pages.render_report_export(_View(report=report, overrides=[_override("shapes", 1.0, "ok", "erin")],
+                                            graded_score=report.score, final_score=3.0))
+    links = re.findall(r'\b(?:href|action|src)="([^"]*)"', html)
+    assert links and all(link.startswith(("#", "data:")) for link in links), links
+    assert "<form" not in html and "/submissions" not in html and "Sign out" not in html
+    assert '<span class="brand">DL grader</span>' in html
+    page = render_sample()  # the page itself keeps its links
+    assert '<a class="brand" href="/submissions">DL grader</a>' in page and "<form" in page
+
+
 def test_export_for_a_submitter_shows_no_override() -> None:
     report = make_report().candidate_view()
     html = pages.render_report_export(_View(report=report, overrides=[], graded_score=report.score,
