@@ -539,14 +539,6 @@ def test_the_export_links_nowhere_but_into_itself() -> None:
     assert '<a class="brand" href="/submissions">DL grader</a>' in page and "<form" in page
 
 
-def test_export_for_a_submitter_shows_no_override() -> None:
-    report = make_report().candidate_view()
-    html = pages.render_report_export(_View(report=report, overrides=[], graded_score=report.score,
-                                            final_score=None))
-    assert '<div class="big">2<span class="of"> / 8</span>' in html
-    assert 'id="overrides"' not in html and "graded 2" not in html and 'class="override-note"' not in html
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The comparison page
 

@@ -390,9 +390,12 @@ def test_the_export_renders_the_service_report_view_with_overrides_for_interview
     assert row is not None
     assert re.findall(r'data-label="(?:Graded|Override)">([^<]+)<', row.group(1)) == ["0 / 6", "4 / 6"]
     assert ">alice <span" in row.group(1) and "b was only misnamed &lt;script&gt;" in row.group(1)
+    assert 'class="override-note"' in html
+    # A submitter's export through the service's own role filtering (get_report with the submitter's principal).
     theirs = render_report_export(subs.get_report(site.store, authenticate(site.store, site.submitter), sid))
     assert '<div class="big">8<span class="of"> / 18</span>' in theirs
     assert 'id="overrides"' not in theirs and "misnamed" not in theirs and "graded 8" not in theirs
+    assert 'class="override-note"' not in theirs
 
 
 @pytest.mark.parametrize("code", ["x = " + "-" * 100_000 + "1\n",  # ast.parse: MemoryError

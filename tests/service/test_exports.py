@@ -409,7 +409,8 @@ def test_exports_on_a_real_server(tmp_path: Path) -> None:
 def test_an_override_reaches_the_html_export_of_interviewers_only(client: TestClient, tokens: Tokens) -> None:
     sid = _submit(client, tokens.submitter)
     failed = _failed_test(client, tokens, sid)
-    graded = client.get(f"/v1/submissions/{sid}/report", headers=Tokens.auth(tokens.interviewer)).json()["score"]
+    graded_report = client.get(f"/v1/submissions/{sid}/report", headers=Tokens.auth(tokens.interviewer)).json()
+    graded, max_score = graded_report["score"], graded_report["max_score"]
     before = client.get(f"/v1/submissions/{sid}/report.html", headers=Tokens.auth(tokens.interviewer)).text
     _override(client, tokens, sid, failed["id"], failed["points"], "the statement allowed this tie convention")
     final = graded + failed["points"]
@@ -421,7 +422,9 @@ def test_an_override_reaches_the_html_export_of_interviewers_only(client: TestCl
 
     mine = client.get(f"/v1/submissions/{sid}/report.html", headers=Tokens.auth(tokens.submitter)).text
     assert "the statement allowed" not in mine and f"final {final:g}" not in mine
-    assert f"{graded:g}" in mine
+    # The big score itself: the graded one for the submitter (a bare number would be found almost anywhere).
+    assert f'<div class="big">{graded:g}<span class="of"> / {max_score:g}</span>' in mine
+    assert f'<div class="big">{final:g}<span class="of"> / {max_score:g}</span>' in html
 
 
 def test_the_csv_export_writes_each_submission_once_while_submissions_arrive(
