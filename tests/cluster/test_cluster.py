@@ -75,7 +75,10 @@ def _reached():
                 found.append("read " + path)
         except OSError:
             pass
-    found += [k for k in _os.environ if k.startswith("GRADER_")]
+    # the worker's settings (the sandbox's own GRADER_TORCH flag is the grader's, set for the runner)
+    found += [k for k, v in _os.environ.items()
+              if k in ("GRADER_BROKER_URL", "GRADER_DATABASE_URL", "GRADER_QUEUE") or "redis://" in v
+              or "postgresql" in v]
     tcp = _socket.socket()
     tcp.settimeout(1)
     try:
