@@ -39,7 +39,7 @@ def test_usage_errors_exit_2_with_the_reason(tmp_path: Path) -> None:
     assert bad_role.returncode == 2 and "invalid choice: 'root'" in bad_role.stderr
     placeholder = grader("serve", "--data-dir", str(tmp_path), env={"GRADER_ENVIRONMENT": "production"})
     assert placeholder.returncode == 2 and "GRADER_WEBHOOK_SECRET is a placeholder" in placeholder.stderr
-    workers = grader("serve", "--data-dir", str(tmp_path), "--workers", "0")
+    workers = grader("serve", "--data-dir", str(tmp_path), "--workers", "-1")  # 0 is valid: the API alone
     assert workers.returncode == 2 and "workers" in workers.stderr
     unknown = grader("tokens", "revoke", "999", "--data-dir", str(tmp_path))
     assert unknown.returncode == 2 and "no token with id 999; see `grader tokens list`" in unknown.stderr
