@@ -242,8 +242,11 @@ if [ "$with_service" -eq 1 ]; then
   [ -n "$project_wheel" ] || die "no dl_grader wheel in $wheel_dir"
   # Dependencies: everything the project's wheel requires, at the host venv's versions. They change
   # only with pyproject.toml (the wheel's metadata), not with every source edit.
+  # pip download evaluates environment markers with the host venv's Python, the image installs with the base
+  # image's (bookworm: 3.11.2): a dependency only older Pythons need is missing unless named here. redis
+  # requires async-timeout on Python < 3.11.3 (harmless above it).
   { echo "# pyproject.toml $(sha256sum <pyproject.toml | cut -d' ' -f1)"
-    printf 'dl-grader\ntorch==%s\n' "$TORCH_VERSION"; } >"$BUILD/spec/service.txt"
+    printf 'dl-grader\ntorch==%s\nasync-timeout>=4.0.3\n' "$TORCH_VERSION"; } >"$BUILD/spec/service.txt"
   prepare_wheels service-deps "$BUILD/spec/service.txt" --find-links "$wheel_dir"
   rm -f "$BUILD"/wheels/service-deps/dl_grader-*.whl
   # The service Dockerfile also builds with the whole tree as context (docker-compose build), so
