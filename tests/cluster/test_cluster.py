@@ -133,8 +133,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PgCluster,
-            redis_server: RedisServer) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer,
+            postgres: PgCluster) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("cluster"), redis_server.url, postgres.new_database(), workers=2)
     try:
         c.start()
