@@ -306,7 +306,9 @@ def run_celery_worker(settings: Settings, *, concurrency: int) -> int:
     """A Celery worker (prefork: a grading child killed by a signal is seen by the parent and its message
     rejected and redelivered) with a heartbeat and a sweeper in the parent; SIGTERM is Celery's warm
     shutdown (current gradings finish, or their messages go back). Returns the exit status."""
-    from celery.signals import worker_process_init
+    from celery.signals import worker_process_init, worker_process_shutdown
+
+    from grader.service.grading import release_sandbox
 
     configure_worker(settings)
     app = make_celery(settings)
@@ -322,8 +324,14 @@ def run_celery_worker(settings: Settings, *, concurrency: int) -> int:
                       settings.sandbox_backend, os.getpid(), exc)
         worker_runtime()
 
+    def _child_exit(**_: Any) -> None:
+        # a child ends with os._exit (no atexit): its sandbox backend removes its own warm containers here,
+        # or they would outlive the worker until some sweep
+        release_sandbox()
+
     store = open_store(settings, migrate=False)
     worker_process_init.connect(_child_ready, weak=False)
+    worker_process_shutdown.connect(_child_exit, weak=False)
     heartbeat = Heartbeat(settings, concurrency=concurrency)
     sweeper = Sweeper(store, open_queue(store, settings), publisher(app, settings),
                       redeliver_after_s=settings.redeliver_after_s)
