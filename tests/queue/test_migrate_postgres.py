@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,11 +41,14 @@ def test_processes_starting_at_once_migrate_one_database_once(cluster: PgCluster
         except BaseException as exc:  # a lost race would be a DuplicateTable error here
             errors.append(exc)
 
-    threads = [threading.Thread(target=start) for _ in range(4)]
+    # daemon threads and a bounded join: start-ups that deadlock one another fail the test instead of hanging it
+    threads = [threading.Thread(target=start, daemon=True) for _ in range(4)]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 60
     for t in threads:
-        t.join(120)
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "a start-up is still migrating after 60 s"
     assert errors == []
     store = open_store(settings, migrate=False)
     try:
