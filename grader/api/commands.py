@@ -177,25 +177,14 @@ def _embedded_worker(settings: Settings, concurrency: int, line: str) -> int:
 
 def _worker_health(settings: Settings) -> int:
     """Exit 0 when the broker and the database answer and a worker of this host has a live heartbeat."""
-    from sqlalchemy import text
-
     if settings.queue == "celery":
         from grader.service.cluster import worker_health
 
         problems = worker_health(settings)
     else:
-        from grader.store.db import open_store
+        from grader.store.db import database_problem
 
-        problems = []
-        try:
-            store = open_store(settings, migrate=False)
-            try:
-                with store.session() as db:
-                    db.execute(text("SELECT 1"))
-            finally:
-                store.close()
-        except Exception as exc:
-            problems.append(f"database: {type(exc).__name__}: {str(exc)[:200]}")
+        problems = [p for p in [database_problem(settings)] if p]
     for problem in problems:
         print(f"grader worker: unhealthy: {problem}", file=sys.stderr)
     return 1 if problems else EXIT_OK

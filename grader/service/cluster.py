@@ -35,7 +35,7 @@ from grader.queue.broker import Publish, Sweeper, publish_and_mark
 from grader.queue.database import DatabaseQueue, owner_id
 from grader.queue.pool import LeaseKeeper, run_job
 from grader.service.grading import QueueHealth, ServiceGradeFn, engine_grade, open_queue
-from grader.store.db import Store, open_store
+from grader.store.db import Store, database_problem, open_store
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -245,21 +245,13 @@ def live_workers(settings: Settings, host: str | None = None) -> int:
 
 def worker_health(settings: Settings) -> list[str]:
     """What is wrong for a worker on this host (empty when healthy): broker, database, a live heartbeat."""
-    from sqlalchemy import text
-
     problems = []
     broker = broker_status(settings)
     if broker != "ok":
         problems.append(f"broker {broker_display(settings.broker_url)}: {broker}")
-    try:
-        store = open_store(settings, migrate=False)
-        try:
-            with store.session() as db:
-                db.execute(text("SELECT 1"))
-        finally:
-            store.close()
-    except Exception as exc:
-        problems.append(f"database: {type(exc).__name__}: {str(exc)[:200]}")
+    database = database_problem(settings)
+    if database:
+        problems.append(database)
     if broker == "ok" and live_workers(settings, socket.gethostname()) == 0:
         problems.append(f"no worker heartbeat of host {socket.gethostname()} in the broker")
     return problems

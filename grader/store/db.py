@@ -103,3 +103,17 @@ def open_store(settings: Settings, *, migrate: bool = True) -> Store:
     if migrate:
         store.migrate()
     return store
+
+
+def database_problem(settings: Settings) -> str | None:
+    """Why the database the settings point at does not answer a query (None when it does); for health checks."""
+    try:
+        store = open_store(settings, migrate=False)
+        try:
+            with store.session() as db:
+                db.execute(text("SELECT 1"))
+        finally:
+            store.close()
+    except Exception as exc:
+        return f"database: {type(exc).__name__}: {str(exc)[:200]}"
+    return None

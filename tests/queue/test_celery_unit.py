@@ -111,6 +111,18 @@ def test_a_worker_whose_broker_is_down_says_so(monkeypatch: pytest.MonkeyPatch, 
     assert "unhealthy: broker redis://127.0.0.1:1/0: error" in err
 
 
+def test_an_embedded_worker_health_probes_the_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from grader.cli import main
+
+    monkeypatch.delenv("GRADER_QUEUE", raising=False)
+    assert main(["worker", "--health", "--data-dir", str(tmp_path)]) == 0
+    monkeypatch.setenv("GRADER_DATABASE_URL", "postgresql+psycopg://grader:secret@127.0.0.1:1/grader")
+    assert main(["worker", "--health", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "unhealthy: database: OperationalError" in err and "Traceback" not in err
+
+
 def test_migrate_applies_the_migrations_and_exits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from sqlalchemy import inspect
 
