@@ -264,8 +264,18 @@ class GraderClient:
         return Submitted(id=str(data["id"]), status=str(data.get("status")), links=links, body=data,
                          replayed=response.headers.get("idempotent-replayed", "").lower() == "true")
 
+    def _accepted(self, submission_id: str, path: str, deadline: float | None) -> httpx.Response:
+        """GET of a submission the service accepted: a 404 or 409 now is the service's fault, not the user's."""
+        try:
+            return self.request("GET", path, deadline=deadline)
+        except UsageError as exc:
+            if exc.status_code not in (404, 409):
+                raise
+            raise ServiceFault(f"{exc.message} (the service had accepted submission {submission_id})",
+                               exc.status_code) from None
+
     def status(self, submission_id: str, deadline: float | None = None) -> dict[str, Any]:
-        return self._json(self.request("GET", f"/v1/submissions/{submission_id}", deadline=deadline))
+        return self._json(self._accepted(submission_id, f"/v1/submissions/{submission_id}", deadline))
 
     def wait(self, submission_id: str, timeout_s: float, on_status: Callable[[dict[str, Any]], None] | None = None,
              poll_s: float = 0.5, max_poll_s: float = 3.0) -> dict[str, Any]:
@@ -294,11 +304,11 @@ class GraderClient:
             interval = min(max_poll_s, interval * 1.5)
 
     def report_json(self, submission_id: str, deadline: float | None = None) -> dict[str, Any]:
-        return self._json(self.request("GET", f"/v1/submissions/{submission_id}/report", deadline=deadline))
+        return self._json(self._accepted(submission_id, f"/v1/submissions/{submission_id}/report", deadline))
 
     def report_text(self, submission_id: str, suffix: str, deadline: float | None = None) -> str:
         """`suffix` is ".html" or ".junit.xml": the report as the service renders it."""
-        return self.request("GET", f"/v1/submissions/{submission_id}/report{suffix}", deadline=deadline).text
+        return self._accepted(submission_id, f"/v1/submissions/{submission_id}/report{suffix}", deadline).text
 
     @staticmethod
     def _json(response: httpx.Response) -> dict[str, Any]:

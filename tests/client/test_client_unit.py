@@ -310,9 +310,20 @@ def test_a_409_for_a_reused_key_tells_about_resubmit() -> None:
 def test_a_409_elsewhere_says_nothing_of_resubmit() -> None:
     script = Script(httpx.Response(409, json={"detail": "submission x has no report (status queued)"}))
     client, _ = make_client(script)
-    with pytest.raises(UsageError) as raised:
+    with pytest.raises(ServiceFault) as raised:
         client.report_json("a" * 32)
     assert "--resubmit" not in raised.value.message
+
+
+@pytest.mark.parametrize("answer", [httpx.Response(404, json={"detail": "no submission"}),
+                                    httpx.Response(409, json={"detail": "submission x has no report"})])
+def test_a_refusal_after_acceptance_is_the_services_fault(answer: httpx.Response) -> None:
+    """The service accepted the submission: losing it or its report is exit 3, not a usage error (2)."""
+    for call in ("status", "report_json"):
+        client, _ = make_client(Script(answer))
+        with pytest.raises(ServiceFault) as raised:
+            getattr(client, call)("a" * 32)
+        assert raised.value.exit_code == 3 and "had accepted submission" in raised.value.message
 
 
 class KeyedService(FakeService):
