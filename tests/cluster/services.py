@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from tests.service.live_server import ROOT, LiveServer, alive, descendants, free_port
-from tests.service.pg_cluster import PgCluster, find_initdb
+from tests.service.pg_cluster import MissingPostgres, PgCluster, start_cluster
 
 
 class MissingService(RuntimeError):
@@ -41,11 +41,10 @@ def find_redis_server() -> Path:
 
 
 def start_postgres() -> PgCluster:
-    initdb = find_initdb()
-    if initdb is None:
-        raise MissingService("the PostgreSQL server programs are not installed (Debian: apt-get install "
-                             "postgresql; scripts/test.sh installs them)")
-    return PgCluster(initdb).start()
+    try:
+        return start_cluster()
+    except MissingPostgres as exc:
+        raise MissingService(str(exc)) from None
 
 
 def libpq_url(sqlalchemy_url: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -13,18 +12,17 @@ from queue_helpers import make_settings
 from sqlalchemy import text
 
 from grader.store.db import open_store
-from tests.service.pg_cluster import PgCluster, find_initdb
+from tests.service.pg_cluster import MissingPostgres, PgCluster, start_cluster
 
 pytestmark = pytest.mark.system
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PgCluster]:
-    initdb = find_initdb()
-    assert initdb is not None or not os.environ.get("CI"), "scripts/test.sh did not install postgresql"
-    if initdb is None:
-        pytest.skip("PostgreSQL server binaries are not installed (Debian: apt-get install postgresql)")
-    c = PgCluster(initdb).start()
+    try:
+        c = start_cluster()  # a missing server is a failure with the reason, never a skip
+    except MissingPostgres as exc:
+        pytest.fail(str(exc))
     yield c
     c.stop()
 

@@ -23,6 +23,19 @@ def find_initdb() -> Path | None:
     return None
 
 
+class MissingPostgres(RuntimeError):
+    """The PostgreSQL server programs are not installed: the tests fail with this reason, they never skip."""
+
+
+def start_cluster() -> PgCluster:
+    """A started throwaway cluster; MissingPostgres says what to install when the programs are missing."""
+    initdb = find_initdb()
+    if initdb is None:
+        raise MissingPostgres("the PostgreSQL server programs are not installed (Debian: apt-get install "
+                              "postgresql; scripts/test.sh installs them)")
+    return PgCluster(initdb).start()
+
+
 class PgCluster:
     def __init__(self, initdb: Path) -> None:
         self.bin = initdb.parent

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import Tokens, make_settings, standin_grade, wait_for_status
 from fastapi.testclient import TestClient
-from pg_cluster import PgCluster, find_initdb
+from pg_cluster import MissingPostgres, PgCluster, start_cluster
 from sqlalchemy import func, select
 
 from grader.api.app import create_app
@@ -28,13 +28,12 @@ pytestmark = pytest.mark.system
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PgCluster]:
-    initdb = find_initdb()
-    # In CI, scripts/test.sh installs the server: a missing one is a failure there, not a skip.
-    assert initdb is not None or not os.environ.get("CI"), "scripts/test.sh did not install postgresql"
-    if initdb is None:
-        pytest.skip("PostgreSQL server binaries are not installed (Debian: apt-get install postgresql)")
-    pytest.importorskip("psycopg", reason="the PostgreSQL driver: pip install '.[postgres]'")
-    c = PgCluster(initdb).start()
+    if importlib.util.find_spec("psycopg") is None:
+        pytest.fail("the PostgreSQL driver is not installed: pip install '.[postgres]' (scripts/setup.sh does)")
+    try:
+        c = start_cluster()  # a missing server is a failure with the reason, never a skip
+    except MissingPostgres as exc:
+        pytest.fail(str(exc))
     yield c
     c.stop()
 
