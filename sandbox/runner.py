@@ -10,9 +10,15 @@ Requests (JSON header, see sandbox/wire.py):
     {"op": "call", "target": {"fn": name} | {"handle": id, "method": name} | {"helper": "module:function"},
      "args": [...], "kwargs": {...}, "keep": [result positions kept as handles] | "all",
      "return_args": [arg positions whose post-call value is sent back]}
+    {"op": "call_many", "target": (as for call), "calls": N, "keep": (as for call), "stop_on_error": bool}
+        with the payload a list of N (args, kwargs) pairs: the target runs on each in order, in one exchange.
+        The reply's value is a list of (true, value) or (false, error) pairs, one per case in order; an error
+        (the case raised, or its value cannot be sent) is described as for call and hides no other case's
+        value. With stop_on_error the list ends at the first error and later cases never run.
     {"op": "getattr", "handle": id, "name": attr}
     {"op": "ping"}
 Replies: {"ok": true, "value": ..., "args_after": [...]} or {"ok": false, "error": {...}}.
+A call_many reply is one frame, so the host's caps on a reply (sandbox/wire.py Limits) bound the whole batch.
 """
 
 from __future__ import annotations
@@ -119,18 +125,44 @@ class Runner:
     def op_call(self, req: dict[str, Any], args_value: Any) -> dict[str, Any]:
         fn = self.resolve_target(req.get("target", {}))
         args, kwargs = args_value if args_value is not None else ([], {})
-        result = fn(*args, **kwargs)
-        keep = req.get("keep", [])
-        if keep == "all":
-            result = self.keep(result)
-        elif keep:
-            if type(result) not in (tuple, list):
-                raise ReturnShape(f"expected a tuple of results, got {type(result).__name__}")
-            result = tuple(self.keep(v) if i in keep else v for i, v in enumerate(result))
+        result = self.kept(fn(*args, **kwargs), req.get("keep", []))
         reply: dict[str, Any] = {"ok": True, "payload": result}
         if req.get("return_args"):
             reply["args_after"] = [args[i] for i in req["return_args"] if i < len(args)]
         return reply
+
+    def kept(self, result: Any, keep: Any) -> Any:
+        """The result with the positions `keep` names (or all of it) replaced by handles."""
+        if keep == "all":
+            return self.keep(result)
+        if keep:
+            if type(result) not in (tuple, list):
+                raise ReturnShape(f"expected a tuple of results, got {type(result).__name__}")
+            return tuple(self.keep(v) if i in keep else v for i, v in enumerate(result))
+        return result
+
+    def op_call_many(self, req: dict[str, Any], cases: Any) -> dict[str, Any]:
+        calls = req.get("calls")
+        if (type(cases) is not list or type(calls) is not int or len(cases) != calls
+                or not all(type(c) in (tuple, list) and len(c) == 2 and type(c[0]) is list and type(c[1]) is dict
+                           for c in cases)):
+            raise ValueError("call_many expects a list of `calls` (args, kwargs) pairs")
+        fn = self.resolve_target(req.get("target", {}))
+        keep, stop = req.get("keep", []), bool(req.get("stop_on_error"))
+        # Each result is encoded as soon as it exists, so one that cannot be sent is that case's error alone.
+        enc = wire.Encoder(self.keep)
+        nodes: list[Any] = []
+        for args, kwargs in cases:
+            mark = len(enc.buffers)
+            try:
+                node = {"$t": [True, enc.encode(self.kept(fn(*args, **kwargs), keep))]}
+            except BaseException as exc:  # candidate code may raise anything, SystemExit included
+                del enc.buffers[mark:]  # the arrays of a value that was not sent
+                node = {"$t": [False, enc.encode(describe(exc, self.entry_name, self.submission_dir))]}
+            nodes.append(node)
+            if stop and node["$t"][0] is False:
+                break
+        return {"ok": True, "encoded": ({"$l": nodes}, enc.buffers)}
 
     def op_getattr(self, req: dict[str, Any], _: Any) -> dict[str, Any]:
         obj = self.lookup(req["handle"])
@@ -159,6 +191,11 @@ class Runner:
             self.reply(reply)
 
     def reply(self, reply: dict[str, Any]) -> None:
+        encoded = reply.pop("encoded", None)
+        if encoded is not None:
+            node, buffers = encoded
+            wire.write_frame(self.proto_out, dict(reply, value=node), buffers)
+            return
         payload = reply.pop("payload", None)
         args_after = reply.pop("args_after", None)
         try:

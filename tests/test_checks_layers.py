@@ -10,6 +10,7 @@ import pytest
 from grader.engine.checks.layers import Contract, Layer, check_values, close, expect_values, precision_of
 from grader.engine.checks.variants import Variant
 from grader.engine.plan import CheckFailed, Context
+from grader.isolation.base import Reply
 from reference import mlp as ref
 from tests.conftest import SOLUTIONS
 
@@ -61,6 +62,9 @@ class _Direct:
 
     def call(self, name: str, *args: Any, keep: Any = None, **options: Any) -> Any:
         return self.fn(*args, **options)
+
+    def raw_call_many(self, target: Any, cases: Any, keep: Any = None, stop_on_error: bool = False) -> list[Reply]:
+        return [Reply(ok=True, value=self.fn(*args, **options)) for args, options in cases]
 
 
 def test_gradient_check_of_a_loss_and_its_own_gradient() -> None:
@@ -128,6 +132,9 @@ class _Affine:
             return _float32_forward(*args) if self.forward32 else ref.affine_forward(*args)
         grads = ref.affine_backward(*args)
         return tuple(g.astype(np.float32) for g in grads) if self.backward32 else grads
+
+    def raw_call_many(self, target: Any, cases: Any, keep: Any = None, stop_on_error: bool = False) -> list[Reply]:
+        return [Reply(ok=True, value=self.call(target["fn"], *args, **options)) for args, options in cases]
 
 
 @pytest.mark.parametrize(("forward32", "backward32"), [(True, False), (False, True), (True, True)])

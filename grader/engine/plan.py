@@ -26,7 +26,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
@@ -36,6 +36,8 @@ from hypothesis.errors import Flaky
 from grader.engine.report import Figure
 from grader.engine.verdict import CheckFailed, Kind, Verdict
 from grader.isolation.base import CandidateError, Handle, Reply, SandboxFault, Session
+
+_R = TypeVar("_R")
 
 __all__ = ["CheckFailed", "CandidateRaised", "Verdict", "Plan", "Context", "stable_seed", "describe_example"]
 
@@ -156,7 +158,7 @@ class Context:
             return self.wall_remaining_s
         return max(0.0, self.cpu_budget_s - self.cpu_used_s)
 
-    def _metered(self, run: Callable[[Session, float], Reply]) -> Reply:
+    def _metered(self, run: Callable[[Session, float], _R]) -> _R:
         """Run one exchange with the time it may use, and charge the sandbox CPU it used to this test."""
         session = self.session
         before = session.cpu_seconds()
@@ -176,6 +178,13 @@ class Context:
                  return_args: list[int] | None = None, **kwargs: Any) -> Reply:
         return self._metered(lambda session, timeout_s: session.call(
             target, args, kwargs, keep=keep, return_args=return_args, timeout_s=timeout_s,
+            wall_s=self.wall_remaining_s))
+
+    def raw_call_many(self, target: dict[str, Any], cases: list[tuple[tuple[Any, ...], dict[str, Any]]], *,
+                      keep: list[int] | str | None = None, stop_on_error: bool = False) -> list[Reply]:
+        """raw_call on each (args, kwargs) case in one exchange; the test's remaining time bounds the whole batch."""
+        return self._metered(lambda session, timeout_s: session.call_many(
+            target, cases, keep=keep, stop_on_error=stop_on_error, timeout_s=timeout_s,
             wall_s=self.wall_remaining_s))
 
     def _unwrap(self, what: str, reply: Reply) -> Any:

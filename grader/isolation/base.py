@@ -18,7 +18,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -187,6 +187,10 @@ class Session(Protocol):
              keep: list[int] | str | None = None, return_args: list[int] | None = None,
              timeout_s: float, wall_s: float | None = None) -> Reply: ...
 
+    def call_many(self, target: dict[str, Any], cases: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], *,
+                  keep: list[int] | str | None = None, stop_on_error: bool = False,
+                  timeout_s: float, wall_s: float | None = None) -> list[Reply]: ...
+
     def getattr(self, handle: Handle, name: str, timeout_s: float, keep: bool = False,
                 wall_s: float | None = None) -> Reply: ...
 
@@ -334,6 +338,10 @@ class _DeadlineWriter:
         pass
 
 
+def _is_error_pair(pair: Any) -> bool:
+    return type(pair) is tuple and len(pair) == 2 and pair[0] is False
+
+
 class PipeSession:
     """Speaks the protocol over two pipe fds; subclasses start and stop the process.
 
@@ -419,6 +427,41 @@ class PipeSession:
         if return_args:
             request["return_args"] = return_args
         return self._reply(*self._exchange(request, (list(args), dict(kwargs or {})), timeout_s, wall_s=wall_s))
+
+    def call_many(self, target: dict[str, Any], cases: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], *,
+                  keep: list[int] | str | None = None, stop_on_error: bool = False,
+                  timeout_s: float, wall_s: float | None = None) -> list[Reply]:
+        """`call` on each (args, kwargs) case in order, in one exchange: one Reply per case.
+
+        `timeout_s` (and `wall_s`) bound the whole batch: a case that hangs ends the session with a
+        CallTimeout, as a single call would. The reply is one frame, decoded under the same caps as a single
+        reply, so a batch can never bring in more than one reply may. A case that raised (or returned a value
+        that cannot be sent) is that case's Reply(ok=False); with `stop_on_error` the list ends at the first
+        such case and later cases never ran. A target the sandbox cannot resolve is one error Reply for
+        every case (the first only, with `stop_on_error`).
+        """
+        if not cases:
+            return []
+        request: dict[str, Any] = {"op": "call_many", "target": target, "calls": len(cases)}
+        if keep:
+            request["keep"] = keep
+        if stop_on_error:
+            request["stop_on_error"] = True
+        header, value = self._exchange(request, [(list(args), dict(kwargs)) for args, kwargs in cases], timeout_s,
+                                       wall_s=wall_s)
+        if header.get("ok") is not True:
+            failed = self._reply(header, value)
+            return [failed] if stop_on_error else [failed] * len(cases)
+        if type(value) is not list or not value or len(value) > len(cases) or (
+                len(value) < len(cases) and not (stop_on_error and _is_error_pair(value[-1]))):
+            self._fail(ProtocolViolation("malformed reply: a batch's results do not match its calls"))
+        replies = []
+        for pair in value:
+            if type(pair) is not tuple or len(pair) != 2 or type(pair[0]) is not bool:
+                self._fail(ProtocolViolation("malformed reply: a batch's result is not an (ok, value) pair"))
+            replies.append(Reply(ok=True, value=pair[1]) if pair[0]
+                           else Reply(ok=False, error=CandidateError.from_wire(pair[1])))
+        return replies
 
     def getattr(self, handle: Handle, name: str, timeout_s: float, keep: bool = False,
                 wall_s: float | None = None) -> Reply:

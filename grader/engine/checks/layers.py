@@ -35,19 +35,45 @@ Correct math earns its points even when a side effect does not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from grader.engine.checks.compare import ATOL, RTOL, compare, expect_array, expect_scalar, expect_tuple
-from grader.engine.checks.gradcheck import self_consistency, settings_for
+from grader.engine.checks.gradcheck import BatchObjective, Objective, self_consistency, settings_for
 from grader.engine.checks.variants import Variant, check_outputs, judge
 from grader.engine.plan import CheckFailed, Context, describe_example
 
 Case = Mapping[str, Any]
 Arrays = dict[str, np.ndarray]
+
+# A gradient check's forward calls go to the sandbox in batches (one exchange each): up to 2 x 48 cases, a full
+# central difference of one input at once, and fewer when a case's arguments or returns are large, so that a
+# batch's request and reply stay far inside the wire's caps (a reply is capped at 4 MB unless a problem says
+# otherwise; the cap bounds a whole batch, as it bounds one reply).
+BATCH_CASES = 96
+BATCH_BYTES = 1 << 20
+CASE_OVERHEAD_BYTES = 1024
+
+
+def _nbytes(value: Any) -> int:
+    """The bytes of every array in a value tree (what crossing the wire costs, roughly)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    if isinstance(value, Mapping):
+        return sum(_nbytes(v) for v in value.values())
+    return 0
+
+
+def batch_size(case: Case, returns: Mapping[str, Any]) -> int:
+    """How many calls like this one (its arguments, and the returns of one such call) go in one exchange."""
+    per_case = max(_nbytes(case), _nbytes(returns)) + CASE_OVERHEAD_BYTES
+    return max(1, min(BATCH_CASES, BATCH_BYTES // per_case))
+
 
 # Tolerances of a value test for each floating dtype a candidate may return. float64 is the contract;
 # float32 is a lapse charged in the function's own test, and its values are still graded, at float32's
@@ -122,6 +148,27 @@ class Contract:
             result = ctx.call(self.name, *args, keep=self.keep, **options)
         return self._named(result)
 
+    def call_each(self, ctx: Context, cases: Sequence[Case], single: Callable[[Case], Mapping[str, Any]],
+                  batch: int) -> Iterator[Mapping[str, Any]]:
+        """The candidate's returns by name for each case, in order, `batch` cases per sandbox exchange.
+
+        As lazy as the calls one by one: the next batch is sent only when the caller asks past this one, so a
+        check that fails on a case stops the calls there (within a batch, the cases after it have run). A case
+        that raised ends its batch and is called again alone through `single` (the plain call, or a plan's
+        caller that adds hints), which raises as it would have; should it answer this time, the cases after
+        it go on in a new batch. The time limit and charge are the test's, as for single calls.
+        """
+        i = 0
+        while i < len(cases):
+            part = cases[i:i + max(1, batch)]
+            replies = ctx.raw_call_many({"fn": self.name},
+                                        [(tuple(c[a] for a in self.args), {k: c[k] for k in self.options})
+                                         for c in part],
+                                        keep=self.keep, stop_on_error=True)
+            for reply in replies:
+                yield self._named(reply.value) if reply.ok else single(cases[i])
+                i += 1
+
     def expected(self, case: Case) -> dict[str, Any]:
         """The reference's returns by name on the same case (the handle included, as the reference's own cache)."""
         if self.reference is None:
@@ -138,17 +185,27 @@ class Contract:
         self_consistency. Gradients in float32 are accepted for their values; a scalar returned as a float32
         number takes float32's finite-difference step and tolerance.
         """
-        def scalar_and_grads(changed: Mapping[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
-            got = self.call(ctx, {**case, **changed})
-            return expect_scalar(got[value], value), {n: expect_values(got[g], g, np.shape(case[n]))
-                                                      for n, g in grads.items()}
+        def scalar(got: Mapping[str, Any]) -> float:
+            loss = expect_scalar(got[value], value)
+            for n, g in grads.items():  # every call's gradients are checked, as in the first call
+                expect_values(got[g], g, np.shape(case[n]))
+            return loss
+
+        def single(c: Case) -> dict[str, Any]:
+            return self.call(ctx, c)
 
         first = self.call(ctx, case)
         expect_scalar(first[value], value)
         checked = {n: expect_values(first[g], g, np.shape(case[n])) for n, g in grads.items()}
         step, tolerance = settings_for([first[value]])
         settings = {"step": step, "tolerance": tolerance, **kwargs}
-        return self_consistency(lambda v: scalar_and_grads(v)[0], {n: case[n] for n in grads}, checked, rng,
+        batch = batch_size(case, first)
+
+        def many(vs: list[dict[str, np.ndarray]]) -> list[float]:
+            return [scalar(got) for got in self.call_each(ctx, [{**case, **v} for v in vs], single, batch)]
+
+        return self_consistency(BatchObjective(lambda v: scalar(single({**case, **v})), many),
+                                {n: case[n] for n in grads}, checked, rng,
                                 self.name, reference=lambda v: float(self.expected({**case, **v})[value]),
                                 **settings)
 
@@ -247,11 +304,22 @@ class Layer:
         def candidate(v: Mapping[str, np.ndarray]) -> float:
             return self.objective(upstream, forward({**inputs, **v}))
 
+        objective: Objective = candidate
+        if all(isinstance(out.get(k), np.ndarray) for k in self.upstream):
+            # Batched: the first forward's returns (arrays, as they must be) size the batches.
+            batch = batch_size(case, out)
+
+            def many(vs: list[dict[str, np.ndarray]]) -> list[float]:
+                return [self.objective(upstream, got)
+                        for got in self.forward.call_each(ctx, [{**inputs, **v} for v in vs], forward, batch)]
+
+            objective = BatchObjective(candidate, many)
+
         def reference(v: Mapping[str, np.ndarray]) -> float:
             return self.objective(upstream, self.forward.expected({**inputs, **v}), values=False)
 
         settings = {"step": step, "tolerance": tolerance, **kwargs}
-        return self_consistency(candidate, {n: inputs[n] for n in names}, grads, rng, self.backward.name,
+        return self_consistency(objective, {n: inputs[n] for n in names}, grads, rng, self.backward.name,
                                 reference=reference, **settings)
 
 
