@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir")
     sandbox_backend: Literal["local", "docker"] = Field(
         "local", description="'local' (bubblewrap, cgroups v1, seccomp) or 'docker' (a container per submission)")
+    sandbox_zygote: bool = Field(True, description="local backend: fork each sandbox from a fork server per image "
+                                                   "(numpy/torch imported once) instead of starting bwrap and "
+                                                   "Python for every session")
     docker_pool_size: int = Field(2, ge=0, le=32, description="warm sandbox containers kept per image (docker "
                                                               "backend); 0: every sandbox starts cold")
     docker_url: str | None = Field(None, description="the Docker daemon (docker backend); default: DOCKER_HOST "
@@ -134,7 +137,7 @@ class Settings(BaseSettings):
 
     def sandbox(self, name: str | None = None) -> Backend:
         """The sandbox backend these settings choose (or `name`), created once per process."""
-        return get_backend(name or self.sandbox_backend, docker=self.docker_options())
+        return get_backend(name or self.sandbox_backend, docker=self.docker_options(), zygote=self.sandbox_zygote)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -16,34 +16,35 @@ from grader.isolation.base import Backend, DockerOptions
 
 __all__ = ["BACKENDS", "DockerOptions", "close_backends", "get_backend"]
 
-_backends: dict[tuple[str, DockerOptions], Backend] = {}
+_backends: dict[tuple[str, DockerOptions, bool], Backend] = {}
 _lock = threading.Lock()
 
 
-def _local(options: DockerOptions) -> Backend:
+def _local(options: DockerOptions, zygote: bool) -> Backend:
     from grader.isolation.local import LocalBackend
 
-    return LocalBackend()
+    return LocalBackend(zygote=zygote)
 
 
-def _docker(options: DockerOptions) -> Backend:
+def _docker(options: DockerOptions, zygote: bool) -> Backend:
     from grader.isolation.docker import DockerBackend
 
     return DockerBackend(options)
 
 
-FACTORIES: dict[str, Callable[[DockerOptions], Backend]] = {"local": _local, "docker": _docker}
+FACTORIES: dict[str, Callable[[DockerOptions, bool], Backend]] = {"local": _local, "docker": _docker}
 BACKENDS = tuple(FACTORIES)
 
 
-def get_backend(name: str, docker: DockerOptions | None = None) -> Backend:
-    """The backend called `name`, created once per process (and per set of Docker options)."""
+def get_backend(name: str, docker: DockerOptions | None = None, zygote: bool = True) -> Backend:
+    """The backend called `name`, created once per process (and per set of Docker options, or per choice of
+    the local backend's fork server)."""
     if name not in FACTORIES:
         raise InvalidRequest(f"unknown sandbox backend {name!r}; choose one of: {', '.join(FACTORIES)}")
-    key = (name, (docker or DockerOptions()) if name == "docker" else DockerOptions())
+    key = (name, (docker or DockerOptions()) if name == "docker" else DockerOptions(), zygote and name == "local")
     with _lock:
         if key not in _backends:
-            _backends[key] = FACTORIES[name](key[1])
+            _backends[key] = FACTORIES[name](key[1], key[2])
         return _backends[key]
 
 

@@ -21,6 +21,7 @@ and says why: there is no weaker fallback, so a report always means full isolati
 
 from __future__ import annotations
 
+import atexit
 import importlib.metadata as metadata
 import logging
 import os
@@ -31,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from functools import cache
 from pathlib import Path
@@ -46,6 +48,7 @@ from grader.isolation.base import (
     SessionStartFailed,
     describe_exit,
 )
+from grader.isolation.zygote import ZYGOTE_MEMORY_MB, ZYGOTE_PIDS, ForkedChild, Zygote, ZygoteError
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,47 @@ def package_paths(packages: tuple[str, ...]) -> tuple[Path, ...]:
     return tuple(sorted(paths))
 
 
+def sandbox_layout(bwrap: str, packages: tuple[str, ...], torch: bool, tmp_bytes: int, *,
+                   cgroup_namespace: bool) -> list[str]:
+    """bwrap's options shared by a session and a zygote: namespaces, the file system and the environment."""
+    prefix = Path(sys.base_prefix)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    cmd = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
+    if cgroup_namespace:
+        cmd += ["--unshare-cgroup-try"]
+    cmd += ["--die-with-parent", "--new-session", "--clearenv", "--ro-bind", "/usr", "/usr"]
+    for link in ("lib", "lib64", "bin", "sbin"):
+        if Path(f"/usr/{link}").exists():
+            cmd += ["--symlink", f"usr/{link}", f"/{link}"]
+    cmd += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
+    # The interpreter's prefix at its own path (its libpython is found by RUNPATH there),
+    # with every parent readable by the sandbox's uid.
+    for parent in reversed(prefix.parents[:-1]):
+        cmd += ["--perms", "0755", "--dir", str(parent)]
+    cmd += ["--ro-bind", str(prefix), str(prefix)]
+    base_site = prefix / "lib" / version / "site-packages"
+    if base_site.is_dir():
+        cmd += ["--tmpfs", str(base_site)]
+    cmd += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", SANDBOX_SITE]
+    for path in package_paths(packages):
+        cmd += ["--ro-bind", str(path), f"{SANDBOX_SITE}/{path.name}"]
+    cmd += ["--perms", "0755", "--dir", "/opt/runner", "--ro-bind", str(RUNNER_DIR), "/opt/runner/sandbox",
+            "--proc", "/proc", "--dev", "/dev",
+            "--size", str(tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp",
+            "--chdir", "/tmp"]
+    for key, value in sandbox_env(torch).items():
+        cmd += ["--setenv", key, value]
+    return cmd
+
+
+def sandbox_env(torch: bool) -> dict[str, str]:
+    env = {"PYTHONPATH": f"/opt/runner:{SANDBOX_SITE}", "HOME": "/tmp", "LANG": "C.UTF-8",
+           "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
+           "GRADER_TORCH": "1" if torch else "0", "PATH": "/usr/bin:/bin"}
+    env.update({k: "1" for k in THREAD_ENV})
+    return env
+
+
 CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 CFS_PERIOD_US = 100_000
 
@@ -108,11 +152,14 @@ def missing_controllers() -> list[str]:
 
 
 class LocalBackend:
-    """Starts one bubblewrap sandbox per session."""
+    """Starts one bubblewrap sandbox per session; with `zygote`, each forked by its image's fork server."""
 
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, zygote: bool = True) -> None:
+        self.use_zygote = zygote
+        self._zygotes: dict[tuple[tuple[str, ...], bool], Zygote] = {}
+        self._zygote_lock = threading.Lock()
         self.bwrap = shutil.which("bwrap")
         self.setpriv = shutil.which("setpriv")
         if self.bwrap is None or self.setpriv is None:
@@ -130,8 +177,119 @@ class LocalBackend:
                 f"missing or read-only here: {', '.join(missing)}. Without them memory, processes and CPU "
                 "share cannot be limited, and the sandbox does not run with weaker isolation")
 
+        if zygote:
+            atexit.register(self.shutdown)
+
     def start(self, spec: SandboxSpec) -> LocalSession:
         return LocalSession(self, spec)
+
+    # the fork servers ----------------------------------------------------------------------
+    def zygote(self, spec: SandboxSpec) -> Zygote:
+        """The running fork server of this spec's image; a broken one is replaced by a new one."""
+        key = (tuple(spec.packages), spec.torch)
+        with self._zygote_lock:
+            current = self._zygotes.get(key)
+            if current is not None and current.owner == os.getpid():
+                if current.broken is None:
+                    return current
+                if not current.was_ready and time.monotonic() - current.broken_at < ZYGOTE_RETRY_S:
+                    raise ZygoteError(f"the last zygote of this image did not start ({current.broken})")
+            prefix = Path(sys.base_prefix)
+            python = str(prefix / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}")
+
+            def command(fd: int) -> list[str]:
+                caps = ["--cap-drop", "ALL"]
+                for cap in ZYGOTE_CAPS:
+                    caps += ["--cap-add", cap]
+                return [*sandbox_layout(self.bwrap or "bwrap", key[0], key[1], ZYGOTE_TMP_BYTES,
+                                        cgroup_namespace=False), *caps, "--", python, "-s", "-m", "sandbox.zygote",
+                        str(fd)]
+
+            name = "+".join(key[0]) + ("+torch" if key[1] else "")
+            zygote = Zygote(name, command, seccomp.build_filter(), _launch_zygote, _zygote_cgroups,
+                            start_timeout_s=max(60.0, spec.limits.start_timeout_s * 2))
+            self._zygotes[key] = zygote
+            return zygote
+
+    def shutdown(self) -> None:
+        """Stop every fork server (their sandboxes end with them); at exit, and by close_backends."""
+        with self._zygote_lock:
+            zygotes = list(self._zygotes.values())
+            self._zygotes.clear()
+        for zygote in zygotes:
+            zygote.shutdown()
+
+
+# A zygote keeps only what building a session's namespaces and dropping to its uid needs.
+ZYGOTE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_NET_ADMIN")
+ZYGOTE_TMP_BYTES = 16 << 20
+ZYGOTE_RETRY_S = 60.0  # after a zygote that never became ready, sessions start fresh for this long
+
+
+def _zygote_cgroups(name: str) -> list[Path]:
+    """A zygote's memory and pids cgroups (generous: its sessions move to cgroups of their own at once)."""
+    made: list[Path] = []
+    try:
+        for controller, knob, value in (("memory", "memory.limit_in_bytes", str(ZYGOTE_MEMORY_MB << 20)),
+                                        ("pids", "pids.max", str(ZYGOTE_PIDS))):
+            path = CGROUP_ROOT / controller / CGROUP_PARENT / name
+            path.mkdir(parents=True, exist_ok=True)
+            made.append(path)
+            (path / knob).write_text(value)
+    except BaseException:
+        for path in made:
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+        raise
+    return made
+
+
+def _launch_zygote(command: list[str], pass_fds: tuple[int, ...], cgroups: list[Path],
+                   stderr_fd: int) -> subprocess.Popen[bytes]:
+    """Start a zygote behind the launcher's gate, in its cgroups from its first instruction."""
+    gate_r, gate_w = os.pipe()
+    try:
+        proc = subprocess.Popen([*LAUNCHER, *command], stdin=gate_r, stdout=subprocess.DEVNULL, stderr=stderr_fd,
+                                close_fds=True, pass_fds=pass_fds, env={"PATH": "/usr/bin:/bin"})
+    finally:
+        os.close(gate_r)
+    try:
+        for cg in cgroups:
+            (cg / "cgroup.procs").write_text(str(proc.pid))
+        resource.prlimit(proc.pid, resource.RLIMIT_CORE, (0, 0))
+        os.write(gate_w, GATE)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        os.close(gate_w)
+    return proc
+
+
+class ForkedProcess:
+    """A zygote-forked session as `LocalSession.proc`: its exit status comes from the zygote's notice."""
+
+    def __init__(self, child: ForkedChild) -> None:
+        self.child = child
+        self.pid = 0  # the host's pid of the session's first process, once known (see `LocalSession._find_pid`)
+
+    def poll(self) -> int | None:
+        return self.child.status if self.child.exited.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if not self.child.exited.wait(timeout):
+            raise subprocess.TimeoutExpired("sandbox", timeout or 0)
+        return self.child.status
+
+    def kill(self) -> None:
+        if self.pid and not self.child.exited.is_set():
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 class LocalSession(PipeSession):
@@ -153,6 +311,42 @@ class LocalSession(PipeSession):
                      f"seccomp ({len(seccomp.REFUSED)} system calls refused)"]
         self.isolation = Isolation(backend="local", enforced=tuple(enforced))
 
+        self.proc: subprocess.Popen[bytes] | ForkedProcess
+        zygote = None
+        if backend.use_zygote:
+            try:
+                zygote = backend.zygote(spec)
+            except (OSError, SandboxUnavailable, ZygoteError) as exc:
+                log.warning("no sandbox zygote, starting a fresh sandbox: %s", exc)
+        if zygote is not None and self._start_forked(zygote):
+            enforced.append("fork server")
+            self.isolation = Isolation(backend="local", enforced=tuple(enforced))
+        else:
+            self._start_fresh(backend)
+        self._handshake(self.limits.start_timeout_s)
+        if isinstance(self.proc, ForkedProcess):
+            self._confirm_forked()
+        self.baseline = set(self._pids())
+
+    def _confirm_forked(self) -> None:
+        """The host's own placement of a forked session: its first process (which joined the session's
+        cgroups and set its rlimits itself) is written into them again by the host, so that a session whose
+        cgroups the host cannot write fails to start exactly as on the fresh path."""
+        assert isinstance(self.proc, ForkedProcess)
+        self.proc.pid = self._first_pid()
+        try:
+            if not self.proc.pid:
+                raise OSError("the forked sandbox is not in its cgroups")
+            self._enter_limits(self.proc.pid)
+        except BaseException as exc:
+            self._dead = SandboxCrashed("the sandbox did not start")
+            self._terminate()
+            if isinstance(exc, OSError):
+                raise SessionStartFailed(f"could not put the sandbox in its cgroups and limits: {exc}") from exc
+            raise
+
+    def _start_fresh(self, backend: LocalBackend) -> None:
+        """Today's path: the launcher, its gate, then bwrap and setpriv."""
         to_r, to_w = os.pipe()
         from_r, from_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -182,8 +376,51 @@ class LocalSession(PipeSession):
             if isinstance(exc, OSError):
                 raise SessionStartFailed(f"could not put the sandbox in its cgroups and limits: {exc}") from exc
             raise
-        self._handshake(self.limits.start_timeout_s)
-        self.baseline = set(self._pids())
+
+    def _start_forked(self, zygote: Zygote) -> bool:
+        """Fork the session from the zygote; False (nothing started) when the zygote failed."""
+        lim = self.limits
+        rlimits = {"cpu": [lim.cpu_time_s, lim.cpu_time_s + 5], "fsize": lim.file_size_mb << 20,
+                   "nofile": lim.open_files, "nproc": lim.max_processes}
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        out_r, out_w = os.pipe()
+        passed = [to_r, from_w, out_w]
+        try:
+            for cg in dict.fromkeys(self.cgroups):
+                passed.append(os.open(cg / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+            child = zygote.fork(uid=self.uid, rlimits=rlimits, tmp_bytes=lim.tmp_size_mb << 20, fds=passed)
+        except ZygoteError as exc:
+            log.warning("the sandbox zygote failed, starting a fresh sandbox: %s", exc)
+            for fd in (to_w, from_r, out_r):
+                os.close(fd)
+            return False
+        except BaseException as exc:
+            for fd in (to_w, from_r, out_r):
+                os.close(fd)
+            self._remove_cgroups()
+            if isinstance(exc, OSError):
+                raise SessionStartFailed(f"could not pass the sandbox its cgroups: {exc}") from exc
+            raise
+        finally:
+            for fd in passed:
+                os.close(fd)
+        self.proc = ForkedProcess(child)
+        super().__init__(to_w, from_r, OutputCapture(out_r, self.limits.output_bytes), self.limits.wire_limits())
+        return True
+
+    def _first_pid(self) -> int:
+        """The host's pid of the forked session's first process: the one in its cgroup whose parent is not."""
+        pids = set(self._pids())
+        for pid in pids:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                ppid = int(status.split("PPid:")[1].split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid not in pids:
+                return pid
+        return 0
 
     # set-up --------------------------------------------------------------------------
     def _make_cgroups(self) -> None:
@@ -226,34 +463,8 @@ class LocalSession(PipeSession):
     def _command(self, backend: LocalBackend, filter_fd: int) -> list[str]:
         prefix = Path(sys.base_prefix)
         version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        cmd = [backend.bwrap or "bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-               "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--clearenv",
-               "--ro-bind", "/usr", "/usr"]
-        for link in ("lib", "lib64", "bin", "sbin"):
-            if Path(f"/usr/{link}").exists():
-                cmd += ["--symlink", f"usr/{link}", f"/{link}"]
-        cmd += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-        # The interpreter's prefix at its own path (its libpython is found by RUNPATH there),
-        # with every parent readable by the sandbox's uid.
-        for parent in reversed(prefix.parents[:-1]):
-            cmd += ["--perms", "0755", "--dir", str(parent)]
-        cmd += ["--ro-bind", str(prefix), str(prefix)]
-        base_site = prefix / "lib" / version / "site-packages"
-        if base_site.is_dir():
-            cmd += ["--tmpfs", str(base_site)]
-        cmd += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", SANDBOX_SITE]
-        for path in package_paths(self.spec.packages):
-            cmd += ["--ro-bind", str(path), f"{SANDBOX_SITE}/{path.name}"]
-        cmd += ["--perms", "0755", "--dir", "/opt/runner", "--ro-bind", str(RUNNER_DIR), "/opt/runner/sandbox",
-                "--proc", "/proc", "--dev", "/dev",
-                "--size", str(self.limits.tmp_size_mb << 20), "--perms", "1777", "--tmpfs", "/tmp",
-                "--chdir", "/tmp"]
-        env = {"PYTHONPATH": f"/opt/runner:{SANDBOX_SITE}", "HOME": "/tmp", "LANG": "C.UTF-8",
-               "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
-               "GRADER_TORCH": "1" if self.spec.torch else "0", "PATH": "/usr/bin:/bin"}
-        env.update({k: "1" for k in THREAD_ENV})
-        for key, value in env.items():
-            cmd += ["--setenv", key, value]
+        cmd = sandbox_layout(backend.bwrap or "bwrap", self.spec.packages, self.spec.torch,
+                             self.limits.tmp_size_mb << 20, cgroup_namespace=True)
         cmd += ["--seccomp", str(filter_fd)]  # applied before setpriv runs: nothing the candidate starts escapes it
         cmd += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP",
                 "--", backend.setpriv or "setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
