@@ -44,7 +44,9 @@ from grader.isolation.base import (
     OutputCapture,
     PipeSession,
     SandboxCrashed,
+    SandboxFault,
     SandboxSpec,
+    SandboxWithdrawn,
     SessionStartFailed,
     describe_exit,
 )
@@ -471,6 +473,17 @@ class LocalSession(PipeSession):
                 "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all",
                 str(prefix / "bin" / version), "-s", "-m", "sandbox.runner"]
         return cmd
+
+    def _fail(self, fault: SandboxFault) -> None:
+        """A forked session that died with its zygote (which the grader discards when in doubt, or stops at
+        shutdown) was taken back by the grader: an error the engine charges to the grader, not the candidate."""
+        if isinstance(self.proc, ForkedProcess) and self.proc.child.lost is not None:
+            if self._dead is None:
+                self._dead = fault
+                self._terminate()
+            raise SandboxWithdrawn(f"the sandbox's fork server failed ({self.proc.child.lost}) while this "
+                                   f"sandbox ran ({fault})") from fault
+        super()._fail(fault)
 
     # observation -----------------------------------------------------------------------
     def cpu_seconds(self) -> float | None:

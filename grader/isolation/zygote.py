@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 
 ZYGOTE_MEMORY_MB = 4096
 ZYGOTE_PIDS = 256
-FORK_TIMEOUT_S = 10.0
+FORK_TIMEOUT_S = 30.0  # a fork takes milliseconds; this only bounds a zygote that stopped serving
 PING_AFTER_IDLE_S = 30.0
-PING_TIMEOUT_S = 5.0
+PING_TIMEOUT_S = 15.0
 
 
 class ZygoteError(RuntimeError):
@@ -48,6 +48,7 @@ class ForkedChild:
     pid: int = 0
     status: int | None = None
     exited: threading.Event = field(default_factory=threading.Event)
+    lost: str | None = None  # the zygote broke while this child ran (its processes die with the zygote)
 
 
 @dataclass
@@ -107,7 +108,8 @@ class Zygote:
         for p in pending:
             p.event.set()
         for child in children:
-            child.exited.set()  # no status will come: the session sees the crash itself
+            child.lost = reason
+            child.exited.set()  # no status will come
         self._kill()
 
     def _kill(self) -> None:

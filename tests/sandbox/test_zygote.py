@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from grader.isolation.base import CallTimeout, SandboxCrashed, SandboxLimits, SandboxSpec
+from grader.isolation.base import CallTimeout, SandboxCrashed, SandboxLimits, SandboxSpec, SandboxWithdrawn
 from grader.isolation.local import CGROUP_PARENT, CGROUP_ROOT, CONTROLLERS, LocalBackend, LocalSession
 
 pytestmark = pytest.mark.slow
@@ -257,7 +257,6 @@ def test_a_crash_is_reported_as_before(backend: LocalBackend, fn: str, args: tup
 
 def test_a_zygote_killed_from_outside_is_replaced(backend: LocalBackend) -> None:
     first = session(backend)
-    first.close()
     (zygote,) = backend._zygotes.values()
     for pid in zygote._pids():
         os.kill(pid, signal.SIGKILL)
@@ -265,6 +264,10 @@ def test_a_zygote_killed_from_outside_is_replaced(backend: LocalBackend) -> None
     while zygote.broken is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert zygote.broken is not None
+    # the running session died with it: the grader's failure, not the candidate's crash
+    with pytest.raises(SandboxWithdrawn, match="fork server"):
+        first.call({"fn": "exists"}, ("/tmp",), timeout_s=10)
+    first.close()
     second = session(backend)
     try:
         assert call(second, "exists", "/tmp") is True
