@@ -22,14 +22,16 @@ Figures, per configuration:
      included), read from /proc every 100 ms (shared pages count once per process, so forked children are
      overstated);
   5. a table of the targets: figure, target, met or not.
-The in-process measurements run first, with no server up; then each server in turn, alone. p95 is the nearest
-rank: of 3 values, the largest.
+The in-process measurements run first, with no server up. Then both servers start (each warmed up with one
+trivial submission per exercise) and only one works at any time: the throughput of each, then each exercise's
+latencies on one and then the other. p95 is the nearest rank: of 2 or 3 values, the largest.
 
-How long: --budget-min (default 14) bounds the run. Each configuration gets an equal share of what is left
-after the in-process part; an exercise whose latency phase would not fit before the throughput phase is skipped
-and printed as not measured, and any wait past the bound stops that configuration (printed). On a quiet 2-core
-machine the defaults take about 10 minutes; under load the bound cuts it. One exercise with --repeat 1
---concurrent 4 takes about a minute (numpy exercises) to five (gan).
+How long: --budget-min (default 14) bounds the run: a wait past it stops the measuring, and what was measured
+is printed with a note (a cut run loses the last exercises' latencies, in both configurations alike).
+Measured on a shared 2-core machine: the in-process part about 1.5 min, each server's throughput phase 3 to
+4 min, the latencies with the defaults (--repeat 2 --trivial 5) about 7 to 8 min in all; --repeat 3 does not
+fit in 14 minutes there. One exercise with --repeat 1 --concurrent 4 takes about a minute (numpy exercises) to
+five (gan).
 
 Usage: .venv/bin/python benchmarks/speed.py [--repeat N] [--trivial N] [--problems mlp,rnn] [--concurrent N]
                                             [--skip-baseline] [--budget-min M]
@@ -256,68 +258,83 @@ def measure_inprocess(problems: list[str], repeat: int, n_trivial: int
     return checks, trivial
 
 
-def measure_server(name: str, flag: str, root: Path, problems: list[str], args: argparse.Namespace,
-                   items: list[Path], clock: Clock, bound: Clock, checks: dict[str, list[float]]) -> ConfigResult:
-    """One configuration on its own server. `clock` is the whole run's hard bound, `bound` this configuration's
-    share of it: an exercise's latency phase is skipped when what is left of the share would not hold it and
-    the throughput phase (estimated from the in-process times: 2.5 times the checks, over 2 workers)."""
-    res = ConfigResult()
-    server = LiveServer(root / name, workers=2, env={"GRADER_SANDBOX_ZYGOTE": flag, "GRADER_SANDBOX_BACKEND": "local",
-                                                     "GRADER_QUEUE": "embedded"})
-    api = Api("", server.token("submitter", "bench"), clock)
-    server.start()
-    api.url = server.url
-    p50 = {p: statistics.median(v) for p, v in checks.items()}
-    throughput_est_s = 2.5 * sum(p50[path.parent.name] for path in items) / 2
+def latency(name: str, api: Api, p: str, args: argparse.Namespace, res: ConfigResult) -> None:
+    """Correct and faulty submissions of exercise p, interleaved (a change in the machine's load hits both alike),
+    then the trivial ones; kept only when all of them finished."""
+    code = correct_solution(p).read_text()
+    bad = faulty(code)
+    correct: list[float] = []
+    wrong: list[float] = []
+    for i in range(args.repeat):
+        t, _ = api.timed(p, code)
+        correct.append(t)
+        t, body = api.timed(p, bad)
+        wrong.append(t)
+        if i == 0:
+            report = api.get(f"/v1/submissions/{body['id']}/report")
+            crashed = [t for t in report["tests"] if t["status"] == "error" and "stopped" in t["message"]]
+            res.crashed[p] = f"{len(crashed)}/{len(report['tests'])}"
+    res.trivial[p] = [api.timed(p, TRIVIAL)[0] for _ in range(args.trivial)]
+    res.correct[p], res.faulty[p] = correct, wrong
+    log(f"{name} {p}: correct p50 {statistics.median(correct):.2f} s, faulty p50 {statistics.median(wrong):.2f} s "
+        f"({res.crashed[p]} tests crashed their sandbox), "
+        f"trivial p50 {statistics.median(res.trivial[p]) * 1000:.0f} ms")
+
+
+def throughput(name: str, server: LiveServer, api: Api, items: list[Path], res: ConfigResult) -> None:
+    log(f"{name}: throughput, {len(items)} submissions at once")
+    assert server.proc is not None
+    with MemorySampler(server.proc.pid) as mem:
+        start = time.perf_counter()
+        ids = {api.submit(path.parent.name, path.read_text()): path for path in items}
+        try:
+            final = api.wait_all(list(ids))
+        finally:
+            res.peak_rss = mem.peak
+        res.throughput_s = time.perf_counter() - start
+    for sid, body in final.items():
+        res.scores[f"{ids[sid].parent.name}/{ids[sid].name}"] = float(body["score"])
+    log(f"{name}: {len(items)} in {res.throughput_s:.1f} s, peak RSS {mem.peak / 2**20:.0f} MiB "
+        f"({mem.samples} samples)")
+
+
+def measure_servers(configs: list[tuple[str, str]], root: Path, problems: list[str], args: argparse.Namespace,
+                    items: list[Path], clock: Clock) -> dict[str, ConfigResult]:
+    """Every configuration's server up at once, only one of them working at any time: the throughput of each
+    first, then each exercise's latencies on one server and then the other. A run cut by the bound loses the
+    last exercises' latencies, in both configurations alike, not one configuration's figures."""
+    servers: dict[str, LiveServer] = {}
+    apis: dict[str, Api] = {}
+    results = {name: ConfigResult() for name, _ in configs}
     try:
-        log(f"{name}: server up on {server.url}; warm-up (a trivial submission per exercise)")
-        for p in problems:  # the server's imports, each plan, the first sandbox (and fork server) of each image
-            api.timed(p, TRIVIAL)
+        for name, flag in configs:
+            server = LiveServer(root / name, workers=2, env={"GRADER_SANDBOX_ZYGOTE": flag,
+                                                             "GRADER_SANDBOX_BACKEND": "local",
+                                                             "GRADER_QUEUE": "embedded"})
+            servers[name] = server
+            token = server.token("submitter", "bench")
+            server.start()
+            apis[name] = Api(server.url, token, clock)
+            log(f"{name}: server up on {server.url}; warm-up (a trivial submission per exercise)")
+            for p in problems:  # the server's imports, each plan, the first sandbox (and fork server) of each image
+                apis[name].timed(p, TRIVIAL)
+        for name, _ in configs:
+            throughput(name, servers[name], apis[name], items, results[name])
         for p in problems:
-            need_s = 5.0 * args.repeat * p50[p] + 20.0
-            if bound.left() < need_s + throughput_est_s:
-                res.notes.append(f"latency of {p} not measured: the time bound (about {need_s:.0f} s needed, "
-                                 f"{bound.left() - throughput_est_s:.0f} s left before the throughput phase)")
-                continue
-            code = correct_solution(p).read_text()
-            bad = faulty(code)
-            res.correct[p], res.faulty[p] = [], []
-            for i in range(args.repeat):  # interleaved, so a change in the machine's load hits both alike
-                t, _ = api.timed(p, code)
-                res.correct[p].append(t)
-                t, body = api.timed(p, bad)
-                res.faulty[p].append(t)
-                if i == 0:
-                    report = api.get(f"/v1/submissions/{body['id']}/report")
-                    crashed = [t for t in report["tests"] if t["status"] == "error" and "stopped" in t["message"]]
-                    res.crashed[p] = f"{len(crashed)}/{len(report['tests'])}"
-            res.trivial[p] = [api.timed(p, TRIVIAL)[0] for _ in range(args.trivial)]
-            log(f"{name} {p}: correct p50 {statistics.median(res.correct[p]):.2f} s, faulty p50 "
-                f"{statistics.median(res.faulty[p]):.2f} s ({res.crashed[p]} tests crashed their sandbox), "
-                f"trivial p50 {statistics.median(res.trivial[p]) * 1000:.0f} ms")
-        log(f"{name}: throughput, {len(items)} submissions at once (estimated {throughput_est_s:.0f} s)")
-        with MemorySampler(server.proc.pid if server.proc else 0) as mem:
-            start = time.perf_counter()
-            ids = {api.submit(path.parent.name, path.read_text()): path for path in items}
-            try:
-                final = api.wait_all(list(ids))
-            finally:
-                res.peak_rss = mem.peak
-            res.throughput_s = time.perf_counter() - start
-        for sid, body in final.items():
-            res.scores[f"{ids[sid].parent.name}/{ids[sid].name}"] = float(body["score"])
-        log(f"{name}: {len(items)} in {res.throughput_s:.1f} s, peak RSS {mem.peak / 2**20:.0f} MiB "
-            f"({mem.samples} samples)")
+            for name, _ in configs:
+                latency(name, apis[name], p, args, results[name])
     except OutOfTime as exc:
-        res.notes.append(f"stopped by the time bound: {exc}")
+        for res in results.values():
+            res.notes.append(f"stopped by the time bound ({args.budget_min:g} min): {exc}")
     finally:
-        server.stop()
-    return res
+        for server in servers.values():
+            server.stop()
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=3, help="submissions per solution and exercise (default 3)")
+    parser.add_argument("--repeat", type=int, default=2, help="submissions per solution and exercise (default 2)")
     parser.add_argument("--trivial", type=int, default=5, help="trivial submissions per exercise (default 5)")
     parser.add_argument("--problems", default="", help="comma-separated exercise ids (default: the whole catalog)")
     parser.add_argument("--concurrent", type=int, default=50, help="submissions posted at once (default 50)")
@@ -339,10 +356,7 @@ def main() -> None:
 
     log(f"in-process checks: {', '.join(problems)}, repeat {args.repeat}")
     checks, trivial_inproc = measure_inprocess(problems, args.repeat, args.trivial)
-    results: dict[str, ConfigResult] = {}
-    for i, (name, flag) in enumerate(configs):
-        bound = Clock(clock.left() / (len(configs) - i))  # each configuration an equal share of what is left
-        results[name] = measure_server(name, flag, root, problems, args, items, clock, bound, checks)
+    results = measure_servers(configs, root, problems, args, items, clock)
     report(args, problems, checks, trivial_inproc, results, items, time.monotonic() - started)
 
 
