@@ -228,8 +228,26 @@ ZYGOTE_TMP_BYTES = 16 << 20
 ZYGOTE_RETRY_S = 60.0  # after a zygote that never became ready, sessions start fresh for this long
 
 
+def _sweep_zygote_cgroups() -> None:
+    """Remove the empty cgroups of zygotes whose grader was killed before it could (its pid is gone).
+
+    Only empty ones older than a minute: a live zygote's cgroup is never empty after its first milliseconds,
+    and rmdir refuses a cgroup that still holds a process anyway."""
+    for controller in ("memory", "pids"):
+        for path in (CGROUP_ROOT / controller / CGROUP_PARENT).glob("z*-*"):
+            owner = path.name[1:].split("-", 1)[0]
+            try:
+                if not owner.isdigit() or Path(f"/proc/{owner}").exists() or \
+                        time.time() - path.stat().st_mtime < 60 or (path / "cgroup.procs").read_text().strip():
+                    continue
+                path.rmdir()
+            except OSError:
+                pass
+
+
 def _zygote_cgroups(name: str) -> list[Path]:
     """A zygote's memory and pids cgroups (generous: its sessions move to cgroups of their own at once)."""
+    _sweep_zygote_cgroups()
     made: list[Path] = []
     try:
         for controller, knob, value in (("memory", "memory.limit_in_bytes", str(ZYGOTE_MEMORY_MB << 20)),
