@@ -5,7 +5,9 @@ Fast, in-process: the objectives here are plain numpy functions, not sandbox cal
 
 from __future__ import annotations
 
+import ast
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,8 @@ from grader.engine.checks.compare import (
 from grader.engine.checks.gradcheck import self_consistency
 from grader.engine.checks.static import forbidden_imports, parse_error
 from grader.engine.plan import CheckFailed, Context
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def ctx() -> Context:
@@ -277,3 +281,44 @@ def test_params_dict_conformance() -> None:
         expect_params(bad, shapes, "params")
     with pytest.raises(CheckFailed, match="training diverged"):
         expect_params(bad, shapes, "params", diverged_hint="learning rate too high?")
+
+
+def test_syntax_trees_built_by_two_threads_at_once_stay_whole() -> None:
+    """A report page parses code (function highlighting) while a worker parses another submission; on CPython
+    3.11 two interleaved constructions corrupt each other's recursion count ("SystemError: AST constructor
+    recursion depth mismatch", a 500 on the page). The interleaving is forced: a garbage collection inside the
+    first parse runs a finalizer that makes a second thread parse and waits for it (at most 1 s)."""
+    import gc
+    import threading
+
+    from grader.engine.checks.static import parse_tree
+
+    code = (ROOT / "tests" / "solutions" / "mlp" / "correct_vectorized.py").read_text()
+    other: list[object] = []
+
+    class ParsesInAnotherThread:
+        def __del__(self) -> None:
+            thread = threading.Thread(target=lambda: other.append(parse_tree(code)))
+            thread.start()
+            thread.join(1.0)  # with the lock, the second parse waits for the first: this join times out
+
+    trees = []
+    old = gc.get_threshold()
+    try:
+        for threshold in (5, 50, 300):
+            gc.collect()
+            gc.disable()
+            cycle = ParsesInAnotherThread()
+            cycle.self = cycle  # type: ignore[attr-defined]
+            del cycle
+            gc.set_threshold(threshold)  # the next collection falls inside the parse below
+            gc.enable()
+            trees.append(parse_tree(code))
+    finally:
+        gc.set_threshold(*old)
+        gc.enable()
+    deadline = time.monotonic() + 10
+    while len(other) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(isinstance(t, ast.Module) for t in trees)
+    assert len(other) == 3 and all(isinstance(t, ast.Module) for t in other)

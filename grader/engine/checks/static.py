@@ -8,8 +8,15 @@ line 3") and lets scoring zero the gradient tests of a from-scratch exercise.
 from __future__ import annotations
 
 import ast
+import threading
 
 from grader.engine.report import Finding
+
+# CPython 3.11 keeps the AST constructor's recursion depth in one per-interpreter counter: two threads building
+# syntax trees at once (a page rendering a report while a worker grades) corrupt it, and one of them gets
+# "SystemError: AST constructor recursion depth mismatch". Every tree the grader builds is built under this lock.
+# Reentrant, so a parse that triggers a garbage collection whose finalizer parses again cannot deadlock.
+_AST_LOCK = threading.RLock()
 
 
 def parse_tree(text: str, name: str = "<unknown>") -> ast.Module | None:
@@ -19,7 +26,8 @@ def parse_tree(text: str, name: str = "<unknown>") -> ast.Module | None:
     The one safe parse of a candidate's code for every layer that reads it (findings here, the report pages).
     """
     try:
-        return ast.parse(text, filename=name)
+        with _AST_LOCK:
+            return ast.parse(text, filename=name)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
 
