@@ -19,16 +19,20 @@ Messages are JSON, one per packet:
     host -> zygote  {"op": "ping", "n": k}  ->  {"pong": k}
 
 A session's processes, from the zygote down:
-    monitor (in the zygote's PID namespace): PR_SET_PDEATHSIG, joins the session's cgroups, sets the
-        rlimits, unshares mount/PID/network/IPC/UTS/cgroup namespaces, makes / private, forks the init
-        and exits with its status;
-    init (pid 1 of the new PID namespace): a fresh /proc, fresh size-capped tmpfs on every place the
-        sandbox's uid can write (/tmp, /dev/shm) and a new devpts instance, loopback up, the environment
-        reset, the three pipes on 0/1/2 and every other fd closed, then the bounding set, groups, uid/gid,
-        inheritable and ambient capabilities dropped, no_new_privs, the seccomp filter; forks the runner
-        and reaps until it exits (as bwrap's init did, so that the candidate is never pid 1: pid 1 ignores
-        its own SIGKILL and inherits every orphan);
-    runner (pid 2): sandbox.runner.main().
+    monitor (in the zygote's PID namespace): PR_SET_PDEATHSIG, forgets the zygote's table of its siblings,
+        setsid (out of the zygote's session and process group, which every sibling would share), joins the
+        session's cgroups, sets the rlimits, unshares mount/PID/network/IPC/UTS/cgroup namespaces, makes /
+        private, forks the init, then drops every capability (bounding set included), sets no_new_privs and
+        the seccomp filter, and only waits to exit with the init's status;
+    init (pid 1 of the new PID namespace): a fresh /proc, a fresh size-capped 1777 tmpfs on /tmp, a fresh
+        root-owned 0755 tmpfs on /dev/shm (not writable by the sandbox, as bwrap's), a new devpts instance,
+        loopback up, the environment reset, the three pipes on 0/1/2 and every other fd closed, setsid (the
+        session and process group 1, as under bwrap's init); forks the runner, drops its own capabilities
+        and reaps until the runner exits (as bwrap's init did, so that the candidate is never pid 1: pid 1
+        ignores its own SIGKILL and inherits every orphan);
+    runner (pid 2): the bounding set, groups, uid/gid, inheritable and ambient capabilities dropped,
+        no_new_privs, the seccomp filter, dumpable again (as exec made the fresh path's runner), then
+        sandbox.runner.main().
 Any failure before the runner starts ends that process with status 125.
 """
 
@@ -66,6 +70,7 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
 PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
@@ -129,7 +134,7 @@ def _exit_code(status: int) -> int:
 
 
 def _writable_mounts() -> list[str]:
-    """Mount points, other than /tmp, that a fresh tmpfs replaces in each sandbox."""
+    """Mount points, other than /tmp, that a fresh root-owned 0755 tmpfs replaces in each sandbox."""
     return [p for p in ("/dev/shm", "/dev/mqueue", "/run", "/var/tmp") if os.path.isdir(p)
             and not os.path.islink(p)]
 
@@ -200,8 +205,10 @@ def _init(request: dict[str, Any], pipes: list[int], program: bytes, env: dict[s
             _mount(path, path, None, MS_BIND | MS_REC)
             _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     size = int(request["tmp_bytes"])
-    for path in ("/tmp", *_writable_mounts()):
-        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
+    for path in _writable_mounts():
+        # fresh per sandbox, but root's and 0755 as on the fresh path (bwrap's /dev/shm): not writable
+        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=0755")
     if os.path.isdir("/dev/pts"):
         _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
     _loopback_up()
@@ -214,6 +221,9 @@ def _init(request: dict[str, Any], pipes: list[int], program: bytes, env: dict[s
     os.closerange(3, MAX_FD)
     if os.getpid() != 1:
         os._exit(FAILED_START)
+    # A session of its own, led by the init as bwrap's init led it: the runner's session and process group
+    # are 1, and its kill(0, sig) reaches only this sandbox.
+    os.setsid()
     uid = int(request["uid"])
     runner = os.fork()
     if runner == 0:
@@ -221,6 +231,10 @@ def _init(request: dict[str, Any], pipes: list[int], program: bytes, env: dict[s
             _drop_privileges(uid, program)
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the change of credentials cleared it
             _set_name(os.path.basename(sys.executable).encode())  # as a fresh runner is named
+            # setresuid without exec left the runner non-dumpable, where the fresh path's exec made it
+            # dumpable again: as there, so /proc/self/* reads as on the fresh path (RLIMIT_CORE is 0 and
+            # seccomp refuses ptrace, so nothing else follows from it).
+            _prctl(PR_SET_DUMPABLE, 1)
         except BaseException:
             os._exit(FAILED_START)
         _run_runner()
@@ -244,6 +258,7 @@ def _child(request: dict[str, Any], fds: list[int], program: bytes, env: dict[st
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != zygote_pid:
             os._exit(FAILED_START)
+        os.setsid()  # out of the zygote's session and process group, which every sibling shares
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         pipes, cgroup_fds = fds[:3], fds[3:]
@@ -266,6 +281,8 @@ def _child(request: dict[str, Any], fds: list[int], program: bytes, env: dict[st
                 pass
             os._exit(FAILED_START)
         os.closerange(0, MAX_FD)
+        # From here the monitor only waits: it keeps no capability and no way to gain one.
+        _drop_privileges(None, program)
         while True:
             pid, status = os.waitpid(init, 0)
             if pid == init:
@@ -282,6 +299,12 @@ class Server:
         self.env = env
         self.children: dict[int, str] = {}
         self.zygote_pid = os.getpid()
+
+    def _forget(self) -> None:
+        """In a freshly forked monitor: nothing of the siblings (their tokens and pids) and no socket object."""
+        self.children.clear()
+        self.children = {}
+        self.sock.detach()  # the fd itself is closed with all the others before the init starts
 
     def send(self, message: dict[str, Any]) -> None:
         self.sock.send(json.dumps(message).encode())
@@ -311,6 +334,7 @@ class Server:
                 raise ValueError(f"malformed request {op!r} with {len(fds)} fds")
             pid = os.fork()
             if pid == 0:
+                self._forget()
                 _child(request, fds, self.program, self.env, self.zygote_pid)
                 os._exit(FAILED_START)
             self.children[pid] = token

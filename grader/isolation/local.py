@@ -59,6 +59,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "dl-grader"
 SANDBOX_SITE = "/opt/site"
 UID_RANGE = (100_000, 165_000)
+_uids_in_use: set[int] = set()
+_uids_lock = threading.Lock()
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 # The first program of every sandbox, in place of a preexec_fn: the service starts sandboxes from several
@@ -179,6 +181,7 @@ class LocalBackend:
                 f"missing or read-only here: {', '.join(missing)}. Without them memory, processes and CPU "
                 "share cannot be limited, and the sandbox does not run with weaker isolation")
 
+        _sweep_stale_cgroups()
         if zygote:
             atexit.register(self.shutdown)
 
@@ -228,26 +231,28 @@ ZYGOTE_TMP_BYTES = 16 << 20
 ZYGOTE_RETRY_S = 60.0  # after a zygote that never became ready, sessions start fresh for this long
 
 
-def _sweep_zygote_cgroups() -> None:
-    """Remove the empty cgroups of zygotes whose grader was killed before it could (its pid is gone).
+def _sweep_stale_cgroups(prefixes: tuple[str, ...] = ("z", "s")) -> None:
+    """Remove the empty cgroups of zygotes (z<pid>-*) and sessions (s<pid>-*) whose grader was killed before
+    it could (its pid is gone). Several graders share the parent: a live owner's are never touched.
 
     Only empty ones older than a minute: a live zygote's cgroup is never empty after its first milliseconds,
     and rmdir refuses a cgroup that still holds a process anyway."""
-    for controller in ("memory", "pids"):
-        for path in (CGROUP_ROOT / controller / CGROUP_PARENT).glob("z*-*"):
-            owner = path.name[1:].split("-", 1)[0]
-            try:
-                if not owner.isdigit() or Path(f"/proc/{owner}").exists() or \
-                        time.time() - path.stat().st_mtime < 60 or (path / "cgroup.procs").read_text().strip():
-                    continue
-                path.rmdir()
-            except OSError:
-                pass
+    for controller in CONTROLLERS:
+        for prefix in prefixes:
+            for path in (CGROUP_ROOT / controller / CGROUP_PARENT).glob(f"{prefix}*-*"):
+                owner = path.name[1:].split("-", 1)[0]
+                try:
+                    if not owner.isdigit() or Path(f"/proc/{owner}").exists() or \
+                            time.time() - path.stat().st_mtime < 60 or (path / "cgroup.procs").read_text().strip():
+                        continue
+                    path.rmdir()
+                except OSError:
+                    pass
 
 
 def _zygote_cgroups(name: str) -> list[Path]:
     """A zygote's memory and pids cgroups (generous: its sessions move to cgroups of their own at once)."""
-    _sweep_zygote_cgroups()
+    _sweep_stale_cgroups(("z",))
     made: list[Path] = []
     try:
         for controller, knob, value in (("memory", "memory.limit_in_bytes", str(ZYGOTE_MEMORY_MB << 20)),
@@ -294,7 +299,8 @@ class ForkedProcess:
 
     def __init__(self, child: ForkedChild) -> None:
         self.child = child
-        self.pid = 0  # the host's pid of the session's first process, once known (see `LocalSession._find_pid`)
+        self.pid = 0  # the host's pid of the session's first process, once known (see `LocalSession._first_pid`)
+        self.pidfd = -1  # and a pidfd of it: the zygote reaps it, so its pid number may be reused afterwards
 
     def poll(self) -> int | None:
         return self.child.status if self.child.exited.is_set() else None
@@ -305,18 +311,40 @@ class ForkedProcess:
         return self.child.status
 
     def kill(self) -> None:
-        if self.pid and not self.child.exited.is_set():
+        if self.pidfd >= 0 and not self.child.exited.is_set():
             try:
-                os.kill(self.pid, signal.SIGKILL)
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+
+def _take_uid() -> int:
+    """A uid no other live session of this process has (a shared uid could signal and ptrace-inspect the other
+    sandbox's processes); random in the range, so concurrent graders rarely meet either."""
+    with _uids_lock:
+        while True:
+            uid = secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0]
+            if uid not in _uids_in_use:
+                _uids_in_use.add(uid)
+                return uid
+
+
+def _release_uid(uid: int) -> None:
+    with _uids_lock:
+        _uids_in_use.discard(uid)
 
 
 class LocalSession(PipeSession):
     def __init__(self, backend: LocalBackend, spec: SandboxSpec) -> None:
         self.spec = spec
         self.limits = spec.limits
-        self.uid = secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0]
+        self.uid = _take_uid()
+        self._uid_held = True
         self.cgroups: list[Path] = []
         enforced = ["namespaces(pid,net,ipc,uts)", "read-only root", "clean environment", "no capabilities",
                     f"uid {self.uid}", f"cpu {self.limits.cpu_time_s}s", f"file size {self.limits.file_size_mb}MB",
@@ -343,20 +371,36 @@ class LocalSession(PipeSession):
             self.isolation = Isolation(backend="local", enforced=tuple(enforced))
         else:
             self._start_fresh(backend)
-        self._handshake(self.limits.start_timeout_s)
         if isinstance(self.proc, ForkedProcess):
+            assert zygote is not None
+            self._handshake_forked(zygote)
             self._confirm_forked()
+        else:
+            self._handshake(self.limits.start_timeout_s)
         self.baseline = set(self._pids())
 
+    def _handshake_forked(self, zygote: Zygote) -> None:
+        """The runner's hello. Before it no candidate code has run, so a forked child that failed its set-up
+        (cgroups, rlimits, namespaces, mounts, the privilege drop, seccomp: exit 125) is the grader's failure,
+        not a crash of the candidate's, and its zygote is in doubt: discarded, the next session gets a new one."""
+        try:
+            self._handshake(self.limits.start_timeout_s)
+        except (SandboxFault, SandboxWithdrawn) as exc:
+            zygote.discard(f"a forked sandbox did not start: {exc}")
+            raise SessionStartFailed(f"the forked sandbox did not start: {exc}") from exc
+
     def _confirm_forked(self) -> None:
-        """The host's own placement of a forked session: its first process (which joined the session's
-        cgroups and set its rlimits itself) is written into them again by the host, so that a session whose
-        cgroups the host cannot write fails to start exactly as on the fresh path."""
+        """The host's own placement of a forked session: every process of it (monitor, init, runner) must be
+        in all of the session's cgroups, and its first process (which joined them and set its rlimits itself)
+        is written into them again by the host, so that a session whose cgroups the host cannot write fails
+        to start exactly as on the fresh path."""
         assert isinstance(self.proc, ForkedProcess)
         self.proc.pid = self._first_pid()
         try:
             if not self.proc.pid:
                 raise OSError("the forked sandbox is not in its cgroups")
+            self.proc.pidfd = os.pidfd_open(self.proc.pid)
+            self._check_placement()  # after pidfd_open: the pid is still the session's, so is the pidfd
             self._enter_limits(self.proc.pid)
         except BaseException as exc:
             self._dead = SandboxCrashed("the sandbox did not start")
@@ -428,6 +472,23 @@ class LocalSession(PipeSession):
         self.proc = ForkedProcess(child)
         super().__init__(to_w, from_r, OutputCapture(out_r, self.limits.output_bytes), self.limits.wire_limits())
         return True
+
+    def _check_placement(self) -> None:
+        """Every process in the session's pids cgroup is in the session's cgroup of every controller."""
+        want = f"/{CGROUP_PARENT}/{self.cgroups[0].name}"
+        pids = self._pids()
+        if not pids:
+            raise OSError("the forked sandbox has no process in its cgroups")
+        for pid in pids:
+            try:
+                lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+            except OSError as exc:
+                raise OSError(f"cannot read the cgroups of sandbox process {pid}: {exc}") from exc
+            placed = {c for line in lines if line.count(":") >= 2 and line.split(":", 2)[2] == want
+                      for c in line.split(":", 2)[1].split(",")}
+            missing = [c for c in CONTROLLERS if c not in placed]
+            if missing:
+                raise OSError(f"sandbox process {pid} is not in the session's {', '.join(missing)} cgroup(s)")
 
     def _first_pid(self) -> int:
         """The host's pid of the forked session's first process: the one in its cgroup whose parent is not."""
@@ -540,8 +601,10 @@ class LocalSession(PipeSession):
             return False
 
     def _describe_death(self) -> str:
+        # A forked session's status comes from the zygote's notice; when the zygote itself died, its reader
+        # thread marks the session lost (withdrawn, not a crash) as soon as it notices: wait for either.
         try:
-            code = self.proc.wait(timeout=2)
+            code = self.proc.wait(timeout=10 if isinstance(self.proc, ForkedProcess) else 2)
         except subprocess.TimeoutExpired:
             code = None
         return describe_exit(code, oom=self._oom_killed(), memory_mb=self.limits.memory_mb)
@@ -568,6 +631,9 @@ class LocalSession(PipeSession):
         self._remove_cgroups()
 
     def _remove_cgroups(self) -> None:
+        """The session's end (every path out of it comes here): its cgroups go, its pidfd, and its uid unless
+        a cgroup could not be removed (a process may still run as that uid)."""
+        removed = True
         for cg in dict.fromkeys(self.cgroups):
             for _ in range(50):
                 try:
@@ -577,4 +643,12 @@ class LocalSession(PipeSession):
                     break
                 except OSError:
                     time.sleep(0.02)
+            else:
+                removed = False
         self.cgroups = []
+        proc = getattr(self, "proc", None)
+        if isinstance(proc, ForkedProcess):
+            proc.close()
+        if removed and self._uid_held:
+            self._uid_held = False  # once: by then another session may hold the same number
+            _release_uid(self.uid)

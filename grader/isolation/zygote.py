@@ -156,6 +156,11 @@ class Zygote:
                 pass
         return pids
 
+    def discard(self, reason: str) -> None:
+        """Break it from outside (a session it forked failed its set-up): in doubt, never used again."""
+        if self.owner == os.getpid():
+            self._break(reason)
+
     def shutdown(self) -> None:
         if self.owner != os.getpid():
             return  # the zygote of the process this one was forked from: not ours to stop
@@ -180,8 +185,11 @@ class Zygote:
                 detail = bytes(self._stderr.kept[-2000:]).decode(errors="replace").strip()
             self._break(f"{exc}" + (f" (its stderr: {detail})" if detail else ""))
         finally:
+            # _break shut the socket down; it is closed under the request lock, so a request that is
+            # sending on it never finds its fd number reused by another file in the meantime.
             if self._sock is not None:
-                self._sock.close()
+                with self._lock:
+                    self._sock.close()
 
     def _start(self) -> None:
         host, inside = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

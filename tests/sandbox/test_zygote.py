@@ -7,8 +7,10 @@ cost after a fault.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,15 @@ from typing import Any
 
 import pytest
 
-from grader.isolation.base import CallTimeout, SandboxCrashed, SandboxLimits, SandboxSpec, SandboxWithdrawn
+from grader.isolation import local
+from grader.isolation.base import (
+    CallTimeout,
+    SandboxCrashed,
+    SandboxLimits,
+    SandboxSpec,
+    SandboxWithdrawn,
+    SessionStartFailed,
+)
 from grader.isolation.local import CGROUP_PARENT, CGROUP_ROOT, CONTROLLERS, LocalBackend, LocalSession
 
 pytestmark = pytest.mark.slow
@@ -114,6 +124,31 @@ def forks():
 def spin():
     while True:
         pass
+
+def ids():
+    import ctypes
+    st = os.stat("/dev/shm")
+    return {"sid": os.getsid(0), "pgid": os.getpgid(0), "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0),
+            "shm": [st.st_mode & 0o7777, st.st_uid, os.access("/dev/shm", os.W_OK)]}
+
+SIGNALS = []
+
+def listen():
+    import signal
+    signal.signal(signal.SIGCONT, lambda *_: SIGNALS.append(1))
+
+def received():
+    return len(SIGNALS)
+
+def signal_own_group():
+    import signal
+    for _ in range(5):
+        os.kill(0, signal.SIGCONT)
+
+def zygote_state():
+    import gc
+    return [{"children": dict(o.children), "sock": o.sock.fileno()} for o in gc.get_objects()
+            if type(o).__name__ == "Server"]
 '''
 
 SPEC = SandboxSpec(limits=SandboxLimits(memory_mb=256, max_processes=16, start_timeout_s=60))
@@ -175,10 +210,9 @@ def test_two_sessions_of_one_zygote_cannot_see_each_other(backend: LocalBackend)
     a, b = session(backend), session(backend)
     try:
         assert len(backend._zygotes) == 1
-        for path in ("/tmp/secret", "/dev/shm/secret"):
-            assert call(a, "write", path, "a's") is True
-            assert call(a, "exists", path) is True
-            assert call(b, "exists", path) is False
+        assert call(a, "write", "/tmp/secret", "a's") is True
+        assert call(a, "exists", "/tmp/secret") is True
+        assert call(b, "exists", "/tmp/secret") is False
         me_a, me_b = call(a, "me"), call(b, "me")
         assert me_a["uid"] != me_b["uid"] and me_a["uid"] >= 100_000 and me_a["gid"] == me_a["uid"]
         assert me_a["groups"] == [] and me_a["cwd"] == "/tmp"
@@ -188,9 +222,9 @@ def test_two_sessions_of_one_zygote_cannot_see_each_other(backend: LocalBackend)
         # its init is root without capabilities: out of the candidate's reach
         reply = a.call({"fn": "signal_init"}, timeout_s=30)
         assert not reply.ok and reply.error is not None and reply.error.type == "PermissionError"
-        # the only places a candidate can write are its own fresh tmpfs mounts
-        assert set(call(a, "writable_dirs")) <= {"/tmp", "/dev/shm"} | {
-            d for d in call(a, "writable_dirs") if d.startswith(("/tmp/", "/dev/shm/"))}
+        # the only place a candidate can write is its own fresh /tmp, as on the fresh path
+        assert set(call(a, "writable_dirs")) <= {"/tmp"} | {d for d in call(a, "writable_dirs") if
+                                                            d.startswith("/tmp/")}
         assert "/tmp" in call(b, "writable_dirs")
     finally:
         a.close()
@@ -293,3 +327,118 @@ def test_a_restart_after_a_fault_costs_far_less_than_a_cold_start(backend: Local
     cold = time.monotonic() - t0
     print(f"\nsession start after a fault: forked {forked:.3f} s, cold {cold:.3f} s")
     assert forked < cold * 3 + 1  # a loose sanity bound; the figures are printed
+
+
+def fresh_session() -> LocalSession:
+    s = LocalBackend(zygote=False).start(SPEC)
+    try:
+        reply = s.load({"solution.py": PROBE}, "solution.py", timeout_s=30)
+        assert reply.ok, reply.error
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def test_a_forked_sandbox_has_its_own_session_and_cannot_signal_a_sibling(backend: LocalBackend) -> None:
+    a, b = session(backend), session(backend)
+    try:
+        fresh = fresh_session()
+        try:
+            expected = call(fresh, "ids")
+        finally:
+            fresh.close()
+        # session and process group 1 (led by the sandbox's init), /dev/shm root's and not writable, a
+        # dumpable runner: as on the fresh path
+        assert expected["sid"] == expected["pgid"] == 1, expected
+        assert call(a, "ids") == call(b, "ids") == expected
+        call(b, "listen")
+        call(a, "signal_own_group")  # SIGCONT crosses uids within one session: it must stay in a's
+        time.sleep(0.2)
+        assert call(b, "received") == 0
+        assert call(a, "exists", "/tmp") is True
+    finally:
+        a.close()
+        b.close()
+
+
+def test_live_sessions_of_one_process_never_share_a_uid(monkeypatch: pytest.MonkeyPatch) -> None:
+    draws = iter([7, 7, 7, 8, 7])
+    monkeypatch.setattr(local.secrets, "randbelow", lambda n: next(draws))
+    first = local._take_uid()
+    second = local._take_uid()
+    assert first != second
+    local._release_uid(first)
+    assert local._take_uid() == first  # released at the session's end, so it can be drawn again
+    local._release_uid(first)
+    local._release_uid(second)
+
+
+def test_a_child_failing_its_set_up_is_a_start_failure_and_its_zygote_is_discarded(backend: LocalBackend) -> None:
+    session(backend).close()
+    (zygote,) = backend._zygotes.values()
+    # a hard limit above what the kernel allows: the forked child's setrlimit fails before the runner starts
+    bad = SandboxSpec(limits=dataclasses.replace(SPEC.limits, open_files=1 << 40))
+    with pytest.raises(SessionStartFailed, match="did not start"):
+        backend.start(bad)
+    assert zygote.broken is not None
+    s = session(backend)  # the next session has a new zygote
+    try:
+        assert call(s, "exists", "/tmp") is True
+        (replacement,) = backend._zygotes.values()
+        assert replacement is not zygote
+    finally:
+        s.close()
+
+
+def test_a_forked_sandbox_holds_nothing_of_its_siblings(backend: LocalBackend) -> None:
+    others = [backend.start(SPEC) for _ in range(2)]
+    try:
+        s = session(backend)
+        try:
+            for state in call(s, "zygote_state"):
+                assert state == {"children": {}, "sock": -1}
+        finally:
+            s.close()
+    finally:
+        for o in others:
+            o.close()
+
+
+def test_the_monitor_keeps_no_privilege_and_is_signalled_by_pidfd(backend: LocalBackend) -> None:
+    s = session(backend)
+    try:
+        assert isinstance(s.proc, local.ForkedProcess)
+        monitor = s.proc.pid
+        assert monitor and s.proc.pidfd >= 0
+        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{monitor}/status").read_text().splitlines()
+                      if ":\t" in line)
+        for key in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb"):
+            assert int(status[key], 16) == 0, (key, status[key])
+        assert os.getsid(monitor) == monitor  # its own session, not the zygote's
+        # every process of the session is in all four of its cgroups
+        s._check_placement()
+    finally:
+        s.close()
+    assert s.proc.pidfd == -1
+
+
+def test_stale_session_cgroups_of_dead_graders_are_swept_and_live_ones_kept() -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    paths = {}
+    for owner in (dead.pid, 1):
+        path = CGROUP_ROOT / "pids" / CGROUP_PARENT / f"s{owner}-zygotetest"
+        path.mkdir(parents=True, exist_ok=True)
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+        paths[owner] = path
+    try:
+        LocalBackend(zygote=False)
+        assert not paths[dead.pid].exists()
+        assert paths[1].exists()  # its owner is alive: never touched
+    finally:
+        for path in paths.values():
+            try:
+                path.rmdir()
+            except FileNotFoundError:
+                pass
