@@ -28,10 +28,10 @@ latencies on one and then the other. p95 is the nearest rank: of 2 or 3 values, 
 
 How long: --budget-min (default 14) bounds the run: a wait past it stops the measuring, and what was measured
 is printed with a note (a cut run loses the last exercises' latencies, in both configurations alike).
-Measured on a shared 2-core machine: the in-process part about 1.5 min, each server's throughput phase 3 to
-4 min, the latencies with the defaults (--repeat 2 --trivial 5) about 7 to 8 min in all; --repeat 3 does not
-fit in 14 minutes there. One exercise with --repeat 1 --concurrent 4 takes about a minute (numpy exercises) to
-five (gan).
+Measured on a shared 2-core machine under others' test runs (2026-12-03): the in-process part 1.2 min, each
+server's throughput phase 3.5 to 3.6 min, the latencies with the defaults (--repeat 2 --trivial 5) about 1 to
+1.5 min per exercise (gan 2.5 min); the bound of 14 min cut that run before rnn's latencies. One exercise with
+--repeat 1 --concurrent 4 takes about a minute (numpy exercises) to five (gan).
 
 Usage: .venv/bin/python benchmarks/speed.py [--repeat N] [--trivial N] [--problems mlp,rnn] [--concurrent N]
                                             [--skip-baseline] [--budget-min M]
@@ -343,6 +343,7 @@ def main() -> None:
     args = parser.parse_args()
     clock = Clock(args.budget_min * 60)
     started = time.monotonic()
+    version = code_version()  # what the servers start from; others may commit while the run goes on
     wanted = [p for p in args.problems.split(",") if p]
     problems = [p.id for p in list_problems() if not wanted or p.id in wanted]
     if wanted and len(problems) != len(wanted):
@@ -357,16 +358,19 @@ def main() -> None:
     log(f"in-process checks: {', '.join(problems)}, repeat {args.repeat}")
     checks, trivial_inproc = measure_inprocess(problems, args.repeat, args.trivial)
     results = measure_servers(configs, root, problems, args, items, clock)
-    report(args, problems, checks, trivial_inproc, results, items, time.monotonic() - started)
+    report(args, problems, checks, trivial_inproc, results, items, time.monotonic() - started, version)
 
 
 def report(args: argparse.Namespace, problems: list[str], checks: dict[str, list[float]],
            trivial_inproc: dict[str, list[float]], results: dict[str, ConfigResult], items: list[Path],
-           elapsed_s: float) -> None:
+           elapsed_s: float, version: str) -> None:
     targets: list[tuple[str, str, str, bool | None]] = []  # figure, value, target, met
     print(f"\nspeed benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
           f"repeat {args.repeat}, {len(items)} concurrent; run took {elapsed_s / 60:.1f} min")
-    print(f"code: {code_version()}")
+    print(f"code at the start: {version}")
+    if code_version() != version:
+        print(f"code at the end:   {code_version()} (a running server picks up later changes only in files it "
+              "reads afterwards)")
 
     for name, res in results.items():
         print(f"\n## {name} (GRADER_SANDBOX_ZYGOTE={CONFIGS[name]})")
@@ -378,6 +382,7 @@ def report(args: argparse.Namespace, problems: list[str], checks: dict[str, list
         for p in problems:
             if p not in res.correct:
                 print(f"| {p} | not measured | | | | | |")
+                targets.append((f"{name}: {p} latencies", "not measured", "-", None))
                 continue
             c50, f50 = statistics.median(res.correct[p]), statistics.median(res.faulty[p])
             print(f"| {p} | {sec(c50)} | {sec(pct(res.correct[p], 0.95))} | {sec(f50)} | "
