@@ -374,7 +374,7 @@ class LocalSession(PipeSession):
         if isinstance(self.proc, ForkedProcess):
             assert zygote is not None
             self._handshake_forked(zygote)
-            self._confirm_forked()
+            self._confirm_forked(zygote)
         else:
             self._handshake(self.limits.start_timeout_s)
         self.baseline = set(self._pids())
@@ -389,7 +389,7 @@ class LocalSession(PipeSession):
             zygote.discard(f"a forked sandbox did not start: {exc}")
             raise SessionStartFailed(f"the forked sandbox did not start: {exc}") from exc
 
-    def _confirm_forked(self) -> None:
+    def _confirm_forked(self, zygote: Zygote) -> None:
         """The host's own placement of a forked session: every process of it (monitor, init, runner) must be
         in all of the session's cgroups, and its first process (which joined them and set its rlimits itself)
         is written into them again by the host, so that a session whose cgroups the host cannot write fails
@@ -406,6 +406,7 @@ class LocalSession(PipeSession):
             self._dead = SandboxCrashed("the sandbox did not start")
             self._terminate()
             if isinstance(exc, OSError):
+                zygote.discard(f"a forked sandbox was not in its cgroups and limits: {exc}")
                 raise SessionStartFailed(f"could not put the sandbox in its cgroups and limits: {exc}") from exc
             raise
 

@@ -423,6 +423,26 @@ def test_the_monitor_keeps_no_privilege_and_is_signalled_by_pidfd(backend: Local
     assert s.proc.pidfd == -1
 
 
+def test_a_session_with_a_process_outside_its_cgroups_does_not_start(backend: LocalBackend,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    session(backend).close()
+    (zygote,) = backend._zygotes.values()
+    first_pid = LocalSession._first_pid
+
+    def escape(self: LocalSession) -> int:
+        first = first_pid(self)
+        other = next(p for p in self._pids() if p != first)  # the init or the runner
+        (CGROUP_ROOT / "memory" / CGROUP_PARENT / "cgroup.procs").write_text(str(other))
+        return first
+
+    monkeypatch.setattr(LocalSession, "_first_pid", escape)
+    with pytest.raises(SessionStartFailed, match="not in the session's memory cgroup"):
+        backend.start(SPEC)
+    assert zygote.broken is not None
+    monkeypatch.undo()
+    session(backend).close()
+
+
 def test_stale_session_cgroups_of_dead_graders_are_swept_and_live_ones_kept() -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
