@@ -346,6 +346,7 @@ class LocalSession(PipeSession):
         self.uid = _take_uid()
         self._uid_held = True
         self.cgroups: list[Path] = []
+        self._clock_fd = -1  # cpuacct.usage, opened at the first read of the CPU clock
         enforced = ["namespaces(pid,net,ipc,uts)", "read-only root", "clean environment", "no capabilities",
                     f"uid {self.uid}", f"cpu {self.limits.cpu_time_s}s", f"file size {self.limits.file_size_mb}MB",
                     f"/tmp {self.limits.tmp_size_mb}MB"]
@@ -569,7 +570,10 @@ class LocalSession(PipeSession):
     def cpu_seconds(self) -> float | None:
         """CPU time used by every process of the sandbox so far (the cgroup's clock, not the candidate's claim)."""
         try:
-            return int((self._cpuacct / "cpuacct.usage").read_text()) / 1e9
+            if self._clock_fd < 0:
+                self._clock_fd = os.open(self._cpuacct / "cpuacct.usage", os.O_RDONLY | os.O_CLOEXEC)
+            # Read on every wait of every call: one pread on a kept descriptor, not an open, read and close.
+            return int(os.pread(self._clock_fd, 64, 0)) / 1e9
         except (OSError, ValueError, AttributeError):
             return None
 
@@ -635,6 +639,9 @@ class LocalSession(PipeSession):
         """The session's end (every path out of it comes here): its cgroups go, its pidfd, and its uid unless
         a cgroup could not be removed (a process may still run as that uid)."""
         removed = True
+        if self._clock_fd >= 0:
+            os.close(self._clock_fd)
+            self._clock_fd = -1
         for cg in dict.fromkeys(self.cgroups):
             for _ in range(50):
                 try:
