@@ -377,6 +377,18 @@ class Server:
                 self.handle(data, list(fds))
 
 
+def _warm_torch(torch: Any) -> None:
+    """Pay torch's lazy first-use costs once, here, instead of in every session: the first optimizer built in a
+    process imports torch._dynamo and sympy (about 1.4 s here), which the gan exercise's trusted builders
+    (sandbox/builtins/gan.py) do in nearly every test. Trusted code on a throwaway parameter; it draws no
+    random numbers and starts no thread (the single-thread check below would refuse the zygote otherwise)."""
+    param = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    for optimizer in (torch.optim.SGD([param], lr=0.1), torch.optim.Adam([param], lr=0.1)):
+        (param * 2.0).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
 def main() -> None:
     _set_name(b"grader-zygote")
     env = dict(os.environ)
@@ -391,6 +403,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(1)
+        _warm_torch(torch)
     threads = len(os.listdir("/proc/self/task"))
     if threads != 1:
         sock.send(json.dumps({"ready": False, "message": f"the zygote has {threads} threads"}).encode())
