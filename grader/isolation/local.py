@@ -50,7 +50,14 @@ from grader.isolation.base import (
     SessionStartFailed,
     describe_exit,
 )
-from grader.isolation.zygote import ZYGOTE_MEMORY_MB, ZYGOTE_PIDS, ForkedChild, Zygote, ZygoteError
+from grader.isolation.zygote import (
+    ZYGOTE_MEMORY_MB,
+    ZYGOTE_PIDS,
+    ForkedChild,
+    Zygote,
+    ZygoteError,
+    remove_cgroup,
+)
 
 log = logging.getLogger(__name__)
 
@@ -643,16 +650,7 @@ class LocalSession(PipeSession):
             os.close(self._clock_fd)
             self._clock_fd = -1
         for cg in dict.fromkeys(self.cgroups):
-            for _ in range(50):
-                try:
-                    cg.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
-            else:
-                removed = False
+            removed = remove_cgroup(cg) and removed
         self.cgroups = []
         proc = getattr(self, "proc", None)
         if isinstance(proc, ForkedProcess):

@@ -36,6 +36,19 @@ PING_AFTER_IDLE_S = 30.0
 PING_TIMEOUT_S = 15.0
 
 
+def remove_cgroup(path: Path, attempts: int = 50) -> bool:
+    """rmdir a cgroup, retrying while its killed processes are still leaving it; False when it stayed."""
+    for _ in range(attempts):
+        try:
+            path.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
 class ZygoteError(RuntimeError):
     """The zygote could not fork a session; it is broken and will not be used again."""
 
@@ -137,14 +150,7 @@ class Zygote:
             except subprocess.TimeoutExpired:
                 log.error("sandbox zygote %s did not exit after SIGKILL", self.proc.pid)
         for cg in dict.fromkeys(self.cgroups):
-            for _ in range(100):
-                try:
-                    cg.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.02)
+            remove_cgroup(cg, attempts=100)
         self.cgroups = []
 
     def _pids(self) -> list[int]:
