@@ -156,6 +156,10 @@ class Runner:
             mark = len(enc.buffers)
             try:
                 node = {"$t": [True, enc.encode(self.kept(fn(*args, **kwargs), keep))]}
+                # The encoder keeps views of the arrays, and the frame is written after the last case: a
+                # forward that reuses its output buffer would otherwise send every case the last case's values
+                # (a single call's reply is written before the next call runs). Copy this case's bytes now.
+                enc.buffers[mark:] = [bytes(b) for b in enc.buffers[mark:]]
             except BaseException as exc:  # candidate code may raise anything, SystemExit included
                 del enc.buffers[mark:]  # the arrays of a value that was not sent
                 node = {"$t": [False, enc.encode(describe(exc, self.entry_name, self.submission_dir))]}

@@ -52,6 +52,20 @@ def busy(seconds):
 def sleepy(seconds):
     time.sleep(seconds)
     return seconds
+
+_out = np.zeros(3)
+
+def into_buffer(x):
+    _out[:] = x * 2.0  # one output buffer reused by every call, as some hand-optimized forwards do
+    return _out
+
+_calls = [0]
+
+def flaky(x):
+    _calls[0] += 1
+    if _calls[0] == 2:
+        raise RuntimeError("only the second call fails")
+    return x
 '''
 
 
@@ -70,6 +84,13 @@ def session(request: pytest.FixtureRequest) -> Iterator[Session]:
         yield s
     finally:
         s.close()
+
+
+def test_a_reused_output_buffer_sends_each_case_its_own_values(session: Session) -> None:
+    """The frame goes out after the last case: without a copy per case, every case showed the last values."""
+    cases = [((np.full(3, float(k)),), {}) for k in range(4)]
+    batch = session.call_many({"fn": "into_buffer"}, cases, timeout_s=20)
+    assert [r.value.tolist() for r in batch] == [[2.0 * k] * 3 for k in range(4)]
 
 
 def test_results_equal_one_call_each(session: Session) -> None:
@@ -271,5 +292,25 @@ def test_batched_finite_differences_are_bit_identical(problem: str, run: Callabl
             probes = [u / np.linalg.norm(u) for u in rng.standard_normal((4, *x.shape))]
             assert (batched_directional(objective, inputs, name, probes, step).tobytes()
                     == old_directional(objective.one, inputs, name, probes, step).tobytes())
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("backend", ["local", "inprocess"])
+def test_a_case_that_raised_in_a_batch_gets_no_second_chance(backend: str) -> None:
+    """One call at a time, `flaky` fails on its second call and the check ends there; the batch must fail on the
+    same case even though calling that case again alone (for the plan's message) would answer."""
+    from grader.engine.plan import CandidateRaised
+
+    session = _start(backend)
+    try:
+        contract = layers.Contract("flaky", args=("x",), returns=("y",))
+        cases = [{"x": np.full(2, float(k))} for k in range(4)]
+        got = []
+        with pytest.raises(CandidateRaised, match="only the second call fails"):
+            for named in contract.call_each(_context(session), cases, lambda c: contract.call(_context(session), c),
+                                            batch=4):
+                got.append(named["y"].tolist())
+        assert got == [[0.0, 0.0]]
     finally:
         session.close()

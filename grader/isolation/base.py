@@ -453,7 +453,8 @@ class PipeSession:
             failed = self._reply(header, value)
             return [failed] if stop_on_error else [failed] * len(cases)
         if type(value) is not list or not value or len(value) > len(cases) or (
-                len(value) < len(cases) and not (stop_on_error and _is_error_pair(value[-1]))):
+                len(value) < len(cases) and not (stop_on_error and _is_error_pair(value[-1]))) or (
+                stop_on_error and any(_is_error_pair(pair) for pair in value[:-1])):
             self._fail(ProtocolViolation("malformed reply: a batch's results do not match its calls"))
         replies = []
         for pair in value:

@@ -44,7 +44,7 @@ import numpy as np
 from grader.engine.checks.compare import ATOL, RTOL, compare, expect_array, expect_scalar, expect_tuple
 from grader.engine.checks.gradcheck import BatchObjective, Objective, self_consistency, settings_for
 from grader.engine.checks.variants import Variant, check_outputs, judge
-from grader.engine.plan import CheckFailed, Context, describe_example
+from grader.engine.plan import CandidateRaised, CheckFailed, Context, describe_example
 
 Case = Mapping[str, Any]
 Arrays = dict[str, np.ndarray]
@@ -155,8 +155,8 @@ class Contract:
         As lazy as the calls one by one: the next batch is sent only when the caller asks past this one, so a
         check that fails on a case stops the calls there (within a batch, the cases after it have run). A case
         that raised ends its batch and is called again alone through `single` (the plain call, or a plan's
-        caller that adds hints), which raises as it would have; should it answer this time, the cases after
-        it go on in a new batch. The time limit and charge are the test's, as for single calls.
+        caller that adds hints), which raises as it would have; should it answer this time, the batch's error
+        is raised all the same. The time limit and charge are the test's, as for single calls.
         """
         i = 0
         while i < len(cases):
@@ -166,7 +166,14 @@ class Contract:
                                          for c in part],
                                         keep=self.keep, stop_on_error=True)
             for reply in replies:
-                yield self._named(reply.value) if reply.ok else single(cases[i])
+                if not reply.ok:
+                    # Called again alone only for the message its plan's caller gives (hints); the case has
+                    # raised once already, so the failure stands even if a forward with state or randomness
+                    # answers this time: no second chance that calls one by one would not have given.
+                    single(cases[i])
+                    assert reply.error is not None
+                    raise CandidateRaised(self.name, reply.error)
+                yield self._named(reply.value)
                 i += 1
 
     def expected(self, case: Case) -> dict[str, Any]:
