@@ -14,7 +14,8 @@ from grader.engine.report import Finding
 
 # CPython 3.11 keeps the AST constructor's recursion depth in one per-interpreter counter: two threads building
 # syntax trees at once (a page rendering a report while a worker grades) corrupt it, and one of them gets
-# "SystemError: AST constructor recursion depth mismatch". Every tree the grader builds is built under this lock.
+# "SystemError: AST constructor recursion depth mismatch". Every tree the grader builds is built under this lock
+# (the standard library's own parses, such as traceback formatting's, are not: parse_tree retries once).
 # Reentrant, so a parse that triggers a garbage collection whose finalizer parses again cannot deadlock.
 _AST_LOCK = threading.RLock()
 
@@ -25,11 +26,18 @@ def parse_tree(text: str, name: str = "<unknown>") -> ast.Module | None:
 
     The one safe parse of a candidate's code for every layer that reads it (findings here, the report pages).
     """
-    try:
-        with _AST_LOCK:
-            return ast.parse(text, filename=name)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
+    for attempt in range(2):
+        try:
+            with _AST_LOCK:
+                return ast.parse(text, filename=name)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        except SystemError:
+            # The lock orders the grader's own parses; the standard library parses too (traceback formatting
+            # does, for its carets), so a collision with it is still possible: once more, then give up.
+            if attempt:
+                return None
+    return None
 
 
 def parse_error(files: dict[str, str], entry: str) -> Finding | None:
