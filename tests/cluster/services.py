@@ -156,16 +156,21 @@ class Worker:
         return self.proc is not None and self.proc.poll() is None
 
     def sandboxes(self) -> set[int]:
-        """Live bubblewrap processes below this worker: it is grading right now when there are any."""
+        """Live sandbox-session processes below this worker: it is grading right now when there are any.
+
+        A session's processes are in its own cgroups (dl-grader/s...), whether started by bwrap or forked by
+        the image's fork server; the fork server itself (dl-grader/z...) stays up between sessions and is not
+        a grading."""
         if not self.running():
             return set()
         found = set()
         for pid in alive(descendants(self.pid)):
             try:
-                argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+                groups = Path(f"/proc/{pid}/cgroup").read_text()
             except OSError:
                 continue
-            if argv0.endswith(b"bwrap"):
+            if any(line.split(":", 2)[2].startswith("/dl-grader/s") for line in groups.splitlines()
+                   if line.count(":") >= 2):
                 found.add(pid)
         return found
 
