@@ -291,6 +291,17 @@ def test_a_crash_is_reported_as_before(backend: LocalBackend, fn: str, args: tup
         s.close()
 
 
+def assert_served_by_a_new_zygote(backend: LocalBackend, old: object) -> None:
+    """The next session works, and a replacement zygote (not `old`) forked it."""
+    s = session(backend)
+    try:
+        assert call(s, "exists", "/tmp") is True
+        (replacement,) = backend._zygotes.values()
+        assert replacement is not old
+    finally:
+        s.close()
+
+
 def test_a_zygote_killed_from_outside_is_replaced(backend: LocalBackend) -> None:
     first = session(backend)
     (zygote,) = backend._zygotes.values()
@@ -304,13 +315,7 @@ def test_a_zygote_killed_from_outside_is_replaced(backend: LocalBackend) -> None
     with pytest.raises(SandboxWithdrawn, match="fork server"):
         first.call({"fn": "exists"}, ("/tmp",), timeout_s=10)
     first.close()
-    second = session(backend)
-    try:
-        assert call(second, "exists", "/tmp") is True
-        (replacement,) = backend._zygotes.values()
-        assert replacement is not zygote
-    finally:
-        second.close()
+    assert_served_by_a_new_zygote(backend, zygote)
 
 
 def test_a_restart_after_a_fault_costs_far_less_than_a_cold_start(backend: LocalBackend) -> None:
@@ -382,13 +387,7 @@ def test_a_child_failing_its_set_up_is_a_start_failure_and_its_zygote_is_discard
     with pytest.raises(SessionStartFailed, match="did not start"):
         backend.start(bad)
     assert zygote.broken is not None
-    s = session(backend)  # the next session has a new zygote
-    try:
-        assert call(s, "exists", "/tmp") is True
-        (replacement,) = backend._zygotes.values()
-        assert replacement is not zygote
-    finally:
-        s.close()
+    assert_served_by_a_new_zygote(backend, zygote)
 
 
 def test_a_forked_sandbox_holds_nothing_of_its_siblings(backend: LocalBackend) -> None:
