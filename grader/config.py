@@ -61,6 +61,23 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(60.0, gt=0, description="a running job whose owner stops renewing it for this "
                                                        "long is taken over by another worker")
 
+    # Abuse limits (per API process; a cluster of N API processes allows up to N times these).
+    rate_limit_submissions_per_min: float = Field(60.0, ge=0, description="submissions one token may send per "
+                                                  "minute (POST /v1/submissions); 0: no limit")
+    rate_limit_submissions_burst: int = Field(20, ge=1, description="submissions one token may send at once "
+                                                                     "before the per-minute rate applies")
+    rate_limit_requests_per_min: float = Field(1200.0, ge=0, description="requests of any kind one token may "
+                                               "make per minute; 0: no limit")
+    auth_failure_limit: int = Field(20, ge=1, description="failed authentications from one client address "
+                                                         "within auth_failure_window_s before it is locked out")
+    auth_failure_window_s: float = Field(300.0, gt=0, description="window of auth_failure_limit; a locked-out "
+                                                                 "address is answered 429 until it passes")
+    max_connections: int = Field(1000, ge=1, description="open HTTP connections `grader serve` accepts at once; "
+                                                         "more are answered 503")
+    http_keepalive_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
+    log_format: Literal["json", "text"] = Field("json", description="'json': one JSON object per line (with the "
+                                                "submission id while grading one); 'text': for a terminal")
+
     queue: Literal["embedded", "celery"] = Field(
         "embedded", description="'embedded' (the database queue, graded by `grader serve`'s pool or `grader "
                                 "worker`) or 'celery' (messages on a Redis broker, graded by `grader worker`s)")
