@@ -13,8 +13,10 @@ user and the HTTP status the API answers with.
     ├── Forbidden                403
     ├── Conflict                 409
     ├── PayloadTooLarge          413: the request body is over the service's limit (the message states it)
+    ├── TooManyRequests          429: over a rate limit or locked out; `retry_after_s` becomes Retry-After
     ├── ProblemSpecError         500: a problem folder is inconsistent (caught by the catalog tests)
-    └── SandboxUnavailable       503: the chosen sandbox backend cannot start here
+    ├── SandboxUnavailable       503: the chosen sandbox backend cannot start here
+    └── StorageUnavailable       503: the database cannot be written now (disk full, outage); retry later
 """
 
 from __future__ import annotations
@@ -58,9 +60,29 @@ class PayloadTooLarge(GraderError):
     status_code = 413
 
 
+class TooManyRequests(GraderError):
+    """Over a rate limit, or a client locked out after repeated failures; answered with Retry-After."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class ProblemSpecError(GraderError):
     status_code = 500
 
 
 class SandboxUnavailable(GraderError):
     status_code = 503
+
+
+class StorageUnavailable(GraderError):
+    """The store cannot take a write now (disk full, database unreachable); nothing was accepted, retry."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after_s: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -1,10 +1,13 @@
 """The one place where errors become HTTP answers: {"detail": message, "error": kind} with the error's status.
 
 Each GraderError answers with its own status (grader/errors.py): InvalidRequest 400, NotFound 404,
-PayloadTooLarge 413 (an oversized request body), Conflict 409, and so on.
+PayloadTooLarge 413 (an oversized request body), Conflict 409, TooManyRequests 429 and
+StorageUnavailable 503 (both with Retry-After), and so on.
 """
 
 from __future__ import annotations
+
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,9 +28,12 @@ class ErrorBody(BaseModel):
 
 def _answer(exc: GraderError, status_code: int | None = None) -> JSONResponse:
     status = status_code or exc.status_code
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))  # delta-seconds: a whole number
     return JSONResponse(ErrorBody(detail=exc.message, error=type(exc).__name__).model_dump(), status_code=status,
-                        headers=headers)
+                        headers=headers or None)
 
 
 def _validation(exc: RequestValidationError) -> tuple[GraderError, int]:
@@ -81,4 +87,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorBody, "description": "not found (or not yours)"},
     413: {"model": ErrorBody, "description": "the request body is over the limit; the message states it in bytes"},
     422: {"model": ErrorBody, "description": "a parameter has the wrong type or range"},
+    429: {"model": ErrorBody, "description": "over the token's rate limit, or too many failed authentications from "
+                                             "this address; wait for Retry-After seconds"},
 }
