@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from grader.engine.report import Report
 from grader.queue.base import FailResult, Job, JobEvent
 from grader.store.db import Store
-from grader.store.models import ReportRow, Submission, utcnow
+from grader.store.models import ReportRow, Submission, report_checksum, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +202,10 @@ class DatabaseQueue:
                 if done != 1:
                     log.warning("discarding a stale result for %s (attempt %d)", job.submission_id, job.attempt)
                     return False
-                db.add(ReportRow(submission_id=job.submission_id, report_json=report.model_dump_json(),
-                                 attempt=job.attempt))
+                report_json = report.model_dump_json()
+                # The checksum in the same row and transaction: a report changed afterwards is caught on read.
+                db.add(ReportRow(submission_id=job.submission_id, report_json=report_json,
+                                 checksum=report_checksum(report_json), attempt=job.attempt))
                 db.flush()
                 self.listener(db, JobEvent(kind="graded", submission_id=job.submission_id, attempt=job.attempt,
                                            report=report,

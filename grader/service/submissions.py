@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -21,7 +23,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from grader.config import Settings
@@ -29,7 +31,7 @@ from grader.engine import files as files_rules
 from grader.engine.catalog import get_problem
 from grader.engine.files import ENTRY
 from grader.engine.report import Report, points_after_overrides, score_after_overrides
-from grader.errors import Conflict, InvalidRequest, NotFound
+from grader.errors import Conflict, GraderError, InvalidRequest, NotFound, StorageUnavailable
 from grader.service import netguard, webhooks
 from grader.service.audit import event_out, record
 from grader.service.auth import Principal
@@ -50,7 +52,7 @@ from grader.service.schemas import (
     TestResultOut,
     WebhookOut,
 )
-from grader.store.db import Store
+from grader.store.db import Store, describe, unavailable
 from grader.store.models import (
     AuditEvent,
     Note,
@@ -62,9 +64,34 @@ from grader.store.models import (
     WebhookDelivery,
 )
 
+log = logging.getLogger(__name__)
+
 MAX_PAGE = 200
 MAX_JSON_DEPTH = 32
 SUBMISSION_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex; anything else cannot exist, and never reaches SQL
+
+
+@contextmanager
+def _storage(action: str) -> Iterator[None]:
+    """A full disk or an unreachable database while `action`: StorageUnavailable (503 with Retry-After).
+
+    The store's session turns the driver's error into StorageUnavailable and rolls the transaction back, so
+    nothing of `action` stays; a client that retries (with its Idempotency-Key) is accepted once the store is
+    back. A driver error raised outside a session is mapped here the same way.
+    """
+    try:
+        yield
+    except StorageUnavailable as exc:
+        cause = describe(exc.__cause__) if exc.__cause__ is not None else exc.message
+        log.warning("storage unavailable while %s: %s", action, cause)
+        raise StorageUnavailable(f"the submission could not be stored right now ({cause}); nothing was "
+                                 "accepted: retry in a few seconds", retry_after_s=exc.retry_after_s) from exc
+    except DBAPIError as exc:
+        if not unavailable(exc):
+            raise
+        log.warning("storage unavailable while %s: %s", action, describe(exc))
+        raise StorageUnavailable(f"the submission could not be stored right now ({describe(exc)}); nothing was "
+                                 "accepted: retry in a few seconds") from exc
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -218,6 +245,12 @@ def create_submission(store: Store, settings: Settings, principal: Principal, pa
     """Accept a submission into the queue; returns it and whether it is new (False: an idempotent replay)."""
     principal.require("submitter")
     accepted = validate_submission(payload, settings)
+    with _storage("accepting a submission"):
+        return _insert_submission(store, principal, accepted, idempotency_key)
+
+
+def _insert_submission(store: Store, principal: Principal, accepted: _Accepted,
+                       idempotency_key: str | None) -> tuple[SubmissionSummary, bool]:
     if idempotency_key is not None:
         idempotency_key = idempotency_key.strip()
         if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS \
@@ -331,13 +364,27 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+def _verified(report_row: ReportRow) -> Report:
+    """The stored report, once its JSON is checked against the checksum stored beside it.
+
+    A mismatch (the row was changed on disk after it was written) is a fault of the store, never served
+    as a valid report: GraderError (500), logged, saying which submission.
+    """
+    if report_row.checksum_fails():
+        message = f"stored report of submission {report_row.submission_id} fails its checksum"
+        log.error("%s: the stored JSON no longer matches what was written (sha256 %s expected)", message,
+                  report_row.checksum)
+        raise GraderError(message + "; it is not served (an administrator can restore or regrade it)")
+    return Report.model_validate_json(report_row.report_json)
+
+
 def _load_report(db: Session, row: Submission) -> Report:
     report_row = db.get(ReportRow, row.id)
     if report_row is None:  # 'done' is only ever written together with its report
         hint = f": {row.error}" if row.status == "failed" and row.error else \
             f"; poll GET /v1/submissions/{row.id} until its status is 'done'"
         raise Conflict(f"submission {row.id} has no report (status {row.status}){hint}")
-    return Report.model_validate_json(report_row.report_json)
+    return _verified(report_row)
 
 
 @dataclass(frozen=True)
@@ -423,7 +470,7 @@ def get_submission_detail(store: Store, principal: Principal, submission_id: str
     with store.session() as db:
         row = _visible(db, principal, submission_id)
         report_row = db.get(ReportRow, row.id)
-        report = Report.model_validate_json(report_row.report_json) if report_row else None
+        report = _verified(report_row) if report_row else None
         overrides = _overrides(db, row.id)
         notes = db.scalars(select(Note).where(Note.submission_id == row.id).order_by(Note.id))
         events = db.scalars(select(AuditEvent).where(AuditEvent.submission_id == row.id).order_by(AuditEvent.id))

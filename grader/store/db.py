@@ -8,10 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from grader.config import Settings
+from grader.errors import StorageUnavailable
+from grader.store.models import ReportRow
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +59,23 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A unit of work: committed when the block ends normally, rolled back when it raises."""
+        """A unit of work: committed when the block ends normally, rolled back when it raises.
+
+        A database that cannot be reached or written right now (see `unavailable`) raises StorageUnavailable
+        (503 with Retry-After at the API), chained to the driver's error; the unit of work left nothing behind.
+        """
         with self._sessions() as db:
             try:
                 yield db
                 db.commit()
-            except BaseException:
-                db.rollback()
+            except BaseException as exc:
+                try:
+                    db.rollback()
+                except DBAPIError:  # the connection is gone too: nothing was committed, nothing to undo
+                    log.debug("rollback on a lost connection failed", exc_info=True)
+                if isinstance(exc, DBAPIError) and unavailable(exc):
+                    raise StorageUnavailable(f"the database cannot be reached or written right now "
+                                             f"({describe(exc)}); retry in a few seconds") from exc
                 raise
 
     def migrate(self) -> None:
@@ -83,6 +96,22 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def unavailable(exc: DBAPIError) -> bool:
+    """True for a database that cannot be written or reached right now (worth retrying), not a bug of ours.
+
+    SQLite: "database or disk is full", "disk I/O error", "unable to open database file", still locked after
+    the busy timeout; PostgreSQL: connection refused, lost, or the server shutting down.
+    """
+    return isinstance(exc, OperationalError | InterfaceError) or bool(exc.connection_invalidated)
+
+
+def describe(exc: BaseException) -> str:
+    """The driver's own first line of a database error (SQLAlchemy's wrapper adds the SQL and a link)."""
+    orig = getattr(exc, "orig", None)
+    text_ = str(orig if orig is not None else exc).strip()
+    return (text_.splitlines() or [type(exc).__name__])[0][:200]
 
 
 def alembic_config(url: str) -> Any:
@@ -115,5 +144,24 @@ def database_problem(settings: Settings) -> str | None:
         finally:
             store.close()
     except Exception as exc:
-        return f"database: {type(exc).__name__}: {str(exc)[:200]}"
+        cause = exc.__cause__ if isinstance(exc, StorageUnavailable) and exc.__cause__ is not None else exc
+        return f"database: {type(cause).__name__}: {str(cause)[:200]}"
     return None
+
+
+def verify_reports(store: Store, *, batch: int = 200) -> list[str]:
+    """The ids of submissions whose stored report no longer matches its checksum (sorted), logged.
+
+    Reads every report once, in batches; a report stored without a checksum (written by a grader older
+    than migration 0003) cannot be checked and is not listed.
+    """
+    failing: list[str] = []
+    with store.session() as db:
+        for row in db.scalars(select(ReportRow).order_by(ReportRow.submission_id).execution_options(
+                yield_per=batch)):
+            if row.checksum_fails():
+                failing.append(row.submission_id)
+            db.expunge(row)
+    for sid in failing:
+        log.error("stored report of submission %s fails its checksum", sid)
+    return failing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,16 @@ from sqlalchemy.types import TypeDecorator
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def report_checksum(report_json: str) -> str:
+    """SHA-256 (hex) of a report's stored JSON, as UTF-8 bytes: what `reports.checksum` holds."""
+    return hashlib.sha256(report_json.encode("utf-8")).hexdigest()
+
+
+def _default_checksum(context: Any) -> str | None:
+    report_json = context.get_current_parameters().get("report_json")
+    return None if report_json is None else report_checksum(report_json)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -104,12 +115,23 @@ class SubmissionFile(Base):
 
 
 class ReportRow(Base):
-    """At most one report per submission: the unique key is what makes grading count once."""
+    """At most one report per submission: the unique key is what makes grading count once.
+
+    `checksum` is the SHA-256 of `report_json` (see `report_checksum`), written in the same transaction, so a
+    report changed on disk afterwards is detected when read instead of served as graded. None only on a row
+    written by a grader older than migration 0003 after the migration ran (its value cannot be vouched for).
+    """
 
     __tablename__ = "reports"
 
     submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True)
     report_json: Mapped[str] = mapped_column(Text)
+    # An insert that does not give it gets it computed from report_json (every writer through the ORM).
+    checksum: Mapped[str | None] = mapped_column(String(64), nullable=True, default=_default_checksum)
+
+    def checksum_fails(self) -> bool:
+        """True when the stored JSON no longer hashes to the stored checksum (a row without one cannot fail)."""
+        return self.checksum is not None and report_checksum(self.report_json) != self.checksum
     attempt: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
