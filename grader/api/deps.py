@@ -1,7 +1,22 @@
-"""FastAPI dependencies: the app's store and settings, and who is calling (Bearer header or login cookie)."""
+"""FastAPI dependencies: the app's store and settings, who is calling (Bearer header or login cookie), and the
+abuse limits every authenticated request goes through.
+
+Limits (grader/service/ratelimit.py), in the order a request meets them:
+1. an address locked out after `auth_failure_limit` failed authentications within `auth_failure_window_s` is
+   answered 429 for any token it presents, valid or not, until the window has passed (the token is not even
+   looked up); every presented token that is unknown or revoked counts as a failure, a missing token does not;
+2. every authenticated request spends one from its token's `rate_limit_requests_per_min` bucket;
+3. POST /v1/submissions also spends one from its token's submissions bucket (`rate_limit_submissions_burst`
+   at once, `rate_limit_submissions_per_min` after that), before its body is read.
+Each refusal is a 429 whose message names the limit, with Retry-After; counted in grader_rate_limited_total.
+The limits live on app.state (one set per app, made from its settings on first use) and are per process.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+import threading
 from collections.abc import Callable
 from datetime import datetime
 
@@ -9,10 +24,13 @@ from fastapi import Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from grader.config import Settings
-from grader.errors import InvalidRequest, Unauthorized
-from grader.service.auth import Principal, authenticate
+from grader.errors import InvalidRequest, TooManyRequests, Unauthorized
+from grader.service.auth import Principal, authenticate, record_lockout
+from grader.service.ratelimit import AbuseLimits
 from grader.service.schemas import Role, Status, SubmissionFilter
 from grader.store.db import Store
+
+log = logging.getLogger(__name__)
 
 TOKEN_COOKIE = "grader_token"
 COOKIE_MAX_AGE_S = 12 * 3600
@@ -39,17 +57,77 @@ def _raw_token(request: Request, credentials: HTTPAuthorizationCredentials | Non
     return request.cookies.get(TOKEN_COOKIE) or None
 
 
+_limits_lock = threading.Lock()
+
+
+def abuse_limits(request: Request) -> AbuseLimits:
+    """The app's limits (app.state.abuse_limits), made from its settings on first use."""
+    limits: AbuseLimits | None = getattr(request.app.state, "abuse_limits", None)
+    if limits is None:
+        with _limits_lock:
+            limits = getattr(request.app.state, "abuse_limits", None)
+            if limits is None:
+                limits = AbuseLimits.from_settings(request.app.state.settings)
+                request.app.state.abuse_limits = limits
+    return limits
+
+
+def client_address(request: Request) -> str:
+    """The peer's address as the server saw it (uvicorn's proxy_headers rewrite it only for trusted proxies)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _count_refusal(request: Request, limit: str) -> None:
+    request.app.state.metrics.count("grader_rate_limited_total", {"limit": limit})
+
+
+def authenticate_request(request: Request, store: Store, raw: str | None) -> Principal:
+    """`authenticate` behind the abuse limits: 429 for a locked-out address or a token over its request rate.
+
+    For every route that checks a token, pages' login form included.
+    """
+    limits = abuse_limits(request)
+    address = client_address(request)
+    if raw:
+        locked_s = limits.auth_failures.locked_for(address)
+        if locked_s > 0:
+            _count_refusal(request, "auth_lockout")
+            raise TooManyRequests(f"too many failed authentications from {address}: locked out, whatever the "
+                                  f"token, for another {math.ceil(locked_s)} s", locked_s)
+    try:
+        principal = authenticate(store, raw)
+    except Unauthorized:
+        if raw:  # a token was presented and is wrong: a guess (a missing token is not)
+            request.app.state.metrics.count("grader_auth_failures_total")
+            failures = limits.auth_failures.failed(address)
+            if failures is not None:
+                log.warning("address %s locked out after %d failed authentications", address, failures)
+                try:
+                    record_lockout(store, address, failures, limits.auth_failures.window_s)
+                except Exception:  # the 401 must still answer; the log line above keeps the event
+                    log.exception("could not audit the lockout of %s", address)
+        raise
+    if limits.requests is not None:
+        decision = limits.requests.take(principal.token_id)
+        if not decision.allowed:
+            _count_refusal(request, "requests")
+            per_min = request.app.state.settings.rate_limit_requests_per_min
+            raise TooManyRequests(f"too many requests: this token may make {per_min:g} requests per minute; "
+                                  f"retry in {math.ceil(decision.retry_after_s)} s", decision.retry_after_s)
+    return principal
+
+
 def current_principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
                       store: Store = Depends(get_store)) -> Principal:
-    """The caller; 401 without a valid token."""
-    return authenticate(store, _raw_token(request, credentials))
+    """The caller; 401 without a valid token, 429 over a limit."""
+    return authenticate_request(request, store, _raw_token(request, credentials))
 
 
 def optional_principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
                        store: Store = Depends(get_store)) -> Principal | None:
-    """The caller, or None when there is no valid token (pages redirect to their login form)."""
+    """The caller, or None when there is no valid token (pages redirect to their login form); 429 over a limit."""
     try:
-        return authenticate(store, _raw_token(request, credentials))
+        return authenticate_request(request, store, _raw_token(request, credentials))
     except Unauthorized:
         return None
 
@@ -61,6 +139,20 @@ def require_role(role: Role) -> Callable[..., Principal]:
         return principal
 
     return dependency
+
+
+def submission_quota(request: Request, me: Principal = Depends(require_role("submitter"))) -> Principal:
+    """A submitter whose token may submit now: spends one from its submissions bucket, 429 when it is empty."""
+    bucket = abuse_limits(request).submissions
+    if bucket is not None:
+        decision = bucket.take(me.token_id)
+        if not decision.allowed:
+            _count_refusal(request, "submissions")
+            settings = request.app.state.settings
+            raise TooManyRequests(f"too many submissions: this token may send {settings.rate_limit_submissions_burst} "
+                                  f"at once and {settings.rate_limit_submissions_per_min:g} per minute; retry in "
+                                  f"{math.ceil(decision.retry_after_s)} s", decision.retry_after_s)
+    return me
 
 
 def set_login_cookie(response: Response, token: str, *, secure: bool) -> None:

@@ -1,4 +1,12 @@
-"""API tokens: created once and shown once, stored as SHA-256, each with a role."""
+"""API tokens: created once and shown once, stored as SHA-256, each with a role.
+
+Checking a token is not a timing oracle on the secret: the presented token is hashed (SHA-256) and the hash is
+looked up through the database's unique index, so no secret is ever compared byte by byte with what a client
+sent. At most a lookup's timing could hint how many leading characters of a guess's hash match a stored
+hash, which brings no guess closer to a token (that would take SHA-256 preimages). Guessing itself is
+bounded by the lockout of an address after repeated failures (grader/service/ratelimit.py, wired in
+grader/api/deps.py), each lockout audited once.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +48,8 @@ class Principal:
 
 
 SYSTEM = Principal(token_id=0, name="system", role="admin")
+# The actor of events caused by a client without a valid token (an address locked out after failed guesses).
+ANONYMOUS = Principal(token_id=0, name="anonymous", role="submitter")
 
 
 def hash_token(raw: str) -> str:
@@ -81,6 +91,13 @@ def authenticate(store: Store, raw: str | None) -> Principal:
         if row.last_used_at is None or (now - row.last_used_at).total_seconds() > LAST_USED_RESOLUTION_S:
             row.last_used_at = now
         return Principal(token_id=row.id, name=row.name, role=row.role)  # type: ignore[arg-type]
+
+
+def record_lockout(store: Store, address: str, failures: int, window_s: float) -> None:
+    """Audit that `address` was locked out after `failures` failed authentications (once per lockout)."""
+    with store.session() as db:
+        record(db, ANONYMOUS, "auth.locked_out",
+               detail={"address": address, "failures": failures, "window_s": window_s})
 
 
 def list_tokens(store: Store, actor: Principal) -> list[TokenOut]:

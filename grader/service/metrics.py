@@ -18,6 +18,9 @@ HELP = {
     "grader_gradings_total": ("counter", "Gradings finished by this process, by outcome "
                                          "(graded, failed, requeued, stale, lost)."),
     "grader_webhooks_total": ("counter", "Webhook deliveries that reached a final state, by outcome."),
+    "grader_rate_limited_total": ("counter", "Requests answered 429 by this process, by limit (requests and "
+                                             "submissions per token, auth_lockout per client address)."),
+    "grader_auth_failures_total": ("counter", "Requests refused 401 for an unknown or revoked API token."),
 }
 
 

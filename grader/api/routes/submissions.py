@@ -10,10 +10,10 @@ from fastapi.responses import HTMLResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from grader.api.deps import get_app_settings, get_store, require_role, submission_filter
+from grader.api.deps import get_app_settings, get_store, require_role, submission_filter, submission_quota
 from grader.api.errors import ERROR_RESPONSES, ErrorBody
 from grader.config import Settings
-from grader.engine.files import decode_text
+from grader.engine.files import NAME_RULE, decode_text
 from grader.errors import InvalidRequest, PayloadTooLarge
 from grader.reports.junit import render_junit
 from grader.service import submissions as subs
@@ -111,6 +111,11 @@ async def _parse_multipart(request: Request, settings: Settings) -> SubmissionCr
             if not isinstance(upload, UploadFile):
                 raise InvalidRequest("files must be uploaded files (multipart parts with a filename)")
             name = upload.filename or ""
+            # The multipart parser keeps only what follows the last backslash of a Windows-looking path
+            # ('C:\\x\\y.py' arrives as 'y.py'): refuse it as the JSON path refuses 'C:\\y.py', not rename it.
+            if "\\" in upload.headers.get("content-disposition", ""):
+                raise InvalidRequest(f"file name {name!r} was sent as a path with backslashes, which is not "
+                                     f"allowed: {NAME_RULE}")
             if name in files:
                 raise InvalidRequest(f"file {name!r} was uploaded twice")
             files[name] = _upload_text(upload, await upload.read())
@@ -122,8 +127,9 @@ async def _parse_multipart(request: Request, settings: Settings) -> SubmissionCr
              responses={409: {"model": ErrorBody, "description": "Idempotency-Key reused with another body"}})
 async def create_submission(request: Request, response: Response, store: Store = Depends(get_store),
                             settings: Settings = Depends(get_app_settings),
-                            me: Principal = Depends(require_role("submitter"))) -> SubmissionSummary:
-    """Submit code for grading; answers 202 at once with the id and links to poll."""
+                            me: Principal = Depends(submission_quota)) -> SubmissionSummary:
+    """Submit code for grading; answers 202 at once with the id and links to poll (429 over the token's
+    submission rate, with Retry-After)."""
     body = await _read_capped(request, settings.max_request_bytes)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
