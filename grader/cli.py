@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grader import logs
 from grader.client import ClientError
 from grader.errors import GraderError, InvalidRequest
 from grader.isolation import BACKENDS
@@ -308,8 +309,9 @@ def extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:  # t
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Human text for a person at a terminal; `serve` and `worker` switch to GRADER_LOG_FORMAT (JSON by
+    # default) once their settings are loaded, so a bad setting cannot break the client commands.
+    logs.configure("text", args.verbose)
     try:
         return int(args.func(args))
     except ClientError as exc:
@@ -330,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"grader: internal error ({type(exc).__name__}: {str(exc)[:200]}); run with -v for details",
               file=sys.stderr)
         return EXIT_FAULT
+    finally:
+        logs.reset()  # the command ran inside a caller's process (a test): leave its logging as it was
 
 
 if __name__ == "__main__":

@@ -6,29 +6,96 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import swagger_ui_bundle
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import grader
+from grader import logs
 from grader.api.errors import install_error_handlers
 from grader.api.routes import health, problems, submissions, tokens
 from grader.config import Settings, get_settings
 from grader.engine.catalog import list_problems
 from grader.service.grading import ServiceGradeFn, engine_grade, open_dispatch
 from grader.service.metrics import Metrics
+from grader.service.submissions import SUBMISSION_ID
 from grader.service.webhooks import WebhookDispatcher
 from grader.store.db import open_store
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("grader.api.access")
 
 PAGES_MODULE = "grader.api.pages"
 SWAGGER_ASSETS = "/docs/assets"  # Swagger UI's files, served from the swagger_ui_bundle package: /docs works offline
+
+
+# A submission named by the path (/v1/submissions/<id>/report, the pages' /…/submissions/<id>): only a
+# well-formed id is bound, so a client's made-up path never poses as a submission in the log.
+SUBMISSION_IN_PATH = re.compile(rf"/submissions/({SUBMISSION_ID.pattern})(?=/|$)")
+PROBES = frozenset({"/healthz", "/metrics"})  # polled every few seconds: logged at DEBUG unless they fail
+
+
+class RequestLog:
+    """One log event per HTTP request (the service's access log): method, path, status, duration_ms, client,
+    and the submission when the path names one, bound while the request runs so that whatever the request
+    logs names it too. A new submission's id is read from the 202's Location header and logged as
+    "submission.accepted" as soon as the answer starts."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        named = SUBMISSION_IN_PATH.search(path)
+        creates = method == "POST" and path.rstrip("/") == "/v1/submissions"
+        started = time.perf_counter()
+        answer: dict[str, Any] = {"status": 500}  # an exception that escapes the app is answered 500
+
+        async def send_logged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                if creates and message["status"] == 202:
+                    answer.update(_created(message.get("headers", [])))
+            await send(message)
+
+        with logs.bind(submission_id=named.group(1) if named else None):
+            try:
+                await self.app(scope, receive, send_logged)
+            finally:
+                status, duration_ms = answer["status"], round((time.perf_counter() - started) * 1000, 1)
+                client = scope.get("client")
+                fields = {"event": "http.request", "method": method, "path": path, "status": status,
+                          "duration_ms": duration_ms, "client": client[0] if client else None,
+                          "submission_id": answer.get("submission_id"), "replayed": answer.get("replayed")}
+                level = logging.DEBUG if path in PROBES and status < 400 else logging.INFO
+                access_log.log(level, "%s %s %d %.1f ms", method, path, status, duration_ms,
+                               extra={k: v for k, v in fields.items() if v is not None})
+
+
+def _created(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """The submission a 202 to POST /v1/submissions names in its Location header, logged as accepted unless
+    it is an idempotent replay of an earlier one."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
+    found = SUBMISSION_IN_PATH.search(headers.get("location", ""))
+    if found is None:
+        return {}
+    sid = found.group(1)
+    if headers.get("idempotent-replayed") == "true":
+        return {"submission_id": sid, "replayed": True}
+    access_log.info("submission %s accepted", sid, extra={"event": "submission.accepted", "submission_id": sid})
+    return {"submission_id": sid}
 
 
 def _install_docs(app: FastAPI) -> None:
@@ -82,6 +149,7 @@ def create_app(settings: Settings | None = None, *, grade: ServiceGradeFn = engi
     app.state.queue = None  # the Dispatch: how accepted submissions reach the graders (embedded pool, Celery)
     app.state.webhooks = None
     install_error_handlers(app)
+    app.add_middleware(RequestLog)
     _install_docs(app)
     for module in (submissions, problems, tokens, health):
         app.include_router(module.router)

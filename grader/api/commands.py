@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from grader import logs
+
 if TYPE_CHECKING:
     from grader.config import Settings
     from grader.store.db import Store
@@ -44,6 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from grader.service.grading import prepare_sandbox, release_sandbox
 
     settings = _settings(args, **({"workers": args.workers} if args.workers is not None else {}))
+    logs.configure(settings.log_format, args.verbose, service=True)
     grades_here = settings.queue == "embedded" and settings.workers > 0
     # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler it found: the default
     # one would end the process before anything is cleaned up (the Docker backend's containers stayed
@@ -60,8 +63,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             graders = "no embedded workers: `grader worker`s grade"
         print(f"grader: serving on http://{args.host}:{args.port} ({_where(settings)}, {graders})", flush=True)
+        # log_config=None: uvicorn's loggers reach the root handler `logs.configure` installed, in its format;
+        # access_log=False: the app logs each request itself, with its duration and submission id.
         uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
-                    timeout_graceful_shutdown=5)
+                    log_config=None, access_log=False, timeout_graceful_shutdown=5)
     finally:
         release_sandbox()
     return EXIT_OK
@@ -107,9 +112,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args, **overrides)
     if args.health:
         return _worker_health(settings)
-    import logging
-
-    logging.getLogger("grader").setLevel(logging.INFO)  # a worker's log: each grading, named by submission id
+    logs.configure(settings.log_format, args.verbose, service=True)  # each grading, named by submission id
     concurrency = settings.worker_concurrency
     broker = f" on {broker_display(settings.broker_url)}" if settings.queue == "celery" else ""
     line = (f"grader worker: queue {settings.queue}{broker}, {_where(settings)}, concurrency {concurrency}, "

@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
 
+from grader import logs
 from grader.queue.database import DatabaseQueue
 from grader.store.db import Store
 from grader.store.models import Submission, utcnow
@@ -58,14 +59,15 @@ def mark_published(store: Store, submission_ids: Collection[str]) -> None:
 def publish_and_mark(store: Store, publish: Publish, submission_id: str) -> bool:
     """Publish one submission and record it; False (logged) when the broker did not take it: the
     submission stays in the database and the sweeper publishes it later."""
-    try:
-        publish(submission_id)
-    except Exception as exc:
-        log.warning("could not publish submission %s (%s: %s); the sweeper will publish it again",
-                    submission_id, type(exc).__name__, exc)
-        return False
-    mark_published(store, [submission_id])
-    return True
+    with logs.bind(submission_id=submission_id):
+        try:
+            publish(submission_id)
+        except Exception as exc:
+            log.warning("could not publish submission %s (%s: %s); the sweeper will publish it again",
+                        submission_id, type(exc).__name__, exc)
+            return False
+        mark_published(store, [submission_id])
+        return True
 
 
 def sweep(store: Store, queue: DatabaseQueue, publish: Publish, redeliver_after_s: float) -> tuple[int, int]:
@@ -79,7 +81,7 @@ def sweep(store: Store, queue: DatabaseQueue, publish: Publish, redeliver_after_
     for sid in due_for_publish(store, redeliver_after_s):
         if not publish_and_mark(store, publish, sid):
             break  # the broker is down: the next round tries again
-        log.info("republished submission %s", sid)
+        log.info("republished submission %s", sid, extra={"submission_id": sid})
         published += 1
     return requeued + failed, published
 

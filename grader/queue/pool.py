@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from grader import logs
 from grader.engine.report import Report
 from grader.errors import GraderError
 from grader.queue.base import Job, Outcome, OutcomeKind, Queue
@@ -34,8 +35,20 @@ def run_job(queue: Queue, grade: GradeFn, job: Job) -> Outcome:
     fails the job with its message; any other exception or an incomplete report is the grader's fault and
     the job is queued again (until its attempts run out). Exceptions of the queue itself propagate.
     """
+    with logs.bind(submission_id=job.submission_id, problem=job.problem_id, attempt=job.attempt):
+        # Bound here, the engine's and the sandbox's records of this grading name it too (they log from this
+        # thread); `run_job` is where the embedded pool and the broker's task meet.
+        log.info("submission %s (attempt %d): grading", job.submission_id, job.attempt,
+                 extra={"event": "grading.started"})
+        outcome, duration_s = _grade_and_record(queue, grade, job)
+    return Outcome(outcome, duration_s=duration_s)
+
+
+def _grade_and_record(queue: Queue, grade: GradeFn, job: Job) -> tuple[OutcomeKind, float]:
     started = time.monotonic()
     outcome: OutcomeKind
+    score: float | None = None
+    max_score: float | None = None
     try:
         report = grade(job.problem_id, job.files, job.entry)
     except GraderError as exc:
@@ -51,12 +64,15 @@ def run_job(queue: Queue, grade: GradeFn, job: Job) -> Outcome:
             log.error("grading %s was incomplete: %s", job.submission_id, report.error)
             outcome = queue.fail(job, report.error or "the grader failed", retry=True)
         elif queue.complete(job, report):
+            score, max_score = report.score, report.max_score
             outcome = "failed" if report.status == "error" else "graded"
         else:
             outcome = "stale"
     duration_s = time.monotonic() - started
-    log.info("submission %s (attempt %d): %s in %.1f s", job.submission_id, job.attempt, outcome, duration_s)
-    return Outcome(outcome, duration_s=duration_s)
+    log.info("submission %s (attempt %d): %s in %.1f s", job.submission_id, job.attempt, outcome, duration_s,
+             extra={"event": "grading.finished", "outcome": outcome, "duration_s": round(duration_s, 3),
+                    "score": score, "max_score": max_score})
+    return outcome, duration_s
 
 
 class LeaseKeeper:
@@ -195,11 +211,12 @@ class WorkerPool:
             if job is None:
                 self._idle_wait()
                 continue
-            try:
-                with self.leases.hold(job):
-                    self.on_outcome(run_job(self.queue, self.grade, job))
-            except Exception:
-                # Storing the outcome failed (database gone, disk full): the lease lapses and the job is
-                # taken back and graded again; this worker goes on with the next one.
-                log.exception("finishing %s failed; it will be graded again", job.submission_id)
-                self.on_outcome(Outcome("lost"))
+            with logs.bind(submission_id=job.submission_id):
+                try:
+                    with self.leases.hold(job):
+                        self.on_outcome(run_job(self.queue, self.grade, job))
+                except Exception:
+                    # Storing the outcome failed (database gone, disk full): the lease lapses and the job is
+                    # taken back and graded again; this worker goes on with the next one.
+                    log.exception("finishing %s failed; it will be graded again", job.submission_id)
+                    self.on_outcome(Outcome("lost"))

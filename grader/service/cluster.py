@@ -29,6 +29,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from grader import logs
 from grader.config import Settings, broker_display
 from grader.engine.report import Report
 from grader.queue.broker import Publish, Sweeper, publish_and_mark
@@ -80,13 +81,15 @@ def make_celery(settings: Settings) -> Celery:
               shared=False)
     def grade(self: Any, submission_id: str) -> str:
         lease_s = settings.job_lease_s
-        try:
-            runtime = worker_runtime()
-            lease_s = runtime.settings.job_lease_s
-            result = grade_submission(runtime, submission_id)
-        except Exception as exc:  # the database is unreachable: ask again later, the row is untouched or leased
-            log.exception("submission %s: grading task failed; retrying in %g s", submission_id, lease_s)
-            raise self.retry(countdown=lease_s, exc=exc) from None
+        # The whole task names its submission: the claim, a duplicate dropped, a failure of the task itself.
+        with logs.bind(submission_id=submission_id):
+            try:
+                runtime = worker_runtime()
+                lease_s = runtime.settings.job_lease_s
+                result = grade_submission(runtime, submission_id)
+            except Exception as exc:  # the database is unreachable: ask again later, the row is untouched or leased
+                log.exception("submission %s: grading task failed; retrying in %g s", submission_id, lease_s)
+                raise self.retry(countdown=lease_s, exc=exc) from None
         if result == "later":
             raise self.retry(countdown=lease_s)
         if result == "requeued":
@@ -177,8 +180,7 @@ def grade_submission(runtime: WorkerRuntime, submission_id: str) -> TaskResult:
     def bound(problem_id: str, files: dict[str, str], entry: str) -> Report:
         return grade(problem_id, files, settings, entry)
 
-    log.info("submission %s (attempt %d): grading", claimed.submission_id, claimed.attempt)
-    with runtime.leases.hold(claimed):
+    with runtime.leases.hold(claimed):  # run_job logs the grading's start and end
         return run_job(runtime.queue, bound, claimed).kind
 
 
