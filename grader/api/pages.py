@@ -16,9 +16,9 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from grader.api.deps import clear_login_cookie, get_store, optional_principal, set_login_cookie
+from grader.api.deps import authenticate_request, clear_login_cookie, get_store, optional_principal, set_login_cookie
 from grader.engine.catalog import list_problems
-from grader.errors import GraderError, InvalidRequest, NotFound, Unauthorized
+from grader.errors import GraderError, InvalidRequest, NotFound, TooManyRequests, Unauthorized
 from grader.reports.html import (
     CompareColumn,
     Links,
@@ -35,7 +35,7 @@ from grader.reports.html import (
 )
 from grader.service import exports
 from grader.service import submissions as subs
-from grader.service.auth import Principal, authenticate
+from grader.service.auth import Principal
 from grader.service.schemas import SubmissionFilter, SubmissionSummary
 from grader.store.db import Store
 
@@ -154,10 +154,14 @@ def login(request: Request, store: StoreDep, token: Annotated[str, Form()] = "",
         return _cross_site()
     token = token.strip()
     try:
-        me = authenticate(store, token)
+        me = authenticate_request(request, store, token)  # the API's lockout and rate limits apply here too
     except Unauthorized as exc:
         message = "paste an API token" if not token else exc.message
         return _html(render_login_page(links=LINKS, error=message, next_url=_safe_next(next)), 401)
+    except TooManyRequests as exc:
+        page = _html(render_login_page(links=LINKS, error=exc.message, next_url=_safe_next(next)), 429)
+        page.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return page
     if not me.can("interviewer"):
         return _html(render_login_page(links=LINKS, next_url=_safe_next(next),
                                        error=f"this token ({me.name}) has the {me.role} role; the pages need "

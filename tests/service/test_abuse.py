@@ -206,6 +206,22 @@ def test_lockout_ends_after_the_window(tmp_path: Path, made: list[TestClient]) -
     assert len(audit_actions(client, tokens, "auth.locked_out")) == 2
 
 
+def test_guesses_through_the_login_form_count_and_are_locked_out(tmp_path: Path, made: list[TestClient]) -> None:
+    """The pages' sign-in form checks tokens too: guessing there is the same guessing, with the same lockout."""
+    client, tokens = app_client(tmp_path, auth_failure_limit=3, auth_failure_window_s=60.0)
+    made.append(client)
+    answers = [client.post("/ui/login", data={"token": f"grd_guess{i}"}, follow_redirects=False).status_code
+               for i in range(3)]
+    assert answers == [401, 401, 401]
+    r = client.post("/ui/login", data={"token": tokens.interviewer}, follow_redirects=False)
+    assert r.status_code == 429 and "too many failed authentications" in r.text
+    assert 55 <= int(r.headers["retry-after"]) <= 60
+    assert "set-cookie" not in r.headers  # the valid token was not accepted from a locked-out address
+    # The API is locked for that address as well, and the lockout was audited once.
+    assert client.get("/v1/problems", headers=Tokens.auth(tokens.submitter)).status_code == 429
+    assert len(audit_actions(client, tokens, "auth.locked_out")) == 1
+
+
 # -- per-token rate limits -------------------------------------------------------------------------------------
 
 def test_submission_burst_then_429_then_refill(tmp_path: Path, made: list[TestClient]) -> None:
