@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
 LogFormat = Literal["json", "text"]
 
@@ -139,19 +139,8 @@ class TextFormatter(logging.Formatter):
 
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stderr is when the record is emitted (as logging's last resort does): a
-    handler that kept the stream it was created with would write to a closed one once it is replaced."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self) -> TextIO:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: TextIO) -> None:
-        pass
+    """The handler `configure` installs (on the stderr of that moment, as basicConfig's: a Celery worker
+    later replaces sys.stderr with a proxy into logging itself, where records would vanish)."""
 
 
 _saved: dict[str, Any] = {}
@@ -167,7 +156,7 @@ def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
 
 
 def make_handler(fmt: LogFormat) -> logging.Handler:
-    handler = StderrHandler()
+    handler = StderrHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
     return handler

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,8 +55,6 @@ def test_an_exception_is_one_field_on_the_same_line() -> None:
     try:
         raise ValueError("bad\nvalue")
     except ValueError:
-        import sys
-
         line = _line(_record("grading crashed", (), logging.ERROR, exc_info=sys.exc_info()))
     assert line["exc_type"] == "ValueError"
     assert line["exception"].startswith("Traceback") and "ValueError: bad\nvalue" in line["exception"]
@@ -97,6 +96,20 @@ def test_a_bound_id_reaches_threads_started_with_a_copied_context_only() -> None
             t.start()
             t.join()
     assert seen == {"copied": {"submission_id": "b" * 32}, "plain": {}}
+
+
+def test_the_handler_keeps_the_stderr_it_was_installed_on(capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Celery worker swaps sys.stderr for a proxy that logs what is written to it: a handler writing to the
+    new one would feed its own records back into logging, where they are dropped (no grading was logged)."""
+    try:
+        logs.configure("json", service=True)
+        monkeypatch.setattr(sys, "stderr", io.StringIO())
+        logging.getLogger("grader.queue.pool").info("graded")
+        assert sys.stderr.getvalue() == ""  # type: ignore[attr-defined]
+    finally:
+        logs.reset()
+    assert json.loads(capsys.readouterr().err)["message"] == "graded"
 
 
 def test_configure_is_idempotent_and_reset_restores(capsys: pytest.CaptureFixture[str]) -> None:
