@@ -152,8 +152,17 @@ def captured() -> Iterator[io.StringIO]:
     grader.setLevel(level)
 
 
-def _events(out: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.getvalue().splitlines()]
+def _events(out: io.StringIO, until_event: str | None = None, sid: str | None = None) -> list[dict[str, Any]]:
+    """The events so far; with `until_event`, once that event of `sid` is in (the pool logs a grading's end
+    just after storing the status a client waits for)."""
+    deadline = time.monotonic() + 10
+    while True:
+        events = [json.loads(line) for line in out.getvalue().splitlines()]
+        if until_event is None or any(e.get("event") == until_event and e.get("submission_id") == sid
+                                      for e in events):
+            return events
+        assert time.monotonic() < deadline, f"no {until_event} event of {sid}: {events}"
+        time.sleep(0.05)
 
 
 def test_one_submission_is_followed_by_its_id_through_api_and_queue(client: TestClient, tokens: Tokens,
@@ -165,8 +174,7 @@ def test_one_submission_is_followed_by_its_id_through_api_and_queue(client: Test
     wait_for_status(client, sid, tokens.submitter)
     client.get(f"/v1/submissions/{sid}/report", headers=tokens.auth(tokens.submitter))
     client.get("/v1/submissions/not-an-id%0Aforged", headers=tokens.auth(tokens.submitter))
-    time.sleep(0.2)  # the pool's last event is logged after the status it stored
-    events = _events(captured)
+    events = _events(captured, "grading.finished", sid)
     mine = [e for e in events if e.get("submission_id") == sid]
     kinds = [e.get("event") for e in mine]
     assert {"submission.accepted", "grading.started", "grading.finished", "http.request"} <= set(kinds), kinds
@@ -199,7 +207,8 @@ def test_a_crash_in_grading_is_logged_on_one_line_with_its_submission(
         sid = c.post("/v1/submissions", json={"problem": "mlp", "code": "x = 1"},
                      headers=tokens.auth(tokens.submitter)).json()["id"]
         wait_for_status(c, sid, tokens.submitter, ("failed",))
-    mine = [e for e in _events(captured) if e.get("submission_id") == sid]
+        events = _events(captured, "grading.finished", sid)
+    mine = [e for e in events if e.get("submission_id") == sid]
     warned = next(e for e in mine if e["logger"] == "grader.engine.grading")
     assert warned["message"] == "about to fail\nwith a second line"
     crashed = next(e for e in mine if e.get("exc_type") == "RuntimeError")
