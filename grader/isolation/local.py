@@ -1,4 +1,4 @@
-"""The local sandbox backend: bubblewrap namespaces, cgroup v1 limits, an unprivileged uid.
+"""The local sandbox backend: bubblewrap namespaces, cgroup limits (v1 or v2), an unprivileged uid.
 
 Each session is one `bwrap` process tree:
 - new PID, network (loopback only, unreachable from the host), IPC and UTS namespaces;
@@ -8,10 +8,11 @@ Each session is one `bwrap` process tree:
 - a clean environment, no capabilities, no_new_privs, and a uid of its own;
 - a seccomp filter (grader/isolation/seccomp.py) refusing namespace creation, mount,
   ptrace, keyctl, bpf, perf_event_open, userfaultfd, io_uring and the like;
-- cgroup v1 memory, pids and cpu limits (a CPU quota of `cpu_cores`, so a
-  neighbour's busy loop cannot starve a correct solution), a cpuacct group whose
-  usage is the sandbox's CPU clock (time limits are CPU seconds, with a
-  wall-clock backstop), plus rlimits (CPU time, file size, open files,
+- cgroup memory, pids and cpu limits (a CPU quota of `cpu_cores`, so a
+  neighbour's busy loop cannot starve a correct solution) whose CPU usage is the
+  sandbox's clock (time limits are CPU seconds, with a wall-clock backstop), on
+  cgroup v1 or the unified v2 hierarchy, whichever the host has
+  (grader/isolation/cgroups.py, detected at start), plus rlimits (CPU time, file size, open files,
   processes, no core dumps); all in force before bwrap starts (see `LAUNCHER`).
 
 Nothing of the grader, the reference code, the problems or the data is mounted.
@@ -38,7 +39,7 @@ from functools import cache
 from pathlib import Path
 
 from grader.errors import SandboxUnavailable
-from grader.isolation import seccomp
+from grader.isolation import cgroups, seccomp
 from grader.isolation.base import (
     Isolation,
     OutputCapture,
@@ -50,20 +51,20 @@ from grader.isolation.base import (
     SessionStartFailed,
     describe_exit,
 )
+from grader.isolation.cgroups import CGROUP_ROOT, CgroupsUnavailable, Group, Hierarchy, detect
 from grader.isolation.zygote import (
     ZYGOTE_MEMORY_MB,
     ZYGOTE_PIDS,
     ForkedChild,
     Zygote,
     ZygoteError,
-    remove_cgroup,
 )
 
 log = logging.getLogger(__name__)
 
 RUNNER_DIR = Path(__file__).resolve().parents[2] / "sandbox"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-CGROUP_PARENT = "dl-grader"
+CGROUP_PARENT = cgroups.PARENT
+CONTROLLERS = cgroups.V1_CONTROLLERS  # where the host has cgroup v1; v2 has one leaf with memory, pids and cpu
 SANDBOX_SITE = "/opt/site"
 UID_RANGE = (100_000, 165_000)
 _uids_in_use: set[int] = set()
@@ -152,16 +153,6 @@ def sandbox_env(torch: bool) -> dict[str, str]:
     return env
 
 
-CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
-CFS_PERIOD_US = 100_000
-
-
-def missing_controllers() -> list[str]:
-    """cgroup v1 controllers the sandbox needs that are not mounted writable here."""
-    return [c for c in CONTROLLERS if not os.access(CGROUP_ROOT / c, os.W_OK)
-            or not (CGROUP_ROOT / c / "cgroup.procs").exists()]
-
-
 class LocalBackend:
     """Starts one bubblewrap sandbox per session; with `zygote`, each forked by its image's fork server."""
 
@@ -181,14 +172,15 @@ class LocalBackend:
             raise SandboxUnavailable(
                 "the local sandbox runs as root so that it can drop to an unprivileged uid and set cgroup "
                 "limits; run the grader as root (it never runs candidate code as root)")
-        missing = missing_controllers()
-        if missing:
+        try:
+            self.hierarchy: Hierarchy = detect(CGROUP_ROOT)
+            self.hierarchy.prepare()
+        except (CgroupsUnavailable, OSError) as exc:
             raise SandboxUnavailable(
-                f"the local sandbox needs the cgroup v1 controllers {', '.join(CONTROLLERS)} under {CGROUP_ROOT}; "
-                f"missing or read-only here: {', '.join(missing)}. Without them memory, processes and CPU "
-                "share cannot be limited, and the sandbox does not run with weaker isolation")
-
-        _sweep_stale_cgroups()
+                f"{exc}. Without them memory, processes and CPU share cannot be limited, and the sandbox does "
+                "not run with weaker isolation") from exc
+        log.info("local sandbox cgroups: %s", self.hierarchy.describe())
+        self.hierarchy.sweep()
         if zygote:
             atexit.register(self.shutdown)
 
@@ -218,10 +210,15 @@ class LocalBackend:
                         str(fd)]
 
             name = "+".join(key[0]) + ("+torch" if key[1] else "")
-            zygote = Zygote(name, command, seccomp.build_filter(), _launch_zygote, _zygote_cgroups,
+            zygote = Zygote(name, command, seccomp.build_filter(), _launch_zygote, self._zygote_cgroup,
                             start_timeout_s=max(60.0, spec.limits.start_timeout_s * 2))
             self._zygotes[key] = zygote
             return zygote
+
+    def _zygote_cgroup(self, name: str) -> Group:
+        """A zygote's memory and pids cgroup (generous: its sessions move to cgroups of their own at once)."""
+        self.hierarchy.sweep(("z",))
+        return self.hierarchy.zygote(name, memory_bytes=ZYGOTE_MEMORY_MB << 20, pids=ZYGOTE_PIDS)
 
     def shutdown(self) -> None:
         """Stop every fork server (their sandboxes end with them); at exit, and by close_backends."""
@@ -238,47 +235,7 @@ ZYGOTE_TMP_BYTES = 16 << 20
 ZYGOTE_RETRY_S = 60.0  # after a zygote that never became ready, sessions start fresh for this long
 
 
-def _sweep_stale_cgroups(prefixes: tuple[str, ...] = ("z", "s")) -> None:
-    """Remove the empty cgroups of zygotes (z<pid>-*) and sessions (s<pid>-*) whose grader was killed before
-    it could (its pid is gone). Several graders share the parent: a live owner's are never touched.
-
-    Only empty ones older than a minute: a live zygote's cgroup is never empty after its first milliseconds,
-    and rmdir refuses a cgroup that still holds a process anyway."""
-    for controller in CONTROLLERS:
-        for prefix in prefixes:
-            for path in (CGROUP_ROOT / controller / CGROUP_PARENT).glob(f"{prefix}*-*"):
-                owner = path.name[1:].split("-", 1)[0]
-                try:
-                    if not owner.isdigit() or Path(f"/proc/{owner}").exists() or \
-                            time.time() - path.stat().st_mtime < 60 or (path / "cgroup.procs").read_text().strip():
-                        continue
-                    path.rmdir()
-                except OSError:
-                    pass
-
-
-def _zygote_cgroups(name: str) -> list[Path]:
-    """A zygote's memory and pids cgroups (generous: its sessions move to cgroups of their own at once)."""
-    _sweep_stale_cgroups(("z",))
-    made: list[Path] = []
-    try:
-        for controller, knob, value in (("memory", "memory.limit_in_bytes", str(ZYGOTE_MEMORY_MB << 20)),
-                                        ("pids", "pids.max", str(ZYGOTE_PIDS))):
-            path = CGROUP_ROOT / controller / CGROUP_PARENT / name
-            path.mkdir(parents=True, exist_ok=True)
-            made.append(path)
-            (path / knob).write_text(value)
-    except BaseException:
-        for path in made:
-            try:
-                path.rmdir()
-            except OSError:
-                pass
-        raise
-    return made
-
-
-def _launch_zygote(command: list[str], pass_fds: tuple[int, ...], cgroups: list[Path],
+def _launch_zygote(command: list[str], pass_fds: tuple[int, ...], procs_files: list[Path],
                    stderr_fd: int) -> subprocess.Popen[bytes]:
     """Start a zygote behind the launcher's gate, in its cgroups from its first instruction."""
     gate_r, gate_w = os.pipe()
@@ -288,8 +245,8 @@ def _launch_zygote(command: list[str], pass_fds: tuple[int, ...], cgroups: list[
     finally:
         os.close(gate_r)
     try:
-        for cg in cgroups:
-            (cg / "cgroup.procs").write_text(str(proc.pid))
+        for procs in procs_files:
+            procs.write_text(str(proc.pid))
         resource.prlimit(proc.pid, resource.RLIMIT_CORE, (0, 0))
         os.write(gate_w, GATE)
     except BaseException:
@@ -352,8 +309,8 @@ class LocalSession(PipeSession):
         self.limits = spec.limits
         self.uid = _take_uid()
         self._uid_held = True
-        self.cgroups: list[Path] = []
-        self._clock_fd = -1  # cpuacct.usage, opened at the first read of the CPU clock
+        self.hierarchy = backend.hierarchy
+        self.group: Group | None = None
         enforced = ["namespaces(pid,net,ipc,uts)", "read-only root", "clean environment", "no capabilities",
                     f"uid {self.uid}", f"cpu {self.limits.cpu_time_s}s", f"file size {self.limits.file_size_mb}MB",
                     f"/tmp {self.limits.tmp_size_mb}MB"]
@@ -460,8 +417,8 @@ class LocalSession(PipeSession):
         out_r, out_w = os.pipe()
         passed = [to_r, from_w, out_w]
         try:
-            for cg in dict.fromkeys(self.cgroups):
-                passed.append(os.open(cg / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+            for procs in self.group.procs_files if self.group else []:
+                passed.append(os.open(procs, os.O_WRONLY | os.O_CLOEXEC))
             child = zygote.fork(uid=self.uid, rlimits=rlimits, tmp_bytes=lim.tmp_size_mb << 20, fds=passed)
         except ZygoteError as exc:
             log.warning("the sandbox zygote failed, starting a fresh sandbox: %s", exc)
@@ -484,18 +441,11 @@ class LocalSession(PipeSession):
 
     def _check_placement(self) -> None:
         """Every process in the session's pids cgroup is in the session's cgroup of every controller."""
-        want = f"/{CGROUP_PARENT}/{self.cgroups[0].name}"
         pids = self._pids()
-        if not pids:
+        if not pids or self.group is None:
             raise OSError("the forked sandbox has no process in its cgroups")
         for pid in pids:
-            try:
-                lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-            except OSError as exc:
-                raise OSError(f"cannot read the cgroups of sandbox process {pid}: {exc}") from exc
-            placed = {c for line in lines if line.count(":") >= 2 and line.split(":", 2)[2] == want
-                      for c in line.split(":", 2)[1].split(",")}
-            missing = [c for c in CONTROLLERS if c not in placed]
+            missing = self.group.misplaced(pid)
             if missing:
                 raise OSError(f"sandbox process {pid} is not in the session's {', '.join(missing)} cgroup(s)")
 
@@ -513,26 +463,15 @@ class LocalSession(PipeSession):
         return 0
 
     # set-up --------------------------------------------------------------------------
+    @property
+    def cgroups(self) -> list[Path]:
+        """The session's cgroup folders (v1: memory, pids, cpu, cpuacct; v2: its one leaf); [] once removed."""
+        return self.group.dirs if self.group is not None else []
+
     def _make_cgroups(self) -> None:
-        name = f"s{os.getpid()}-{secrets.token_hex(6)}"
-        for controller in CONTROLLERS:
-            path = CGROUP_ROOT / controller / CGROUP_PARENT / name
-            if path.resolve() in [p.resolve() for p in self.cgroups]:
-                self.cgroups.append(path)  # cpu and cpuacct co-mounted: one directory serves both
-                continue
-            path.mkdir(parents=True, exist_ok=True)
-            self.cgroups.append(path)
-        mem, pids, cpu, self._cpuacct = self.cgroups
-        (cpu / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-        (cpu / "cpu.cfs_quota_us").write_text(str(max(1000, int(CFS_PERIOD_US * self.limits.cpu_cores))))
-        limit = str(self.limits.memory_mb << 20)
-        (mem / "memory.limit_in_bytes").write_text(limit)
-        if (mem / "memory.memsw.limit_in_bytes").exists():
-            try:
-                (mem / "memory.memsw.limit_in_bytes").write_text(limit)
-            except OSError:
-                pass  # swap accounting off: there is no swap to escape to either
-        (pids / "pids.max").write_text(str(self.limits.max_processes))
+        self.group = self.hierarchy.session(f"s{os.getpid()}-{secrets.token_hex(6)}",
+                                            memory_bytes=self.limits.memory_mb << 20,
+                                            pids=self.limits.max_processes, cpu_cores=self.limits.cpu_cores)
 
     def _enter_limits(self, pid: int) -> None:
         """Put the launcher, still waiting at its gate, in the session's cgroups and under its rlimits.
@@ -540,8 +479,8 @@ class LocalSession(PipeSession):
         Done from the parent, so the child runs no Python between fork and exec; whatever
         the launcher execs inherits both.
         """
-        for cg in dict.fromkeys(self.cgroups):
-            (cg / "cgroup.procs").write_text(str(pid))
+        for procs in self.group.procs_files if self.group else []:
+            procs.write_text(str(pid))
         lim = self.limits
         resource.prlimit(pid, resource.RLIMIT_CPU, (lim.cpu_time_s, lim.cpu_time_s + 5))
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (lim.file_size_mb << 20,) * 2)
@@ -576,21 +515,14 @@ class LocalSession(PipeSession):
     # observation -----------------------------------------------------------------------
     def cpu_seconds(self) -> float | None:
         """CPU time used by every process of the sandbox so far (the cgroup's clock, not the candidate's claim)."""
-        try:
-            if self._clock_fd < 0:
-                self._clock_fd = os.open(self._cpuacct / "cpuacct.usage", os.O_RDONLY | os.O_CLOEXEC)
-            # Read on every wait of every call: one pread on a kept descriptor, not an open, read and close.
-            return int(os.pread(self._clock_fd, 64, 0)) / 1e9
-        except (OSError, ValueError, AttributeError):
-            return None
+        # Read on every wait of every call: one pread on a kept descriptor, not an open, read and close.
+        group = self.group
+        ns = group.cpu_ns() if group is not None else None
+        return None if ns is None else ns / 1e9
 
     def _pids(self) -> list[int]:
-        if not self.cgroups:
-            return []
-        try:
-            return [int(p) for p in (self.cgroups[1] / "cgroup.procs").read_text().split()]
-        except OSError:
-            return []
+        group = self.group
+        return group.procs() if group is not None else []
 
     def stray_processes(self) -> int:
         """Kill processes the candidate left running after a call; return how many there were."""
@@ -603,14 +535,8 @@ class LocalSession(PipeSession):
         return len(strays)
 
     def _oom_killed(self) -> bool:
-        if not self.cgroups:
-            return False
-        try:
-            control = (self.cgroups[0] / "memory.oom_control").read_text()
-            return int(control.split("oom_kill ")[1].split()[0]) > 0 if "oom_kill " in control else \
-                int((self.cgroups[0] / "memory.failcnt").read_text()) > 0
-        except (OSError, ValueError, IndexError):
-            return False
+        group = self.group
+        return group.oom_killed() if group is not None else False
 
     def _describe_death(self) -> str:
         # A forked session's status comes from the zygote's notice; when the zygote itself died, its reader
@@ -646,12 +572,9 @@ class LocalSession(PipeSession):
         """The session's end (every path out of it comes here): its cgroups go, its pidfd, and its uid unless
         a cgroup could not be removed (a process may still run as that uid)."""
         removed = True
-        if self._clock_fd >= 0:
-            os.close(self._clock_fd)
-            self._clock_fd = -1
-        for cg in dict.fromkeys(self.cgroups):
-            removed = remove_cgroup(cg) and removed
-        self.cgroups = []
+        group, self.group = self.group, None
+        if group is not None:
+            removed = group.remove()
         proc = getattr(self, "proc", None)
         if isinstance(proc, ForkedProcess):
             proc.close()

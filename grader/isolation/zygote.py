@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.isolation.base import OutputCapture
+from grader.isolation.cgroups import Group
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +35,6 @@ ZYGOTE_PIDS = 256
 FORK_TIMEOUT_S = 30.0  # a fork takes milliseconds; this only bounds a zygote that stopped serving
 PING_AFTER_IDLE_S = 30.0
 PING_TIMEOUT_S = 15.0
-
-
-def remove_cgroup(path: Path, attempts: int = 50) -> bool:
-    """rmdir a cgroup, retrying while its killed processes are still leaving it; False when it stayed."""
-    for _ in range(attempts):
-        try:
-            path.rmdir()
-            return True
-        except FileNotFoundError:
-            return True
-        except OSError:
-            time.sleep(0.02)
-    return False
 
 
 class ZygoteError(RuntimeError):
@@ -72,19 +60,20 @@ class _Pending:
 
 class Zygote:
     """One fork server. `command(fd)` is its bwrap command line, serving on socket fd `fd`;
-    `launch(command, pass_fds, cgroups, stderr_fd)` starts it inside `cgroups` and returns the Popen."""
+    `launch(command, pass_fds, procs_files, stderr_fd)` starts it inside the cgroup whose `cgroup.procs` files
+    are `procs_files` and returns the Popen; `cgroup(name)` makes that cgroup."""
 
     def __init__(self, name: str, command: Callable[[int], list[str]], seccomp_program: bytes,
                  launch: Callable[[list[str], tuple[int, ...], list[Path], int], subprocess.Popen[bytes]],
-                 cgroup_dirs: Callable[[str], list[Path]], start_timeout_s: float = 120.0) -> None:
+                 cgroup: Callable[[str], Group], start_timeout_s: float = 120.0) -> None:
         self.name = name
         self.owner = os.getpid()  # a process forked from the owner inherits this object, never the zygote
         self._command = command
         self._program = seccomp_program
         self._launch = launch
-        self._cgroup_dirs = cgroup_dirs
+        self._make_cgroup = cgroup
         self.start_timeout_s = start_timeout_s
-        self.cgroups: list[Path] = []
+        self.cgroup: Group | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._stderr: OutputCapture | None = None
@@ -149,18 +138,13 @@ class Zygote:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 log.error("sandbox zygote %s did not exit after SIGKILL", self.proc.pid)
-        for cg in dict.fromkeys(self.cgroups):
-            remove_cgroup(cg, attempts=100)
-        self.cgroups = []
+        group, self.cgroup = self.cgroup, None
+        if group is not None:
+            group.remove(attempts=100)
 
     def _pids(self) -> list[int]:
-        pids: list[int] = []
-        for cg in dict.fromkeys(self.cgroups):
-            try:
-                pids += [int(p) for p in (cg / "cgroup.procs").read_text().split()]
-            except OSError:
-                pass
-        return pids
+        group = self.cgroup  # read once: _kill, on another thread, may drop it meanwhile
+        return group.procs() if group is not None else []
 
     def discard(self, reason: str) -> None:
         """Break it from outside (a session it forked failed its set-up): in doubt, never used again."""
@@ -201,10 +185,11 @@ class Zygote:
         host, inside = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._sock = host
-            self.cgroups = self._cgroup_dirs(f"z{os.getpid()}-{secrets.token_hex(6)}")
+            self.cgroup = self._make_cgroup(f"z{os.getpid()}-{secrets.token_hex(6)}")
             err_r, err_w = os.pipe()
             try:
-                self.proc = self._launch(self._command(inside.fileno()), (inside.fileno(),), self.cgroups, err_w)
+                self.proc = self._launch(self._command(inside.fileno()), (inside.fileno(),), self.cgroup.procs_files,
+                                         err_w)
             except BaseException:
                 os.close(err_r)
                 raise
