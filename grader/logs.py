@@ -36,7 +36,9 @@ _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("gr
                                                                             default=MappingProxyType({}))
 
 # Everything a LogRecord carries by itself; any other attribute came from `extra=` (or from `bind`).
-_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# uvicorn's color_message is its message again, with terminal colour codes: left out.
+_RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName",
+                                                                      "color_message"}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -48,6 +48,7 @@ def test_a_record_is_one_json_object_with_the_core_fields() -> None:
     assert line["ts"].endswith("Z") and line["ts"][10] == "T"  # ISO 8601, UTC
     assert line["pid"] > 0 and line["thread"]
     assert (line["event"], line["score"], line["outcome"]) == ("grading.finished", 7.5, "graded")
+    assert "color_message" not in _line(_record(color_message="\x1b[36mhello\x1b[0m"))  # uvicorn's, for terminals
     assert "submission_id" not in line  # nothing bound: no field, rather than a null
 
 
