@@ -350,3 +350,17 @@ def test_the_command_exits_2_with_a_message(case: str, tmp_path: Path, capsys: p
     assert captured.out == ""
     assert captured.err.startswith("grader: ") and "Traceback" not in captured.err
     print(captured.err)
+
+
+def test_a_notebook_is_compared_by_its_code_cells(tmp_path: Path) -> None:
+    import nbformat
+
+    source = (ROOT / "tests" / "solutions" / "rnn" / "correct_loops.py").read_text()
+    head, _, rest = source.partition("\n\n\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# My LSTM"), nbformat.v4.new_code_cell(head),
+                                         nbformat.v4.new_code_cell("%matplotlib inline\n" + rest)])
+    path = tmp_path / "solution.ipynb"
+    path.write_text(nbformat.writes(nb))
+    score, text = similarity_main(path, ROOT / "tests" / "solutions" / "rnn" / "correct_loops.py",
+                                  template=ROOT / "problems" / "rnn" / "template.py")
+    assert score == 1.0 and text.splitlines()[-1] == "1.000"

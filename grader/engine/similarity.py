@@ -4,9 +4,12 @@ Three steps, each a function of its own so the service can store the middle one:
 
 1. `tokens`: the file is parsed (stdlib `ast`; comments and formatting vanish there) and cut
    into units, one per top-level function, one per method (`Class.method`), one for a class's
-   other statements and one for the module's statements outside any definition. Each unit becomes
-   a token stream: the node types of its tree in pre-order, with
-   - docstrings, bare string statements, `pass`, imports and type annotations dropped;
+   other statements and one for the module's statements outside any definition (these two sorted
+   statement by statement, as their order rarely matters). Each unit becomes a token stream: the
+   node types of its tree in pre-order, with
+   - docstrings, bare string statements, `pass`, imports and type annotations dropped, and the
+     commonest padding of a copy with them: code that cannot run (`if False:`, `while 0:`),
+     `assert True`, and assignments to names the function never reads;
    - literals reduced to their kind (`num` for int, float and complex alike, `str`, `bytes`;
      `True`, `False`, `None` and `...` kept, they are not a matter of taste);
    - the candidate's own names (parameters, locals, the module's functions, classes and globals,
@@ -49,7 +52,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from grader.errors import InvalidRequest
 
@@ -110,10 +112,11 @@ def _import_aliases(tree: ast.Module) -> dict[str, str]:
                     top = a.name.split(".")[0]
                     aliases[top] = top
         elif isinstance(node, ast.ImportFrom):
-            base = "." * node.level + (node.module or "")
+            dots = "." * node.level
             for a in node.names:
                 if a.name != "*":
-                    aliases[a.asname or a.name] = f"{base}.{a.name}" if base else a.name
+                    path = f"{node.module}.{a.name}" if node.module else a.name
+                    aliases[a.asname or a.name] = dots + path
     return aliases
 
 
@@ -460,8 +463,8 @@ def similarity(a: Fingerprint, b: Fingerprint, template: Fingerprint | None = No
     base file): code handed to every candidate is not evidence of copying. Two files with no
     fingerprint left (empty, trivial, or nothing beyond the template) score 0: there is no evidence.
     """
-    _check_comparable(a, b, *([template] if template else []))
-    ignore = template.hashes if template else []
+    _check_comparable(a, b, *([template] if template is not None else []))
+    ignore = template.hashes if template is not None else []
     return _jaccard(_multiset(a.hashes, ignore), _multiset(b.hashes, ignore))
 
 
@@ -491,8 +494,8 @@ class UnitMatch:
 
 def unit_matches(a: Fingerprint, b: Fingerprint, template: Fingerprint | None = None) -> list[UnitMatch]:
     """For each unit of `a` (in its order), the unit of `b` it resembles most, by Jaccard index."""
-    _check_comparable(a, b, *([template] if template else []))
-    ignore = set(template.hashes) if template else set()
+    _check_comparable(a, b, *([template] if template is not None else []))
+    ignore = set(template.hashes) if template is not None else set()
     b_units = {u: _multiset(hs, ignore) for u, hs in b.units.items()}
     matches = []
     for unit, hs in a.units.items():
@@ -528,17 +531,25 @@ def read_source(path: Path) -> str:
     return text
 
 
-def similarity_main(path_a: str | Path, path_b: str | Path, template: str | None = None) -> tuple[float, str]:
+def _count(n: int) -> str:
+    return f"{n} fingerprint" + ("" if n == 1 else "s")
+
+
+def similarity_main(path_a: str | Path, path_b: str | Path, template: str | Path | None = None) -> tuple[float, str]:
     """The score of two files and the text the command prints: one line per unit of A with the unit
     of B it resembles most, then the score alone on the last line (e.g. `0.873`), for scripts.
 
-    `template` is the starter template's source (the problem's `template.py`), ignored on both
-    sides when given. Raises `NotParsable` for a file that cannot be read or parsed.
+    `template`, the starter template, is ignored on both sides when given: its source as a `str`
+    (`Problem.template`), or its file as a `Path`. Raises `NotParsable` for a file that cannot be
+    read or parsed.
     """
     a_path, b_path = Path(path_a), Path(path_b)
     fa = fingerprint(read_source(a_path), str(a_path))
     fb = fingerprint(read_source(b_path), str(b_path))
-    ft = fingerprint(template, "template.py") if template is not None else None
+    if isinstance(template, Path):
+        ft: Fingerprint | None = fingerprint(read_source(template), str(template))
+    else:
+        ft = fingerprint(template, "template.py") if template is not None else None
     score = similarity(fa, fb, ft)
     lines = [f"A: {a_path}", f"B: {b_path}"]
     if ft is not None:
@@ -548,9 +559,9 @@ def similarity_main(path_a: str | Path, path_b: str | Path, template: str | None
     width = max((len(m.unit) for m in matches), default=0)
     for m in matches:
         if m.other is None:
-            lines.append(f"  {m.unit:<{width}}  ~ nothing in B ({m.size} fingerprints)")
+            lines.append(f"  {m.unit:<{width}}  ~ nothing in B ({_count(m.size)})")
         else:
-            lines.append(f"  {m.unit:<{width}}  ~ {m.other}  {m.score:.3f} ({m.shared} of {m.size} fingerprints)")
+            lines.append(f"  {m.unit:<{width}}  ~ {m.other}  {m.score:.3f} ({m.shared} of {_count(m.size)})")
     if not len(fa) or not len(fb):
         lines.append("a file has no code long enough to compare (under "
                      f"{fa.k} tokens in every function): the score is 0")
@@ -574,8 +585,8 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add `similarity` to the CLI's subcommands (`sub` is argparse's `_SubParsersAction`)."""
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `similarity` to the CLI's subcommands: `grader similarity A B [--problem ID]`."""
     p = sub.add_parser(
         "similarity", help="how alike two solutions are, from 0 to 1 (the score is the last line)",
         description="Compare two solution files by normalized-AST fingerprints (names, literals, comments and "
