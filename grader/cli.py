@@ -290,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --batch: folder for each candidate's HTML report (default: beside the CSV)")
     p.set_defaults(func=cmd_grade)
     _submit_parser(sub)
+    from grader.engine.similarity import register as register_similarity  # here: the CLI starts fast
+
+    register_similarity(sub)
     for register in extra_commands():
         register(sub)
     return parser

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="SQLite file, logs and artifacts live here")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in data_dir")
     sandbox_backend: Literal["local", "docker"] = Field(
-        "local", description="'local' (bubblewrap, cgroups v1, seccomp) or 'docker' (a container per submission)")
+        "local", description="'local' (bubblewrap, cgroups v1 or v2, seccomp) or 'docker' (a container per submission)")
     sandbox_zygote: bool = Field(True, description="local backend: fork each sandbox from a fork server per image "
                                                    "(numpy/torch imported once) instead of starting bwrap and "
                                                    "Python for every session")

@@ -42,6 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from grader.api.app import create_app
+    from grader.api.server_limits import uvicorn_options
     from grader.config import broker_display
     from grader.service.grading import prepare_sandbox, release_sandbox
 
@@ -65,8 +66,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"grader: serving on http://{args.host}:{args.port} ({_where(settings)}, {graders})", flush=True)
         # log_config=None: uvicorn's loggers reach the root handler `logs.configure` installed, in its format;
         # access_log=False: the app logs each request itself, with its duration and submission id.
+        # The server's own bounds on hostile clients (head and body deadlines, head size, connections,
+        # keep-alive): grader/api/server_limits.py.
         uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
-                    log_config=None, access_log=False, timeout_graceful_shutdown=5)
+                    log_config=None, access_log=False, timeout_graceful_shutdown=5, **uvicorn_options(settings))
     finally:
         release_sandbox()
     return EXIT_OK

@@ -188,6 +188,8 @@ def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessi
         return exc.verdict
     except CallTimeout as exc:
         sessions.discard()
+        log.info("test %s/%s timed out; its sandbox is replaced", problem.id, spec.id,
+                 extra={"event": "sandbox.restarted", "test": spec.id, "reason": "timeout"})
         limit = ("the submission's time budget" if by_budget
                  else f"its limit of {timeout_s:.0f} s of CPU time (or {WALL_FACTOR * timeout_s + WALL_SLACK_S:.0f} s "
                       "of wall-clock time for code that waits)")
@@ -195,6 +197,8 @@ def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessi
                        "slow code?)", fault="candidate", counterexample=getattr(exc, "counterexample", None))
     except SandboxFault as exc:  # crashed, killed, or sent something that is not the protocol: the candidate's doing
         sessions.discard()
+        log.info("test %s/%s ended its sandbox (%s); it is replaced", problem.id, spec.id, exc,
+                 extra={"event": "sandbox.restarted", "test": spec.id, "reason": "fault"})
         return Verdict("error", f"{exc}; the test was stopped", fault="candidate",
                        counterexample=getattr(exc, "counterexample", None))
     except GraderError:

@@ -334,7 +334,8 @@ def run_celery_worker(settings: Settings, *, concurrency: int) -> int:
     try:
         worker = app.Worker(concurrency=concurrency, pool="prefork", queues=[QUEUE_NAME], loglevel="INFO",
                             hostname=f"grader@{socket.gethostname()}:{os.getpid()}", without_gossip=True,
-                            without_mingle=True, optimization="fair")
+                            without_mingle=True, optimization="fair",
+                            quiet=settings.log_format == "json")  # no multi-line text banner in a JSON log
         worker.start()
         return int(getattr(worker, "exitcode", 0) or 0)
     finally:
