@@ -47,7 +47,7 @@ def test_sigkill_the_service_at_random_points_of_a_batch(server: FaultServer, rn
             assert r.status_code == 202, r.text
             ids.append(r.json()["id"])
             kinds[ids[-1]] = kind
-    schedule = [round(rng.uniform(0.5, 4.0), 2) for _ in range(KILLS)]
+    schedule = [round(rng.uniform(0.5, 2.5), 2) for _ in range(KILLS)]
     context = f"(seed {seed}, kill after {schedule} s of each run)"
     killed_while: list[dict[str, int]] = []
     for delay in schedule:
