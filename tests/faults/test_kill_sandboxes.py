@@ -43,9 +43,9 @@ def server(tmp_path: Path) -> Iterator[FaultServer]:
     live.stop()
 
 
-def kill_group(server: FaultServer, prefix: str, timeout_s: float = 30.0) -> set[int]:
-    """SIGKILL every process in the server's `prefix` cgroups (s: sessions, z: fork servers) once some hold
-    a process; returns what was killed."""
+def kill_group(server: FaultServer, prefix: str, sid: str, timeout_s: float = 30.0) -> set[int]:
+    """SIGKILL every process in the server's `prefix` cgroups (s: sessions, z: fork servers) as soon as some
+    hold a process while submission `sid` is still being graded; returns what was killed."""
     deadline = time.monotonic() + timeout_s
     while True:
         groups = [g for g in grader_cgroups({server.pid}) if g.name.startswith(prefix)]
@@ -57,8 +57,10 @@ def kill_group(server: FaultServer, prefix: str, timeout_s: float = 30.0) -> set
                 except ProcessLookupError:
                     pass
             return pids
+        status = sqlite_rows(server.data_dir, "SELECT status FROM submissions WHERE id = ?", sid)
+        assert status == [("running",)], f"{sid} was graded before a {prefix}-cgroup process could be killed"
         assert time.monotonic() < deadline, f"no {prefix}-cgroup process of the server appeared"
-        server.watch(0.02)
+        server.watch(0.01)
 
 
 def grade_and_kill(server: FaultServer, prefix: str, delay_s: float, context: str) -> tuple[dict, dict]:  # type: ignore[type-arg]
@@ -76,7 +78,7 @@ def grade_and_kill(server: FaultServer, prefix: str, delay_s: float, context: st
             assert time.monotonic() < deadline, f"{sid} never started {context}"
             time.sleep(0.02)
         server.watch(delay_s)
-        kill_group(server, prefix)
+        kill_group(server, prefix, sid)
         summary = wait_finished(server, token, [sid], timeout_s=90, context=context)[sid]
         report = client.get(f"/v1/submissions/{sid}/report", headers=auth(interviewer)).json()
     assert_one_verified_report_each(server, [sid], context)
@@ -90,7 +92,7 @@ def lost_tests(report: dict) -> list[tuple[str, str]]:  # type: ignore[type-arg]
 def test_a_session_killed_from_outside_costs_the_killed_test_only(server: FaultServer, rng: random.Random,
                                                                    seed: int) -> None:
     before = set(grader_cgroups({int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}))
-    delay = round(rng.uniform(0.2, 1.5), 2)
+    delay = round(rng.uniform(0.2, 1.2), 2)
     context = f"(seed {seed}, session killed {delay} s into grading)"
     summary, report = grade_and_kill(server, "s", delay, context)
     lost = lost_tests(report)
@@ -102,16 +104,16 @@ def test_a_session_killed_from_outside_costs_the_killed_test_only(server: FaultS
     print(f"\nseed {seed}: session killed {delay} s in -> score {summary['score']}, lost {lost}")
 
 
-@pytest.mark.xfail(reason="defect: a fork server killed under a running session is sometimes charged to the "
-                          "candidate (a test fails, e.g. relu_forward 'the results change between calls') instead "
-                          "of withdrawing the sandbox and grading again (seen at seed 1313); likely the session's "
-                          "death is seen before the zygote's thread marks its children lost (grader/isolation/local.py "
-                          "_fail reads child.lost once, grader/isolation/zygote.py sets it on the socket's close)",
-                   strict=False)
+@pytest.mark.xfail(reason="defect (seed 7: 2 runs of 3): a fork server killed under a running session is charged "
+                          "to the candidate: a property test of a correct solution fails with 'the results change "
+                          "between calls with the same inputs: the code is not deterministic' instead of the "
+                          "sandbox being withdrawn and the submission graded again. The lost sandbox fails one "
+                          "hypothesis example, its replay in a fresh session passes, and grader/engine/plan.py "
+                          "turns hypothesis's Flaky into that verdict", strict=False)
 def test_a_fork_server_killed_under_a_session_is_the_graders_fault(server: FaultServer, rng: random.Random,
                                                                    seed: int) -> None:
     before = set(grader_cgroups({int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}))
-    delay = round(rng.uniform(0.2, 1.5), 2)
+    delay = round(rng.uniform(0.2, 1.2), 2)
     context = f"(seed {seed}, fork server killed {delay} s into grading)"
     summary, report = grade_and_kill(server, "z", delay, context)
     # Withdrawn: a grader fault, graded again in full; never charged to the candidate.
