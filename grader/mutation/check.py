@@ -366,6 +366,10 @@ def render(result: CheckResult) -> str:
                  f"accepted survivors {result.count('accepted')}; survivors {result.count('survived')}")
     lines.append(f"kill rate with accepted survivors {result.kill_rate_with_accepted:.1%}, floor {result.floor:.0%}")
     for r in result.mutants:
+        if r.outcome == "equivalent" and r.mutant is not None:
+            lines.append(f"  equivalent {r.mutant.id} ({r.mutant.description}; {r.mutant.function}, "
+                         f"line {r.mutant.line})")
+    for r in result.mutants:
         if r.outcome == "crashed":
             lines.append(f"  crashed job {r.name}: {r.detail.strip().splitlines()[-1] if r.detail else ''}")
     for title, outcome in (("SURVIVOR", "survived"), ("accepted survivor", "accepted")):
