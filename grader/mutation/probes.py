@@ -191,10 +191,10 @@ def probe_regularization(m: ModuleType) -> list[Any]:
     gamma, beta = r.standard_normal(4), r.standard_normal(4)
     for bn_param in ({"mode": "train"}, {"mode": "train", "eps": 1e-3, "momentum": 0.3,
                                          "running_mean": r.standard_normal(4), "running_var": r.random(4) + 0.5}):
-        for _ in range(2):
-            x = 3 * r.standard_normal((5, 4)) + 1
+        for n in (5, 2):  # N = 2: the smallest batch train mode accepts
+            x = 3 * r.standard_normal((n, 4)) + 1
             _layer(out, m.batchnorm_forward, m.batchnorm_backward, (x, gamma, beta, bn_param),
-                   r.standard_normal((5, 4)))
+                   r.standard_normal((n, 4)))
         eval_param = copy.deepcopy(bn_param)
         eval_param["mode"] = "eval"
         _call(out, m.batchnorm_forward, r.standard_normal((3, 4)), gamma, beta, eval_param)
