@@ -27,6 +27,7 @@ from grader.engine.report import TestResult as Result  # not collected by pytest
 from grader.reports.html import render_report_export
 from grader.service import submissions as subs
 from grader.service.auth import authenticate, create_token
+from grader.service.metrics import Metrics
 from grader.service.schemas import SubmissionCreate
 from grader.store.db import Store, open_store
 from grader.store.models import ReportRow, Submission
@@ -49,6 +50,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
     store = open_store(settings)
     app = FastAPI()
     app.state.store, app.state.settings = store, settings
+    app.state.metrics = Metrics()  # what create_app provides: the sign-in counts refused guesses there
     app.include_router(pages.router)
     interviewer = create_token(store, "interviewer", "alice").token
     submitter = create_token(store, "submitter", "ci").token

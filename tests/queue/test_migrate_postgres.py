@@ -51,7 +51,8 @@ def test_processes_starting_at_once_migrate_one_database_once(cluster: PgCluster
     store = open_store(settings, migrate=False)
     try:
         with store.session() as db:
-            assert db.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+            assert db.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
             db.execute(text("SELECT published_at FROM submissions"))
+            db.execute(text("SELECT checksum FROM reports"))
     finally:
         store.close()
