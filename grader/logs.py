@@ -29,8 +29,10 @@ from typing import Any, Literal
 
 LogFormat = Literal["json", "text"]
 
-CONTEXT_FIELDS = ("submission_id", "problem", "attempt", "worker")
-"""What `bind` accepts: the fields stamped on every record logged while they are bound."""
+CONTEXT_FIELDS = ("submission_id", "problem", "attempt", "worker", "path_id")
+"""What `bind` accepts: the fields stamped on every record logged while they are bound. `path_id` is an id a
+request's path names before the request is known to be authorized (grader/api/app.py): a client without a
+token can put anyone's id in a path, so it never poses as `submission_id`."""
 
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("grader_log_context",
                                                                             default=MappingProxyType({}))
@@ -46,14 +48,31 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def bind(**fields: Any) -> Iterator[None]:
     """Stamp these fields (submission_id, problem, attempt, worker) on every record logged in the block;
     None values are left out, and a nested bind adds to (or overrides) the outer one."""
-    unknown = set(fields) - set(CONTEXT_FIELDS)
-    if unknown:
-        raise TypeError(f"bind() takes {', '.join(CONTEXT_FIELDS)}, not {', '.join(sorted(unknown))}")
+    _check(fields)
     token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
     try:
         yield
     finally:
         _context.reset(token)
+
+
+@contextmanager
+def bind_only(**fields: Any) -> Iterator[None]:
+    """Like `bind`, but the block sees these fields and nothing bound outside it. For a unit of work that must
+    not inherit its caller's fields: an HTTP request (uvicorn runs a pipelined request inside the context of
+    the one before it, whose submission id would otherwise tag the next request's lines)."""
+    _check(fields)
+    token = _context.set(MappingProxyType({k: v for k, v in fields.items() if v is not None}))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def _check(fields: Mapping[str, Any]) -> None:
+    unknown = set(fields) - set(CONTEXT_FIELDS)
+    if unknown:
+        raise TypeError(f"bind() takes {', '.join(CONTEXT_FIELDS)}, not {', '.join(sorted(unknown))}")
 
 
 def bound() -> dict[str, Any]:
@@ -125,11 +144,35 @@ def _plain(value: object) -> bool:
     return value is None or isinstance(value, str | int) or (isinstance(value, float) and math.isfinite(value))
 
 
+def escape_controls(text: str) -> str:
+    """`text` with every control character, line or paragraph separator escaped (\\n, \\x1b, \\u2028...),
+    and the backslash itself, so an escaped sequence in the input cannot pass for one we wrote."""
+    return text.translate(_ESCAPES)
+
+
+def _escape(code: int) -> str:
+    char = chr(code)
+    if char in "\n\r\t":
+        return repr(char)[1:-1]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+_ESCAPES: dict[int, str] = {code: _escape(code) for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
+_ESCAPES[ord("\\")] = "\\\\"
+
+
 class TextFormatter(logging.Formatter):
-    """For a person at a terminal: `time LEVEL logger: message [submission <id>]`, tracebacks as usual."""
+    """For a person at a terminal: `time LEVEL logger: message [submission <id>]`, tracebacks as usual.
+
+    The message is one line as in the JSON format: its control characters are escaped (`escape_controls`),
+    so a percent-decoded path with %0A in it cannot forge a line; only a traceback spans lines."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -137,7 +180,7 @@ class TextFormatter(logging.Formatter):
         if sid is None:
             return text
         first, newline, rest = text.partition("\n")
-        return f"{first} [submission {sid}]{newline}{rest}"
+        return f"{first} [submission {escape_controls(str(sid))}]{newline}{rest}"
 
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -46,8 +46,10 @@ PROBES = frozenset({"/healthz", "/metrics"})  # polled every few seconds: logged
 
 class RequestLog:
     """One log event per HTTP request (the service's access log): method, path, status, duration_ms, client,
-    and the submission when the path names one, bound while the request runs so that whatever the request
-    logs names it too. A new submission's id is read from the 202's Location header and logged as
+    and the submission when the path names one: bound as `path_id` while the request runs (so whatever the
+    request logs names it too, without claiming the caller may see it), and logged as `submission_id` on the
+    access line when the answer served it (status below 400), else as `path_id`. Each request starts from an
+    empty log context. A new submission's id is read from the 202's Location header and logged as
     "submission.accepted" as soon as the answer starts."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -70,18 +72,27 @@ class RequestLog:
                     answer.update(_created(message.get("headers", [])))
             await send(message)
 
-        with logs.bind(submission_id=named.group(1) if named else None):
+        path_id = named.group(1) if named else None
+        # bind_only: nothing of the context this request runs in is inherited (a pipelined request runs inside
+        # the one before it); the path's id is a path_id while the request runs (it may not be authorized).
+        with logs.bind_only(path_id=path_id):
             try:
                 await self.app(scope, receive, send_logged)
             finally:
                 status, duration_ms = answer["status"], round((time.perf_counter() - started) * 1000, 1)
                 client = scope.get("client")
+                # Only an answer that served the submission names it as submission_id: a 401, 403, 404 or
+                # 429 was given to a client that may not see it, who must not tag lines with someone's id.
+                if path_id is not None and status < 400 and "submission_id" not in answer:
+                    answer["submission_id"], path_id = path_id, None
                 fields = {"event": "http.request", "method": method, "path": path, "status": status,
                           "duration_ms": duration_ms, "client": client[0] if client else None,
-                          "submission_id": answer.get("submission_id"), "replayed": answer.get("replayed")}
+                          "submission_id": answer.get("submission_id"), "path_id": path_id,
+                          "replayed": answer.get("replayed")}
                 level = logging.DEBUG if path in PROBES and status < 400 else logging.INFO
-                access_log.log(level, "%s %s %d %.1f ms", method, path, status, duration_ms,
-                               extra={k: v for k, v in fields.items() if v is not None})
+                with logs.bind_only():  # the access line names the id as decided above, not as bound
+                    access_log.log(level, "%s %s %d %.1f ms", method, path, status, duration_ms,
+                                   extra={k: v for k, v in fields.items() if v is not None})
 
 
 def _created(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:

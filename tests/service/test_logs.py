@@ -234,7 +234,11 @@ def test_the_servers_log_is_json_lines_that_follow_one_submission(tmp_path: Path
                 time.sleep(0.1)
             assert client.get(f"/v1/submissions/{sid}/report", headers=auth).status_code == 200
             client.get("/v1/submissions/%0A%7B%22level%22%3A%22forged%22%7D", headers=auth)
-            time.sleep(0.3)  # the worker logs its last event after storing the status
+            # The worker logs its last event just after storing the status: wait for it, with a deadline.
+            deadline = time.monotonic() + 30
+            while f'"event": "grading.finished", "submission_id": "{sid}"' not in server.log_path.read_text():
+                assert time.monotonic() < deadline, "no grading.finished event in the server's log"
+                time.sleep(0.05)
     finally:
         server.stop()
     lines = server.log_path.read_text().splitlines()
@@ -260,3 +264,95 @@ def test_the_servers_log_is_json_lines_that_follow_one_submission(tmp_path: Path
     finished = next(e for e in mine if e.get("event") == "grading.finished")
     assert finished["outcome"] == "graded" and finished["score"] == 0 and finished["pid"] == mine[0]["pid"]
     assert any(e["logger"] == "grader.engine.grading" for e in mine)  # the engine's own line names it too
+
+
+# The text format, the log context of each request, and what never reaches a log --------------------------
+def test_the_text_format_escapes_control_characters_so_a_path_cannot_forge_a_line() -> None:
+    formatter = logs.TextFormatter()
+    record = _record("GET %s 404", ("/v1/submissions/x\n2026-01-01 00:00:00,000 CRITICAL grader: forged\x1b[2J",),
+                     submission_id="d" * 32)
+    text = formatter.format(record)
+    assert "\n" not in text and "\r" not in text and "\x1b" not in text and "\u2028" not in text
+    assert text.endswith(f"forged\\x1b[2J 404 [submission {'d' * 32}]") and "x\\n2026" in text
+    assert formatter.format(_record("a\\nb", ())).endswith("a\\\\nb")  # a backslash cannot pose as an escape
+    assert "\u2028" not in formatter.format(_record("%s", (HOSTILE,)))
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        with_tb = formatter.format(_record("crashed\nhere", (), logging.ERROR, exc_info=sys.exc_info()))
+    first, _, rest = with_tb.partition("\n")
+    assert first.endswith("crashed\\nhere") and rest.startswith("Traceback")  # only a traceback spans lines
+
+
+def test_bind_only_hides_what_was_bound_outside() -> None:
+    with logs.bind(submission_id="e" * 32, worker="w1"):
+        with logs.bind_only(path_id="f" * 32):
+            assert logs.bound() == {"path_id": "f" * 32}
+        assert logs.bound() == {"submission_id": "e" * 32, "worker": "w1"}
+
+
+def test_each_request_starts_from_an_empty_log_context(captured: io.StringIO) -> None:
+    """uvicorn runs a pipelined request inside the context of the one before it: the middleware must not let
+    that request's submission id tag the next one's lines."""
+    import asyncio
+
+    from grader.api.app import RequestLog
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        logging.getLogger("grader.api.test").info("inside %s", scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    def scope(path: str) -> dict[str, Any]:
+        return {"type": "http", "method": "GET", "path": path, "client": ("127.0.0.1", 1)}
+
+    middleware = RequestLog(inner)
+    with logs.bind(submission_id="a" * 32):  # as if a previous request's id were still bound
+        asyncio.run(middleware(scope("/healthz"), receive, send))
+    events = _events(captured)
+    inside = next(e for e in events if e.get("message") == "inside /healthz")
+    assert "submission_id" not in inside and "path_id" not in inside, inside
+
+
+def test_an_unauthorized_request_names_its_paths_id_only_as_path_id(client: TestClient, tokens: Tokens,
+                                                                      captured: io.StringIO) -> None:
+    someone = "0123456789abcdef0123456789abcdef"
+    assert client.get(f"/v1/submissions/{someone}").status_code == 401
+    assert client.get(f"/v1/submissions/{someone}", headers=tokens.auth(tokens.submitter)).status_code == 404
+    lines = [e for e in _events(captured) if e.get("event") == "http.request" and e.get("path", "").endswith(someone)]
+    assert [e["status"] for e in lines] == [401, 404]
+    assert all(e.get("path_id") == someone and "submission_id" not in e for e in lines), lines
+
+
+def test_no_secret_reaches_any_log_line(client: TestClient, tokens: Tokens, captured: io.StringIO) -> None:
+    root = logging.getLogger()
+    handler = logging.StreamHandler(captured)
+    handler.setFormatter(logs.JsonFormatter())
+    root.addHandler(handler)  # every logger's records, not only the grader's
+    try:
+        created = client.post("/v1/tokens", json={"role": "interviewer", "name": "new"},
+                              headers=tokens.auth(tokens.admin)).json()["token"]
+        guess = "grd_" + "x" * 43
+        client.get("/v1/submissions", headers=tokens.auth(guess))
+        client.get("/v1/submissions", headers={"Authorization": "Basic c2VjcmV0LWJhc2ljOnB3"})
+        client.post("/ui/login", data={"token": guess + "-form", "next": "/ui/submissions"})
+        assert client.post("/ui/login", data={"token": created}, follow_redirects=False).status_code == 303
+        client.get("/ui/submissions")  # with the login cookie
+        client.cookies.set("grader_token", guess + "-cookie")
+        client.get("/ui/submissions")
+        client.cookies.clear()
+        client.get("/v1/submissions", headers=tokens.auth(tokens.submitter))
+        client.get("/v1/tokens", headers=tokens.auth(tokens.admin))
+    finally:
+        root.removeHandler(handler)
+    text = captured.getvalue()
+    assert "http.request" in text
+    for secret in (created, guess, guess[4:], "c2VjcmV0LWJhc2ljOnB3", tokens.admin, tokens.submitter,
+                   tokens.admin[4:]):
+        assert secret not in text, secret
