@@ -185,6 +185,34 @@ def test_property_flags_answers_that_change_for_the_same_input() -> None:
     assert info.value.counterexample
 
 
+def test_a_sandbox_taken_back_mid_property_is_not_called_non_deterministic() -> None:
+    """A fork server killed under a session withdraws it: the case fails once and passes when replayed in a new
+    sandbox. That is the grader's doing (regraded), never the candidate's 'non-deterministic' code."""
+    from grader.isolation.base import SandboxWithdrawn
+
+    calls = [0]
+
+    def check(x) -> None:  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] == 3:
+            raise SandboxWithdrawn("the fork server under this sandbox died")
+
+    with pytest.raises(SandboxWithdrawn, match="fork server"):
+        ctx().check_property(gst.arrays(st.integers(1, 6).map(lambda n: (n,))), check, max_examples=30)
+
+
+def test_a_grader_bug_mid_property_stays_the_graders() -> None:
+    calls = [0]
+
+    def check(x) -> None:  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyError("a bug in a plan")
+
+    with pytest.raises(KeyError, match="a bug in a plan"):
+        ctx().check_property(gst.arrays(st.integers(1, 6).map(lambda n: (n,))), check, max_examples=30)
+
+
 def test_property_passes_a_correct_function() -> None:
     ctx().check_property(gst.arrays((3,)), lambda x: None, max_examples=10)
 

@@ -286,6 +286,10 @@ class Context:
         last_failure: list[Verdict] = []  # the latest (smallest) failure, with its case described
         first_failure: list[Verdict] = []
         first_fault: list[SandboxFault] = []
+        # Anything else a check raises is not the candidate's doing: the grader failed, or took the sandbox
+        # back (SandboxWithdrawn: a fork server killed under it). Hypothesis would replay the case, see it
+        # pass in a fresh sandbox and call the candidate's code non-deterministic; it is raised as it is.
+        not_theirs: list[Exception] = []
 
         class _Failing(Exception):
             pass
@@ -302,6 +306,8 @@ class Context:
             return kinds.setdefault(key, type("_Failing", (_Failing,), {}))
 
         def body(example: Any) -> None:
+            if not_theirs:
+                raise not_theirs[0]
             if first_fault:
                 raise first_fault[0]  # the session is dead; do not start sandboxes while shrinking
             failure: Verdict | None = None
@@ -316,6 +322,9 @@ class Context:
                 failure = exc.verdict.with_counterexample(show(example))
                 failing = kind_of(exc)
                 del exc
+            except Exception as exc:
+                not_theirs.append(exc)
+                raise
             if first_fault:
                 raise first_fault[0]
             if failure is not None:
@@ -329,7 +338,12 @@ class Context:
                           phases=(Phase.explicit, Phase.generate, Phase.shrink))(
             seed(stable_seed(self.seed, self.test_id, "cases"))(given(strategy)(body)))
         try:
-            runner()
+            try:
+                runner()
+            except Exception:
+                if not_theirs:
+                    raise not_theirs[0] from None
+                raise
         except SandboxFault as exc:
             if last_failure:
                 # A wrong answer was already found; the limit ran out while shrinking it. The verdict
