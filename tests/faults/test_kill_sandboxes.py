@@ -104,12 +104,6 @@ def test_a_session_killed_from_outside_costs_the_killed_test_only(server: FaultS
     print(f"\nseed {seed}: session killed {delay} s in -> score {summary['score']}, lost {lost}")
 
 
-@pytest.mark.xfail(reason="defect (seed 7: 2 runs of 3): a fork server killed under a running session is charged "
-                          "to the candidate: a property test of a correct solution fails with 'the results change "
-                          "between calls with the same inputs: the code is not deterministic' instead of the "
-                          "sandbox being withdrawn and the submission graded again. The lost sandbox fails one "
-                          "hypothesis example, its replay in a fresh session passes, and grader/engine/plan.py "
-                          "turns hypothesis's Flaky into that verdict", strict=False)
 def test_a_fork_server_killed_under_a_session_is_the_graders_fault(server: FaultServer, rng: random.Random,
                                                                    seed: int) -> None:
     before = set(grader_cgroups({int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}))
