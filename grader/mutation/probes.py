@@ -128,7 +128,7 @@ def probe_mlp(m: ModuleType) -> list[Any]:
     grads = {"W": r.standard_normal((3, 2)), "b": r.standard_normal(2)}
     _call(out, m.sgd_step, params, grads, 0.1)
     _call(out, m.sgd_step, params, grads, 0.1)
-    X = r.standard_normal((60, 5))
+    X = r.standard_normal((150, 5))  # more than two batches of the reference's 64, the last one short
     _train_small(out, m.train_mlp, X, (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0), 8, 3, 0)
     return out
 
@@ -228,6 +228,7 @@ def probe_gan(m: ModuleType) -> list[Any]:
     for kind in sorted(OPTIMIZERS):
         G, D = build_generator(3, 1), build_discriminator(2)
         opt_G, opt_D = make_optimizers(G, D, kind)
+        _watch_generator_grads(out, G, opt_D)
         for _ in range(2):
             real = torch.tensor(r.standard_normal((8, 2)))
             z = torch.tensor(r.standard_normal((8, 3)))
@@ -238,6 +239,18 @@ def probe_gan(m: ModuleType) -> list[Any]:
     _call(out, m.train_gan, G, D, ring_sampler(0), 3, 5)
     out.append([_snapshot(p) for p in [*G.parameters(), *D.parameters()]])
     return out
+
+
+def _watch_generator_grads(out: list[Any], G: Any, opt_D: Any) -> None:
+    """Record G's gradients when D steps: a D update that reaches G (no detach) leaves no trace in the
+    parameters, since G's update zeroes them first, but shows here."""
+    step = opt_D.step
+
+    def recording_step(*args: Any, **kwargs: Any) -> Any:
+        out.append(["G grads at D's step", [None if p.grad is None else _snapshot(p.grad) for p in G.parameters()]])
+        return step(*args, **kwargs)
+
+    opt_D.step = recording_step
 
 
 PROBES: dict[str, Probe] = {"mlp": probe_mlp, "cnn": probe_cnn, "rnn": probe_rnn,
