@@ -4,16 +4,26 @@ abuse limits every authenticated request goes through.
 Limits (grader/service/ratelimit.py), in the order a request meets them:
 1. an address locked out after `auth_failure_limit` failed authentications within `auth_failure_window_s` is
    answered 429 for any token it presents, valid or not, until the window has passed (the token is not even
-   looked up); every presented token that is unknown or revoked counts as a failure, a missing token does not;
+   looked up); every presented token that is unknown or revoked counts as a failure, a missing token does not,
+   and a login cookie that fails counts once per window (a browser resends a stale cookie with every page; the
+   pages clear it);
 2. every authenticated request spends one from its token's `rate_limit_requests_per_min` bucket;
 3. POST /v1/submissions also spends one from its token's submissions bucket (`rate_limit_submissions_burst`
    at once, `rate_limit_submissions_per_min` after that), before its body is read.
 Each refusal is a 429 whose message names the limit, with Retry-After; counted in grader_rate_limited_total.
 The limits live on app.state (one set per app, made from its settings on first use) and are per process.
+
+Lockout scope: the lockout is per client address as this process sees it (`client_address`: an IPv4 address, or
+an IPv6 /64), so every client behind one NAT or proxy address shares it: their failures add up, and a lockout
+refuses all of them. The address is the TCP peer's unless the peer is a trusted proxy: uvicorn replaces it with
+the X-Forwarded-For client only for the addresses in FORWARDED_ALLOW_IPS (127.0.0.1 by default), so behind a
+reverse proxy set FORWARDED_ALLOW_IPS to the proxy's address, or every client shares the proxy's lockout; and a
+header from any other peer is ignored, so a client cannot pick the address it is locked out by.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import threading
@@ -25,7 +35,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from grader.config import Settings
 from grader.errors import InvalidRequest, TooManyRequests, Unauthorized
-from grader.service.auth import Principal, authenticate, record_lockout
+from grader.service.auth import Principal, authenticate, hash_token, record_lockout
 from grader.service.ratelimit import AbuseLimits
 from grader.service.schemas import Role, Status, SubmissionFilter
 from grader.store.db import Store
@@ -49,12 +59,14 @@ def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def _raw_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+def _raw_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> tuple[str | None, bool]:
+    """The presented token, and whether it came from the login cookie (rather than the Authorization header)."""
     if credentials is not None and credentials.credentials:
-        return credentials.credentials
+        return credentials.credentials, False
     if request.headers.get("authorization"):
         raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-    return request.cookies.get(TOKEN_COOKIE) or None
+    cookie = request.cookies.get(TOKEN_COOKIE) or None
+    return cookie, cookie is not None
 
 
 _limits_lock = threading.Lock()
@@ -73,18 +85,32 @@ def abuse_limits(request: Request) -> AbuseLimits:
 
 
 def client_address(request: Request) -> str:
-    """The peer's address as the server saw it (uvicorn's proxy_headers rewrite it only for trusted proxies)."""
-    return request.client.host if request.client is not None else "unknown"
+    """The key of the caller's address for the lockout: the peer's address as the server saw it (uvicorn's
+    proxy_headers rewrite it from X-Forwarded-For only for the proxies in FORWARDED_ALLOW_IPS), and for IPv6 its
+    /64 network, since one host usually holds a whole /64 and could otherwise step to a new address per guess.
+    An IPv4 address mapped into IPv6 (::ffff:a.b.c.d) is the IPv4 address."""
+    host = request.client.host if request.client is not None else "unknown"
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host  # not an address (a test client's name, a Unix socket): the key as it is
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _count_refusal(request: Request, limit: str) -> None:
     request.app.state.metrics.count("grader_rate_limited_total", {"limit": limit})
 
 
-def authenticate_request(request: Request, store: Store, raw: str | None) -> Principal:
+def authenticate_request(request: Request, store: Store, raw: str | None, *, from_cookie: bool = False) -> Principal:
     """`authenticate` behind the abuse limits: 429 for a locked-out address or a token over its request rate.
 
-    For every route that checks a token, pages' login form included.
+    For every route that checks a token, pages' login form included. A token `from_cookie` that fails counts
+    as one failure per window however many pages the browser asks for (it sends the same stale or revoked
+    cookie with each), and marks the request (request.state.stale_login_cookie) so that the pages clear it.
     """
     limits = abuse_limits(request)
     address = client_address(request)
@@ -99,7 +125,10 @@ def authenticate_request(request: Request, store: Store, raw: str | None) -> Pri
     except Unauthorized:
         if raw:  # a token was presented and is wrong: a guess (a missing token is not)
             request.app.state.metrics.count("grader_auth_failures_total")
-            failures = limits.auth_failures.failed(address)
+            if from_cookie:
+                request.state.stale_login_cookie = True
+            once = hash_token(raw) if from_cookie else None
+            failures = limits.auth_failures.failed(address, once=once)
             if failures is not None:
                 log.warning("address %s locked out after %d failed authentications", address, failures)
                 try:
@@ -120,14 +149,16 @@ def authenticate_request(request: Request, store: Store, raw: str | None) -> Pri
 def current_principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
                       store: Store = Depends(get_store)) -> Principal:
     """The caller; 401 without a valid token, 429 over a limit."""
-    return authenticate_request(request, store, _raw_token(request, credentials))
+    raw, from_cookie = _raw_token(request, credentials)
+    return authenticate_request(request, store, raw, from_cookie=from_cookie)
 
 
 def optional_principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
                        store: Store = Depends(get_store)) -> Principal | None:
     """The caller, or None when there is no valid token (pages redirect to their login form); 429 over a limit."""
     try:
-        return authenticate_request(request, store, _raw_token(request, credentials))
+        raw, from_cookie = _raw_token(request, credentials)
+        return authenticate_request(request, store, raw, from_cookie=from_cookie)
     except Unauthorized:
         return None
 
@@ -159,6 +190,11 @@ def set_login_cookie(response: Response, token: str, *, secure: bool) -> None:
     """Carry the token in an HttpOnly, SameSite=Strict cookie (the pages' CSRF defence)."""
     response.set_cookie(TOKEN_COOKIE, token, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="strict",
                         secure=secure, path="/")
+
+
+def stale_login_cookie(request: Request) -> bool:
+    """Whether this request's login cookie failed to authenticate (unknown, revoked): the page should clear it."""
+    return bool(getattr(request.state, "stale_login_cookie", False))
 
 
 def clear_login_cookie(response: Response) -> None:

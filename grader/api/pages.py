@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from grader.api.deps import authenticate_request, clear_login_cookie, get_store, optional_principal, set_login_cookie
+from grader.api.deps import (
+    authenticate_request,
+    clear_login_cookie,
+    get_store,
+    optional_principal,
+    set_login_cookie,
+    stale_login_cookie,
+)
 from grader.engine.catalog import list_problems
 from grader.errors import GraderError, InvalidRequest, NotFound, TooManyRequests, Unauthorized
 from grader.reports.html import (
@@ -40,6 +47,7 @@ from grader.service.schemas import SubmissionFilter, SubmissionSummary
 from grader.store.db import Store
 
 PREFIX = "/ui"
+ResponseT = TypeVar("ResponseT", bound=Response)
 PAGE_SIZE = 50
 MAX_PAGE_NUMBER = 100_000
 STATUSES = ("queued", "running", "done", "failed")
@@ -89,7 +97,15 @@ def _safe_next(url: str | None) -> str:
 
 def _login_redirect(request: Request, next_url: str | None) -> RedirectResponse:
     target = next_url or request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return _redirect(f"{LINKS.login()}?{urlencode({'next': target})}")
+    return _forget_stale_cookie(request, _redirect(f"{LINKS.login()}?{urlencode({'next': target})}"))
+
+
+def _forget_stale_cookie(request: Request, response: ResponseT) -> ResponseT:
+    """Clear a login cookie that failed (its token unknown or revoked), so the browser stops sending it with
+    every page (grader/api/deps.py counts it once per window, but it would never sign in)."""
+    if stale_login_cookie(request):
+        clear_login_cookie(response)
+    return response
 
 
 def _gate(request: Request, me: Principal | None, *, next_url: str | None = None) -> Response | None:
@@ -139,11 +155,11 @@ def home() -> RedirectResponse:
 
 
 @router.get(PREFIX + "/login")
-def login_form(me: Caller, next: str | None = None) -> Response:
+def login_form(request: Request, me: Caller, next: str | None = None) -> Response:
     """The sign-in form (or straight on, when the browser is already signed in)."""
     if me is not None and me.can("interviewer"):
         return _redirect(_safe_next(next))
-    return _html(render_login_page(links=LINKS, next_url=_safe_next(next)))
+    return _forget_stale_cookie(request, _html(render_login_page(links=LINKS, next_url=_safe_next(next))))
 
 
 @router.post(PREFIX + "/login")

@@ -11,11 +11,13 @@ grader/api/deps.py), each lockout audited once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import get_args
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from grader.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from grader.service.audit import record
@@ -26,6 +28,8 @@ from grader.store.models import Token, utcnow
 TOKEN_PREFIX = "grd_"
 ROLE_RANK: dict[str, int] = {"submitter": 0, "interviewer": 1, "admin": 2}
 ROLES: tuple[str, ...] = get_args(Role)
+log = logging.getLogger(__name__)
+
 LAST_USED_RESOLUTION_S = 60.0  # write last_used_at at most once a minute per token, not on every request
 
 
@@ -87,10 +91,23 @@ def authenticate(store: Store, raw: str | None) -> Principal:
         row = db.scalar(select(Token).where(Token.token_hash == hash_token(raw.strip())))
         if row is None or row.revoked_at is not None:
             raise Unauthorized("the API token is unknown or revoked")
-        now = utcnow()
-        if row.last_used_at is None or (now - row.last_used_at).total_seconds() > LAST_USED_RESOLUTION_S:
-            row.last_used_at = now
-        return Principal(token_id=row.id, name=row.name, role=row.role)  # type: ignore[arg-type]
+        principal = Principal(token_id=row.id, name=row.name, role=row.role)  # type: ignore[arg-type]
+        last_used = row.last_used_at
+    now = utcnow()
+    if last_used is None or (now - last_used).total_seconds() > LAST_USED_RESOLUTION_S:
+        _touch(store, principal.token_id, now)
+    return principal
+
+
+def _touch(store: Store, token_id: int, now: datetime) -> None:
+    """Write a token's last_used_at, best effort: in its own unit of work, after the token was checked, and
+    any failure (a full disk, a database that is read-only or away for a moment) is logged at DEBUG and
+    swallowed. Otherwise a full disk would answer 503 to every request of a token, reads included."""
+    try:
+        with store.session() as db:
+            db.execute(update(Token).where(Token.id == token_id).values(last_used_at=now))
+    except Exception:
+        log.debug("could not record that token %d was used (the request goes on)", token_id, exc_info=True)
 
 
 def record_lockout(store: Store, address: str, failures: int, window_s: float) -> None:

@@ -9,6 +9,7 @@ Memory is bounded: a key whose state carries no information any more (a bucket r
 whose failures have all left the window) is dropped, and when `max_keys` keys are held the least recently
 seen one is dropped first. A flood of distinct keys (addresses, say) therefore costs at most `max_keys` entries;
 what it can buy is that an old, quiet entry is forgotten early, which only ever favours the client it belonged to.
+A locked-out address is the exception: it is never dropped before its lockout ends (AuthFailureTracker).
 
 A clock can be injected (a `Callable[[], float]` of seconds, monotonic), so tests advance time by hand.
 """
@@ -25,6 +26,7 @@ from grader.config import Settings
 
 Clock = Callable[[], float]
 DEFAULT_MAX_KEYS = 10_000
+OVERFLOW = "(overflow)"  # the AuthFailureTracker key shared by addresses once every entry is locked
 
 
 @dataclass
@@ -104,6 +106,13 @@ class AuthFailureTracker:
     A locked-out address is refused (before its token is even looked up) until `window_s` after the failure
     that locked it, whatever it sends, a valid token included: otherwise an attacker could keep guessing and
     only the guesses would be refused. The other addresses are unaffected. Thread-safe.
+
+    A locked entry is never evicted before its lockout ends, so a flood of failures from other addresses
+    cannot undo a lockout (only entries that are not locked make room, least recently seen first). Should
+    `max_keys` addresses be locked out at once, an address with no entry of its own shares one entry, OVERFLOW,
+    with every other such address: their failures add up and lock them out together (guessing stays bounded
+    at `limit` per window for all of them; the price falls on addresses that fail while an attack that large
+    goes on, and a valid token from an address that has no entry still works until that shared lockout).
     """
 
     def __init__(self, limit: int, window_s: float, *, clock: Clock = time.monotonic,
@@ -115,6 +124,7 @@ class AuthFailureTracker:
         self._clock = clock
         self._max_keys = max_keys
         self._seen: OrderedDict[str, _Failures] = OrderedDict()
+        self._repeats: OrderedDict[tuple[str, str], float] = OrderedDict()  # see `failed`'s `once`
         self._lock = threading.Lock()
 
     def locked_for(self, address: str) -> float:
@@ -122,21 +132,39 @@ class AuthFailureTracker:
         with self._lock:
             entry = self._seen.get(address)
             if entry is None:
-                return 0.0
+                entry = self._seen.get(OVERFLOW)  # an address without its own entry shares the overflow's
+                if entry is None:
+                    return 0.0
             return max(0.0, entry.locked_until_s - self._clock())
 
-    def failed(self, address: str) -> int | None:
+    def failed(self, address: str, *, once: str | None = None) -> int | None:
         """Count a failure; the failures in the window when this one locked the address out, else None.
 
         Returns a number once per lockout, so the caller can audit a lockout once and not every attempt.
+        With `once` (a fingerprint of what failed, e.g. a hash of a login cookie a browser keeps sending), the
+        same fingerprint from the same address counts once per window: a stale cookie is one failure, not one
+        per page, while a guess (a new value each time) still counts every time.
         """
         with self._lock:
             now = self._clock()
-            entry = self._seen.pop(address, None) or _Failures(times_s=[])
+            if once is not None:
+                key = (address, once)
+                seen_s = self._repeats.pop(key, None)
+                if seen_s is not None and now - seen_s < self.window_s:
+                    self._repeats[key] = seen_s
+                    return None
+                self._repeats[key] = now
+                while len(self._repeats) > self._max_keys:
+                    del self._repeats[next(iter(self._repeats))]
+            entry = self._seen.pop(address, None)
+            self._evict(now)  # the others only, as TokenBucket.take does
+            if entry is None and len(self._seen) >= self._max_keys:  # every entry is locked: class docstring
+                address = OVERFLOW
+                entry = self._seen.pop(OVERFLOW, None)
+            entry = entry or _Failures(times_s=[])
             entry.times_s = [t for t in entry.times_s if now - t < self.window_s]
             entry.times_s.append(now)
             del entry.times_s[:-self.limit]  # never more than `limit` kept per address
-            self._evict(now)  # the others only, as TokenBucket.take does
             self._seen[address] = entry
             if entry.locked_until_s <= now and len(entry.times_s) >= self.limit:
                 entry.locked_until_s = now + self.window_s
@@ -144,13 +172,23 @@ class AuthFailureTracker:
             return None
 
     def _evict(self, now: float) -> None:
+        # Stale entries (no failure in the window, not locked) go first, oldest first: dropping them is lossless.
         while self._seen:
             address, oldest = next(iter(self._seen.items()))
-            stale = oldest.locked_until_s <= now and all(now - t >= self.window_s for t in oldest.times_s)
-            if stale or len(self._seen) >= self._max_keys:
+            if oldest.locked_until_s <= now and all(now - t >= self.window_s for t in oldest.times_s):
                 del self._seen[address]
             else:
                 break
+        # Full: drop the least recently seen entry that is not locked. A locked one met on the way goes to the
+        # back (so the next search does not walk over it again); it is never dropped before its lockout ends.
+        for _ in range(len(self._seen)):
+            if len(self._seen) < self._max_keys:
+                return
+            address, oldest = next(iter(self._seen.items()))
+            if oldest.locked_until_s > now or address == OVERFLOW:  # the overflow goes only when stale
+                self._seen.move_to_end(address)
+            else:
+                del self._seen[address]
 
     def __len__(self) -> int:
         with self._lock:

@@ -192,13 +192,24 @@ def test_a_missing_token_is_not_a_guess(tmp_path: Path, made: list[TestClient]) 
     assert client.get("/v1/problems", headers=Tokens.auth(tokens.submitter)).status_code == 200
 
 
+def with_clock(client: TestClient) -> FakeClock:
+    """Give the client's app limits that run on a fake clock."""
+    clock = FakeClock()
+    client.app.state.abuse_limits = AbuseLimits.from_settings(client.app.state.settings,  # type: ignore[attr-defined]
+                                                              clock=clock)
+    return clock
+
+
 def test_lockout_ends_after_the_window(tmp_path: Path, made: list[TestClient]) -> None:
-    client, tokens = app_client(tmp_path, auth_failure_limit=3, auth_failure_window_s=1.0)
+    client, tokens = app_client(tmp_path, auth_failure_limit=3, auth_failure_window_s=60.0)
     made.append(client)
+    clock = with_clock(client)
     assert [client.get("/v1/problems", headers=Tokens.auth("grd_x")).status_code for _ in range(4)] == \
         [401, 401, 401, 429]
     assert client.get("/v1/problems", headers=Tokens.auth(tokens.submitter)).status_code == 429
-    time.sleep(1.1)
+    clock.advance(59.9)
+    assert client.get("/v1/problems", headers=Tokens.auth(tokens.submitter)).status_code == 429
+    clock.advance(0.1)
     assert client.get("/v1/problems", headers=Tokens.auth(tokens.submitter)).status_code == 200
     # A fresh window: the next guesses are 401 again until the limit, and the second lockout is audited too.
     assert [client.get("/v1/problems", headers=Tokens.auth("grd_x")).status_code for _ in range(4)] == \
@@ -220,6 +231,118 @@ def test_guesses_through_the_login_form_count_and_are_locked_out(tmp_path: Path,
     # The API is locked for that address as well, and the lockout was audited once.
     assert client.get("/v1/problems", headers=Tokens.auth(tokens.submitter)).status_code == 429
     assert len(audit_actions(client, tokens, "auth.locked_out")) == 1
+
+
+def test_a_flood_of_other_addresses_cannot_undo_a_lockout() -> None:
+    clock = FakeClock()
+    tracker = AuthFailureTracker(3, 60.0, clock=clock, max_keys=100)
+    assert [tracker.failed("6.6.6.6") for _ in range(3)] == [None, None, 3]
+    for i in range(5_000):  # one failure from each of many addresses, the locked one the oldest entry
+        tracker.failed(f"10.0.{i // 256}.{i % 256}")
+        clock.advance(0.001)
+    assert tracker.locked_for("6.6.6.6") == pytest.approx(55.0)
+    assert len(tracker) <= 101
+    clock.advance(55.1)
+    assert tracker.locked_for("6.6.6.6") == 0.0
+
+
+def test_when_every_entry_is_locked_new_addresses_share_one_lockout() -> None:
+    clock = FakeClock()
+    tracker = AuthFailureTracker(2, 60.0, clock=clock, max_keys=4)
+    for n in range(4):
+        for _ in range(2):
+            tracker.failed(f"6.6.6.{n}")
+    assert all(tracker.locked_for(f"6.6.6.{n}") > 0 for n in range(4))
+    assert tracker.failed("7.7.7.1") is None and tracker.locked_for("7.7.7.1") == 0.0  # counted, not locked yet
+    assert tracker.failed("7.7.7.2") == 2  # the second failure beyond the table locks the overflow
+    assert tracker.locked_for("7.7.7.3") == pytest.approx(60.0)  # every address without an entry of its own
+    assert all(tracker.locked_for(f"6.6.6.{n}") > 0 for n in range(4)) and len(tracker) <= 5
+    clock.advance(60.0)
+    assert tracker.locked_for("7.7.7.3") == 0.0 and tracker.failed("8.8.8.8") is None
+
+
+def test_an_ipv6_client_is_locked_out_by_its_slash_64(tmp_path: Path, made: list[TestClient]) -> None:
+    client, tokens = app_client(tmp_path, auth_failure_limit=3, auth_failure_window_s=60.0)
+    made.append(client)
+    for n in range(1, 4):  # one guess from each of three addresses of one /64
+        guesser = TestClient(client.app, client=(f"2001:db8:0:7::{n}", 1))  # type: ignore[arg-type]
+        assert guesser.get("/v1/problems", headers=Tokens.auth(f"grd_g{n}")).status_code == 401
+    same = TestClient(client.app, client=("2001:db8:0:7:ffff::9", 1))  # type: ignore[arg-type]
+    assert same.get("/v1/problems", headers=Tokens.auth(tokens.submitter)).status_code == 429
+    other = TestClient(client.app, client=("2001:db8:0:8::1", 1))  # type: ignore[arg-type]
+    assert other.get("/v1/problems", headers=Tokens.auth(tokens.submitter)).status_code == 200
+    events = audit_actions(client, tokens, "auth.locked_out")
+    assert [e["detail"]["address"] for e in events] == ["2001:db8:0:7::/64"]
+    mapped = TestClient(client.app, client=("::ffff:192.0.2.1", 1))  # type: ignore[arg-type]
+    plain = TestClient(client.app, client=("192.0.2.1", 1))  # type: ignore[arg-type]
+    for c in (mapped, plain, mapped):
+        c.get("/v1/problems", headers=Tokens.auth("grd_v4"))
+    assert plain.get("/v1/problems", headers=Tokens.auth(tokens.submitter)).status_code == 429
+
+
+def test_x_forwarded_for_does_not_move_a_client_out_of_its_lockout(tmp_path: Path, made: list[TestClient]) -> None:
+    """In the app the address is the peer's (uvicorn rewrites it only for trusted proxies): a header does not
+    give a guesser a new address per guess. The real server's side: test_x_forwarded_for_from_an_untrusted_peer."""
+    client, tokens = app_client(tmp_path, auth_failure_limit=3, auth_failure_window_s=60.0)
+    made.append(client)
+    answers = [client.get("/v1/problems", headers={**Tokens.auth(f"grd_g{n}"), "X-Forwarded-For": f"198.51.100.{n}",
+                                                   "Forwarded": f"for=198.51.100.{n}"}).status_code
+               for n in range(4)]
+    assert answers == [401, 401, 401, 429]
+
+
+def test_a_stale_login_cookie_is_cleared_and_counts_once(tmp_path: Path, made: list[TestClient]) -> None:
+    """A browser sends its cookie with every page: a revoked token in it must not lock its own user (and every
+    one behind the same address) out after a few pages; it is cleared, and counted once per window."""
+    client, tokens = app_client(tmp_path, auth_failure_limit=3, auth_failure_window_s=60.0)
+    made.append(client)
+    stale = client.post("/v1/tokens", json={"role": "interviewer", "name": "old"},
+                        headers=Tokens.auth(tokens.admin)).json()
+    client.delete(f"/v1/tokens/{stale['id']}", headers=Tokens.auth(tokens.admin))
+    cookie = {"Cookie": f"grader_token={stale['token']}"}
+    for path in ["/ui/submissions", "/ui/login", "/ui/compare"] * 4:
+        r = client.get(path, headers=cookie, follow_redirects=False)
+        assert r.status_code in (200, 303), (path, r.status_code)
+        set_cookie = r.headers.get("set-cookie", "")
+        assert set_cookie.startswith('grader_token=""') and "Max-Age=0" in set_cookie, (path, set_cookie)
+    assert client.get("/v1/problems", headers=Tokens.auth(tokens.submitter)).status_code == 200
+    r = client.post("/ui/login", data={"token": tokens.interviewer}, headers=cookie, follow_redirects=False)
+    assert r.status_code == 303 and tokens.interviewer in r.headers["set-cookie"]
+    # A cookie that changes every time is guessing, and counts every time.
+    answers = [client.get("/v1/problems", headers={"Cookie": f"grader_token=grd_guess{n}"}).status_code
+               for n in range(3)]
+    assert answers == [401, 401, 429]  # the stale cookie's one failure, then two guesses
+    assert len(audit_actions(client, tokens, "auth.locked_out")) == 1
+
+
+def test_a_full_disk_does_not_stop_reads(tmp_path: Path, made: list[TestClient]) -> None:
+    """Writing a token's last_used_at is best effort: when the database cannot be written, the request goes on."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    client, tokens = app_client(tmp_path)
+    made.append(client)
+    engine = client.app.state.store.engine  # type: ignore[attr-defined]
+    refused: list[str] = []
+
+    def disk_full(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE TOKENS"):
+            refused.append(statement)
+            raise OperationalError(statement, None, sqlite3.OperationalError("database or disk is full"))
+
+    event.listen(engine, "before_cursor_execute", disk_full)
+    try:
+        r = client.get("/v1/submissions", headers=Tokens.auth(tokens.submitter))  # never used: last_used_at due
+        assert r.status_code == 200, r.text
+        assert client.get("/v1/problems", headers=Tokens.auth(tokens.interviewer)).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", disk_full)
+    assert len(refused) == 2  # the write was tried, and failed, for each token
+    assert client.get("/v1/problems", headers=Tokens.auth(tokens.submitter)).status_code == 200
+    listed = {t["name"]: t for t in client.get("/v1/tokens", headers=Tokens.auth(tokens.admin)).json()}
+    assert listed["ci-a"]["last_used_at"] is not None  # written once the disk has room again
 
 
 # -- per-token rate limits -------------------------------------------------------------------------------------
