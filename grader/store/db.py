@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, select, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from grader.config import Settings
@@ -98,13 +99,58 @@ class Store:
         self.engine.dispose()
 
 
+# SQLite's primary result codes (the low byte of an extended code) of a database that cannot be written or
+# reached right now: full, I/O error, cannot open, busy or locked past the timeout, read-only, file too large
+# for the file system, a WAL lock protocol race. Anything else ("no such column", a syntax error, a
+# constraint, a corrupt file) is a fault of the grader or of its data, not worth a retry.
+SQLITE_UNAVAILABLE = frozenset({
+    5,   # SQLITE_BUSY
+    6,   # SQLITE_LOCKED
+    8,   # SQLITE_READONLY (and its extended codes)
+    10,  # SQLITE_IOERR (and its extended codes)
+    13,  # SQLITE_FULL
+    14,  # SQLITE_CANTOPEN
+    15,  # SQLITE_PROTOCOL
+    22,  # SQLITE_NOLFS
+})
+# PostgreSQL SQLSTATEs of the same kind: class 08 (connection exception), class 53 (insufficient resources:
+# disk full 53100, out of memory, too many connections), 57P01..57P03 (admin shutdown, crash shutdown,
+# cannot connect now), 58030 (I/O error).
+PG_UNAVAILABLE_CLASSES = ("08", "53")
+PG_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "58030"})
+
+
 def unavailable(exc: DBAPIError) -> bool:
     """True for a database that cannot be written or reached right now (worth retrying), not a bug of ours.
 
-    SQLite: "database or disk is full", "disk I/O error", "unable to open database file", still locked after
-    the busy timeout; PostgreSQL: connection refused, lost, or the server shutting down.
+    Classified by the driver's own code, never by the exception class alone (SQLite raises OperationalError
+    for "no such column" too: a schema the code does not match must answer 500, not 503 forever):
+
+    - a connection SQLAlchemy found lost (`connection_invalidated`);
+    - SQLite: the primary result code is in SQLITE_UNAVAILABLE (full, I/O error, cannot open, busy or
+      locked after the busy timeout, read-only, ...);
+    - PostgreSQL (psycopg 3): a SQLSTATE of class 08 or 53 or in PG_UNAVAILABLE_STATES, or a libpq-side
+      OperationalError without a SQLSTATE (connection refused or dropped before the server answered).
     """
-    return isinstance(exc, OperationalError | InterfaceError) or bool(exc.connection_invalidated)
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(orig, sqlite3.Error):
+        return isinstance(code, int) and code & 0xFF in SQLITE_UNAVAILABLE
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)  # psycopg 3, psycopg2
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate[:2] in PG_UNAVAILABLE_CLASSES or sqlstate in PG_UNAVAILABLE_STATES
+    return _libpq_failure(orig)
+
+
+def _libpq_failure(orig: BaseException | None) -> bool:
+    """A psycopg OperationalError the server did not answer with a SQLSTATE: libpq's own connection failure."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(orig, psycopg.OperationalError) and getattr(orig, "sqlstate", None) is None
 
 
 def describe(exc: BaseException) -> str:
