@@ -1,4 +1,5 @@
-"""The service's subcommands of `grader`: `serve`, `worker`, `migrate` and `tokens create|list|revoke`."""
+"""The service's subcommands of `grader`: `serve`, `worker`, `migrate`, `verify-reports` and
+`tokens create|list|revoke`."""
 
 from __future__ import annotations
 
@@ -102,6 +103,39 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     open_store(settings).close()
     print(f"grader: the schema is up to date ({_where(settings)})")
     return EXIT_OK
+
+
+def cmd_verify_reports(args: argparse.Namespace) -> int:
+    """Check every stored report against its checksum and every done submission's summary score against its
+    report (see grader.store.db.check_reports); print the count checked and each failing submission with its
+    reasons. Exit 0 when all pass, 1 when any fails, 3 when the database cannot be read. Changes nothing
+    (the schema is not migrated either)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from grader.errors import StorageUnavailable
+    from grader.store.db import check_reports, describe, open_store
+
+    settings = _settings(args)
+    where = _where(settings)
+    if settings.database_url is None and not (settings.data_dir / "grader.db").is_file():
+        print(f"grader verify-reports: cannot read the database: no {settings.data_dir / 'grader.db'}",
+              file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    try:
+        store = open_store(settings, migrate=False)
+        try:
+            result = check_reports(store)
+        finally:
+            store.close()
+    except (SQLAlchemyError, StorageUnavailable) as exc:
+        cause = exc.__cause__ if isinstance(exc, StorageUnavailable) and exc.__cause__ is not None else exc
+        print(f"grader verify-reports: cannot read the database ({where}): {describe(cause)} "
+              "(a schema older than this grader: run `grader migrate` first)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    for sid, reasons in sorted(result.failures.items()):
+        print(f"{sid}: {'; '.join(reasons)}")
+    print(f"grader: {result.checked} reports checked, {len(result.failures)} failing ({where})")
+    return 1 if result.failures else EXIT_OK
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -248,7 +282,7 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `serve`, `worker`, `migrate` and `tokens` to the `grader` command."""
+    """Add `serve`, `worker`, `migrate`, `verify-reports` and `tokens` to the `grader` command."""
     data_dir_help = "data directory (default: GRADER_DATA_DIR, else ./data)"
     p = sub.add_parser("serve", help="run the HTTP API with embedded workers (SQLite, local sandbox by default)")
     p.add_argument("--host", default=os.environ.get("GRADER_HOST", "127.0.0.1"),
@@ -275,6 +309,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("migrate", help="bring the database schema up to date and exit")
     p.add_argument("--data-dir", default=None, help=data_dir_help)
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("verify-reports", help="check every stored report against its checksum and each done "
+                                              "submission's score against its report; exit 0 when all pass, "
+                                              "1 when any fails, 3 when the database cannot be read")
+    p.add_argument("--data-dir", default=None, help=data_dir_help)
+    p.set_defaults(func=cmd_verify_reports)
 
     tokens = sub.add_parser("tokens", help="manage API tokens")
     tsub = tokens.add_subparsers(dest="tokens_command", required=True)

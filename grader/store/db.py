@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from grader.config import Settings
 from grader.errors import StorageUnavailable
-from grader.store.models import ReportRow
+from grader.store.models import ReportRow, Submission, report_checksum
 
 log = logging.getLogger(__name__)
 
@@ -195,19 +198,79 @@ def database_problem(settings: Settings) -> str | None:
     return None
 
 
-def verify_reports(store: Store, *, batch: int = 200) -> list[str]:
-    """The ids of submissions whose stored report no longer matches its checksum (sorted), logged.
+@dataclass
+class ReportCheck:
+    """What `check_reports` found: how many reports it read, and each failing submission with its reasons."""
 
-    Reads every report once, in batches; a report stored without a checksum (written by a grader older
-    than migration 0003) cannot be checked and is not listed.
+    checked: int = 0
+    failures: dict[str, list[str]] = field(default_factory=dict)
+
+    def fail(self, submission_id: str, reason: str) -> None:
+        self.failures.setdefault(submission_id, []).append(reason)
+
+
+def _same(stored: float | None, reported: Any) -> bool:
+    if stored is None or not isinstance(reported, int | float) or isinstance(reported, bool):
+        return stored is None and reported is None
+    return math.isclose(stored, float(reported), rel_tol=1e-9, abs_tol=1e-9)
+
+
+def check_reports(store: Store, *, batch: int = 200) -> ReportCheck:
+    """Every stored report against its checksum, and every done submission's summary against its report.
+
+    A submission fails when
+    - its report no longer hashes to the checksum stored beside it (changed after it was written);
+    - its report has no checksum: after migration 0003 backfilled every older row, only a writer that did
+      not set one (a grader older than 0003 still running after the migration) leaves NULL, so nothing
+      vouches for that report. Policy: reads still serve such a report (refusing them would make an
+      old worker's every grading unreadable during an upgrade), but it is listed here until an
+      administrator restores or regrades it;
+    - it is done and its summary's score or max_score (what the list, the CSV export, the webhooks and the
+      compare page read) differs from its report's;
+    - it is done and has no report at all.
+    Read in batches keyed on the submission id, one short transaction each (SQLite's write lock is taken
+    by every transaction here, so a long scan never holds writers back for long).
     """
-    failing: list[str] = []
-    with store.session() as db:
-        for row in db.scalars(select(ReportRow).order_by(ReportRow.submission_id).execution_options(
-                yield_per=batch)):
-            if row.checksum_fails():
-                failing.append(row.submission_id)
-            db.expunge(row)
-    for sid in failing:
-        log.error("stored report of submission %s fails its checksum", sid)
-    return failing
+    result = ReportCheck()
+    last = ""
+    while True:
+        with store.session() as db:
+            rows = db.execute(select(Submission.id, Submission.status, Submission.score, Submission.max_score,
+                                     ReportRow.report_json, ReportRow.checksum)
+                              .outerjoin(ReportRow, ReportRow.submission_id == Submission.id)
+                              .where(Submission.id > last,
+                                     (Submission.status == "done") | ReportRow.submission_id.is_not(None))
+                              .order_by(Submission.id).limit(batch)).all()
+        if not rows:
+            break
+        for sid, status, score, max_score, report_json, checksum in rows:
+            if report_json is None:
+                result.fail(sid, "done without a report")
+                continue
+            result.checked += 1
+            if checksum is None:
+                result.fail(sid, "the report has no checksum (written by a grader that did not set one)")
+            elif report_checksum(report_json) != checksum:
+                result.fail(sid, "the report fails its checksum")
+                continue  # what it says cannot be trusted: nothing to compare the summary with
+            if status != "done":
+                continue
+            try:
+                report = json.loads(report_json)
+            except ValueError:
+                result.fail(sid, "the report is not JSON")
+                continue
+            for name, stored in (("score", score), ("max_score", max_score)):
+                if not _same(stored, report.get(name) if isinstance(report, dict) else None):
+                    result.fail(sid, f"the summary's {name} {stored} differs from its report's "
+                                     f"{report.get(name) if isinstance(report, dict) else None}")
+        last = rows[-1][0]
+    for sid, reasons in result.failures.items():
+        log.error("stored report of submission %s fails verification: %s", sid, "; ".join(reasons))
+    return result
+
+
+def verify_reports(store: Store, *, batch: int = 200) -> list[str]:
+    """The ids of submissions that fail `check_reports` (sorted): a report that fails its checksum or has
+    none, a done submission whose summary score differs from its report's, or that has no report."""
+    return sorted(check_reports(store, batch=batch).failures)

@@ -118,8 +118,10 @@ class ReportRow(Base):
     """At most one report per submission: the unique key is what makes grading count once.
 
     `checksum` is the SHA-256 of `report_json` (see `report_checksum`), written in the same transaction, so a
-    report changed on disk afterwards is detected when read instead of served as graded. None only on a row
-    written by a grader older than migration 0003 after the migration ran (its value cannot be vouched for).
+    report changed on disk afterwards is detected when read instead of served as graded. Migration 0003
+    backfilled it for every older row; None afterwards only on a row written by a grader older than 0003
+    still running after the migration: reads serve such a report (nothing to check it against), and
+    `grader verify-reports` lists it as failing, since nothing vouches for it.
     """
 
     __tablename__ = "reports"
@@ -128,12 +130,13 @@ class ReportRow(Base):
     report_json: Mapped[str] = mapped_column(Text)
     # An insert that does not give it gets it computed from report_json (every writer through the ORM).
     checksum: Mapped[str | None] = mapped_column(String(64), nullable=True, default=_default_checksum)
-
-    def checksum_fails(self) -> bool:
-        """True when the stored JSON no longer hashes to the stored checksum (a row without one cannot fail)."""
-        return self.checksum is not None and report_checksum(self.report_json) != self.checksum
     attempt: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def checksum_fails(self) -> bool:
+        """True when the stored JSON no longer hashes to the stored checksum; a row without one cannot fail
+        here (it is served), `verify_reports` lists it."""
+        return self.checksum is not None and report_checksum(self.report_json) != self.checksum
 
 
 class Note(Base):

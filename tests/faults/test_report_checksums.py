@@ -6,6 +6,7 @@ API answers 500 naming the submission, and `verify_reports` lists it.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from sqlalchemy import text
 
 from grader.api.app import create_app
 from grader.config import Settings
-from grader.store.db import Store, alembic_config, open_store, verify_reports
+from grader.store.db import STORE_DIR, Store, alembic_config, open_store, verify_reports
 from grader.store.models import report_checksum
 from tests.service.conftest import Tokens, make_settings, standin_grade, wait_for_status
 
@@ -27,6 +28,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.faults]
 # Stand-in grading (tests/service/conftest.py): a test passes when the code names it; two different scores.
 GOOD = "# affine_forward affine_backward\n"
 BAD = "# affine_forward\n"
+
+
+def migration_batch() -> int:
+    """Migration 0003's backfill batch size (its module's name is not an identifier: loaded by path)."""
+    spec = importlib.util.spec_from_file_location("migration_0003",
+                                                  STORE_DIR / "migrations" / "versions" / "0003_report_checksum.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return int(module.BATCH)
 
 
 @pytest.fixture
@@ -111,15 +122,20 @@ def test_migration_0003_backfills_the_checksums_of_existing_reports(tmp_path: Pa
             cfg = alembic_config(url)
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "0002")
-        reports = {f"{i:032x}": f'{{"score": {i}, "text": "caf\u00e9 {i}"}}' for i in range(7)}
+        # More rows than two of the migration's batches, and not a multiple of one: every batch and the
+        # short last one are backfilled, none twice, none skipped.
+        count = 2 * migration_batch() + 7
+        reports = {f"{i:032x}": f'{{"score": {i % 10}, "max_score": 10, "text": "caf\u00e9 {i}"}}'
+                   for i in range(count)}
         with store.engine.begin() as connection:
-            for sid, report_json in reports.items():
-                connection.execute(text(
-                    "INSERT INTO submissions (id, problem_id, problem_version, metadata, request_hash, entry, "
-                    "status, attempts, created_at) VALUES (:id, 'mlp', '1', '{}', 'h', 'solution.py', 'done', 1, "
-                    "'2026-12-01 00:00:00')"), {"id": sid})
-                connection.execute(text("INSERT INTO reports (submission_id, report_json, attempt, created_at) "
-                                        "VALUES (:id, :js, 1, '2026-12-01 00:00:00')"), {"id": sid, "js": report_json})
+            connection.execute(text(
+                "INSERT INTO submissions (id, problem_id, problem_version, metadata, request_hash, entry, "
+                "status, score, max_score, attempts, created_at) VALUES (:id, 'mlp', '1', '{}', 'h', "
+                "'solution.py', 'done', :score, 10, 1, '2026-12-01 00:00:00')"),
+                [{"id": sid, "score": i % 10} for i, sid in enumerate(reports)])
+            connection.execute(text("INSERT INTO reports (submission_id, report_json, attempt, created_at) "
+                                    "VALUES (:id, :js, 1, '2026-12-01 00:00:00')"),
+                               [{"id": sid, "js": js} for sid, js in reports.items()])
     finally:
         store.close()
 
@@ -127,13 +143,13 @@ def test_migration_0003_backfills_the_checksums_of_existing_reports(tmp_path: Pa
     try:
         with migrated.session() as db:
             assert db.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
-            stored = dict(db.execute(text("SELECT submission_id, checksum FROM reports")).all())
+            stored: dict[str, str] = dict(db.execute(text("SELECT submission_id, checksum FROM reports")).all())
         assert stored == {sid: report_checksum(js) for sid, js in reports.items()}
-        assert verify_reports(migrated) == []
+        assert verify_reports(migrated, batch=97) == []
         with migrated.session() as db:
             db.execute(text("UPDATE reports SET report_json = replace(report_json, '3', '4') "
                             "WHERE submission_id = :id"), {"id": f"{3:032x}"})
-        assert verify_reports(migrated) == [f"{3:032x}"]
+        assert verify_reports(migrated, batch=97) == [f"{3:032x}"]
     finally:
         migrated.close()
 
@@ -147,3 +163,49 @@ def test_migration_0003_backfills_the_checksums_of_existing_reports(tmp_path: Pa
             assert db.execute(text("SELECT count(*) FROM reports")).scalar_one() == len(reports)
     finally:
         downgraded.close()
+
+
+def test_verify_reports_command_lists_each_failing_submission_with_its_reason(
+        client: TestClient, settings: Settings, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`grader verify-reports` on a real SQLite file: a report byte changed on disk, a summary score changed
+    (what the list, the CSV export, the webhooks and the compare page read), a report left without a
+    checksum; exit 1 naming each, 0 when all pass, 3 when the database cannot be read."""
+    from grader.cli import main
+
+    monkeypatch.delenv("GRADER_DATABASE_URL", raising=False)
+    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    tokens = Tokens(store)
+    codes = [GOOD, BAD, "# affine_backward\n", "# nothing\n", "# affine_forward affine_backward train_mlp\n"]
+    intact, corrupted, summary, unchecked, other = graded(client, tokens, codes)
+    data_dir = str(settings.data_dir)
+
+    assert main(["verify-reports", "--data-dir", data_dir]) == 0
+    out = capsys.readouterr().out
+    assert "5 reports checked, 0 failing" in out, out
+
+    with store.session() as db:
+        db.execute(text("UPDATE submissions SET score = score + 1 WHERE id = :id"), {"id": summary})
+        db.execute(text("UPDATE reports SET checksum = NULL WHERE submission_id = :id"), {"id": unchecked})
+    store.engine.dispose()
+    corrupt_one_byte(settings.data_dir / "grader.db", corrupted)
+
+    assert main(["verify-reports", "--data-dir", data_dir]) == 1
+    out = capsys.readouterr().out
+    lines = {line.split(": ", 1)[0]: line for line in out.splitlines() if ": " in line}
+    assert "fails its checksum" in lines[corrupted], out
+    assert "summary's score" in lines[summary] and "differs from its report's" in lines[summary], out
+    assert "no checksum" in lines[unchecked], out
+    assert intact not in lines and other not in lines, out
+    assert "5 reports checked, 3 failing" in out, out
+    assert verify_reports(store) == sorted([corrupted, summary, unchecked])
+
+    # A database this grader cannot read: none at all, or one without the column it checks.
+    assert main(["verify-reports", "--data-dir", str(settings.data_dir / "missing")]) == 3
+    assert "cannot read the database" in capsys.readouterr().err
+    with store.session() as db:
+        db.execute(text("ALTER TABLE reports DROP COLUMN checksum"))
+    store.engine.dispose()
+    assert main(["verify-reports", "--data-dir", data_dir]) == 3
+    err = capsys.readouterr().err
+    assert "cannot read the database" in err and "checksum" in err, err
