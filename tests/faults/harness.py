@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from grader.store.db import Store, verify_reports
-from tests.faults.leftovers import Tracker, grader_cgroups, temporary_files
+from tests.faults.leftovers import Tracker, grader_cgroups, stray_data_files, temporary_files
 from tests.service.live_server import ROOT, LiveServer
 
 SOLUTIONS = ROOT / "tests" / "solutions" / "mlp"
@@ -143,7 +143,8 @@ def assert_one_verified_report_each(server: FaultServer, accepted: list[str], co
 
 
 def assert_nothing_left(server: FaultServer, cgroups_before: set[Path], context: str = "") -> None:
-    """No sandbox process, session/zygote cgroup or temporary file of the test's servers remains.
+    """No sandbox process, session/zygote cgroup, temporary file or stray file in the data directory of the
+    test's servers remains (tests/faults/leftovers.py says what each check covers).
 
     The server must be stopped. The empty cgroups of servers killed with SIGKILL are swept by the next
     start of a grader once they are a minute old (cgroups.Hierarchy.sweep): `sweep_dead_owners` shows it.
@@ -156,6 +157,8 @@ def assert_nothing_left(server: FaultServer, cgroups_before: set[Path], context:
     groups = set(grader_cgroups(server.tracker.owners)) - cgroups_before
     assert not groups, f"cgroups left behind: {sorted(map(str, groups))} {context}"
     assert temporary_files(server.tmpdir) == [], f"temporary files left: {temporary_files(server.tmpdir)} {context}"
+    stray = stray_data_files(server.data_dir)
+    assert not stray, f"files other than the database in the data directory: {stray} {context}"
 
 
 def age_cgroups(paths: list[Path], seconds: float = 120.0) -> None:

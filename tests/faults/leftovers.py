@@ -3,8 +3,14 @@
 - sandbox processes: any live process in a session or fork-server cgroup of one of those processes
   (dl-grader/s<pid>-*, dl-grader/z<pid>-*), or with bwrap / sandbox.runner / sandbox.zygote in its command
   line among the processes they had started (`Tracker.snapshot` while they run);
-- cgroups: the dl-grader/s<pid>-*, z<pid>-* directories of those processes under every controller;
-- temporary files: the servers run with TMPDIR set to a directory of the test's own, which must end empty.
+- cgroups: the s<pid>-*, z<pid>-* directories of those processes in the session folders of the hierarchy
+  the local backend uses (`cgroups.detect()`: <root>/<controller>/dl-grader on cgroup v1, <root>/dl-grader
+  on cgroup v2), and in both layouts where no hierarchy is usable here;
+- files on the host: the local backend writes no temporary file (the sandbox's /tmp is a bwrap tmpfs in its
+  own mount namespace, the fork server speaks over a socketpair, the seccomp filter is a memfd), so what it
+  does write outside cgroups is its data directory, which must hold the SQLite database and its WAL/SHM
+  files only (`stray_data_files`). The servers also run with TMPDIR set to a directory of the test's own,
+  which must end empty: a guard for a change that starts writing there, not a check of anything written now.
 """
 
 from __future__ import annotations
@@ -13,19 +19,37 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.isolation import cgroups
 from tests.service.live_server import alive, descendants
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-CGROUP_PARENT = "dl-grader"
+CGROUP_ROOT = cgroups.CGROUP_ROOT
+CGROUP_PARENT = cgroups.PARENT
+# What the service keeps in its data directory: the SQLite database, and its WAL and shared-memory
+# files (left beside it when the last connection did not close cleanly, e.g. a SIGKILL).
+DATA_FILES = frozenset({"grader.db", "grader.db-wal", "grader.db-shm"})
 NUL = b"\0"
 SANDBOX_CMDLINE = re.compile(rb"bwrap|sandbox\.runner|sandbox\.zygote")
 
 
+def session_parents() -> list[Path]:
+    """The folders that hold the sandbox's session and fork-server cgroups: the ones of the hierarchy
+    `cgroups.detect()` picks here (what the local backend uses), or both layouts when none is usable."""
+    try:
+        return cgroups.detect(CGROUP_ROOT)._parents()
+    except cgroups.CgroupsUnavailable:
+        return [CGROUP_ROOT / CGROUP_PARENT, *CGROUP_ROOT.glob(f"*/{CGROUP_PARENT}")]
+
+
 def grader_cgroups(owners: set[int]) -> list[Path]:
-    """Session and fork-server cgroups of these grader processes, under every controller."""
+    """Session and fork-server cgroups of these grader processes, in every session folder (every v1
+    controller, or the unified hierarchy's one)."""
     found = []
-    for parent in CGROUP_ROOT.glob(f"*/{CGROUP_PARENT}"):
-        for path in parent.iterdir():
+    for parent in session_parents():
+        try:
+            children = list(parent.iterdir())
+        except OSError:  # not created yet: nothing graded here since boot
+            continue
+        for path in children:
             m = re.fullmatch(r"[sz](\d+)-.*", path.name)
             if m and int(m.group(1)) in owners and path.is_dir():
                 found.append(path)
@@ -76,3 +100,12 @@ class Tracker:
 
 def temporary_files(tmpdir: Path) -> list[str]:
     return sorted(str(p.relative_to(tmpdir)) for p in tmpdir.rglob("*"))
+
+
+def stray_data_files(data_dir: Path) -> list[str]:
+    """Files of the data directory other than the database's own (none when it was never created: a server
+    on PostgreSQL)."""
+    if not data_dir.is_dir():
+        return []
+    return sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if p.name not in DATA_FILES
+                  or p.parent != data_dir)
