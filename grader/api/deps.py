@@ -16,7 +16,7 @@ The limits live on app.state (one set per app, made from its settings on first u
 Lockout scope: the lockout is per client address as this process sees it (`client_address`: an IPv4 address, or
 an IPv6 /64), so every client behind one NAT or proxy address shares it: their failures add up, and a lockout
 refuses all of them. The address is the TCP peer's unless the peer is a trusted proxy: uvicorn replaces it with
-the X-Forwarded-For client only for the addresses in FORWARDED_ALLOW_IPS (127.0.0.1 by default), so behind a
+the X-Forwarded-For client only for the addresses in FORWARDED_ALLOW_IPS (127.0.0.1 and ::1 by default), so behind a
 reverse proxy set FORWARDED_ALLOW_IPS to the proxy's address, or every client shares the proxy's lockout; and a
 header from any other peer is ignored, so a client cannot pick the address it is locked out by.
 """

@@ -5,7 +5,9 @@ The whole list, with where each is tested (tests elsewhere are referenced, not r
 - oversized bodies, 413 before the body is read: test_service_bad_input.py::test_request_body_limit;
   oversized code, 400 with the limit: ::test_oversized_code_states_the_limit
 - slow clients (slowloris) against the real server: test_slowloris_does_not_starve_a_normal_client,
-  test_idle_and_oversized_connections_are_closed, test_connections_beyond_the_limit_get_503
+  test_idle_and_oversized_connections_are_closed, test_connections_beyond_the_limit_get_503,
+  test_one_host_is_capped_while_another_is_served, test_the_head_deadline_holds_after_a_body_answered_early,
+  test_a_slow_steady_upload_is_read_and_a_stalled_one_is_408
 - malformed multipart: test_malformed_multipart_is_400_and_creates_nothing (and
   test_service_bad_input.py::test_bad_multipart, ::test_broken_multipart_boundary)
 - thousands of tiny files: test_thousands_of_tiny_files_are_refused_at_the_limit (and
@@ -14,7 +16,9 @@ The whole list, with where each is tested (tests elsewhere are referenced, not r
   ::test_bad_multipart; in file names: test_path_traversal_and_bad_file_names_are_400
 - path traversal in file names, JSON and multipart: test_path_traversal_and_bad_file_names_are_400 (and
   test_service_bad_input.py::test_bad_json_bodies, ::test_file_names_are_matched_whole)
-- token guessing: test_token_guessing_is_locked_out_and_audited_once, test_lockout_ends_after_the_window;
+- token guessing: test_token_guessing_is_locked_out_and_audited_once, test_lockout_ends_after_the_window,
+  test_a_flood_of_other_addresses_cannot_undo_a_lockout, test_an_ipv6_client_is_locked_out_by_its_slash_64,
+  test_x_forwarded_for_does_not_move_a_client_out_of_its_lockout, test_a_stale_login_cookie_is_cleared_and_counts_once;
   no secret is compared byte by byte (tokens are looked up by SHA-256 hash: grader/service/auth.py), stored
   hashed: test_service_api.py::test_token_is_stored_hashed
 - per-token rate limits: test_submission_burst_then_429_then_refill, test_request_rate_limit_per_token,
@@ -28,6 +32,7 @@ The whole list, with where each is tested (tests elsewhere are referenced, not r
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
@@ -535,24 +540,27 @@ from grader.api.app import create_app
 from grader.api.server_limits import uvicorn_options
 from grader.config import Settings
 from grader.service.auth import create_token
-port, token_file, head_s = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+port, token_file, head_s, body_s = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+body_min_bytes = int(sys.argv[5])
 settings = Settings()
 app = create_app(settings, run_workers=False)
 with open(token_file, "w") as f:
     f.write(create_token(app.state.store, "submitter", "normal").token)
 uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning",
-            **uvicorn_options(settings, head_timeout_s=head_s, body_timeout_s=head_s))
+            **uvicorn_options(settings, head_timeout_s=head_s, body_timeout_s=body_s, body_min_bytes=body_min_bytes))
 """
 
 
 class Server:
-    def __init__(self, tmp_path: Path, *, head_s: float, **env: str) -> None:
+    def __init__(self, tmp_path: Path, *, head_s: float, body_s: float | None = None, body_min_bytes: int = 1024,
+                 **env: str) -> None:
         self.port = free_port()
         token_file = tmp_path / "token"
         environment = {**os.environ, "GRADER_DATA_DIR": str(tmp_path / "data"), "GRADER_WORKERS": "0", **env}
         environment.pop("GRADER_DATABASE_URL", None)
         self.log = open(tmp_path / "server.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(self.port), str(token_file), str(head_s)],
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(self.port), str(token_file), str(head_s),
+                                      str(head_s if body_s is None else body_s), str(body_min_bytes)],
                                      cwd=ROOT, env=environment, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
@@ -566,8 +574,14 @@ class Server:
             time.sleep(0.1)
         self.token = token_file.read_text()
 
-    def connect(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+    def connect(self, source: str = "127.0.0.1") -> socket.socket:
+        """A connection from `source`, a loopback address (127.0.0.0/8): 127.0.0.1 is a trusted proxy for uvicorn
+        (FORWARDED_ALLOW_IPS' default), so not capped per peer; the others are ordinary clients."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10, source_address=(source, 0))
+
+    def client(self, source: str = "127.0.0.1") -> httpx.Client:
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10,
+                            transport=httpx.HTTPTransport(local_address=source))
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -601,15 +615,37 @@ def closed_within(sock: socket.socket, timeout_s: float) -> float | None:
     return time.monotonic() - started
 
 
-SLOW_CONNECTIONS = 300
+SLOW_CONNECTIONS = 100
 HEAD_TIMEOUT_S = 3.0
+SLOW_HOST = "127.0.0.2"  # one host, not a trusted proxy: capped at per_peer_limit(100) = 10 connections
+
+
+def read_response(sock: socket.socket, timeout_s: float = 10.0) -> bytes:
+    """One HTTP response (head and a Content-Length body) from `sock`."""
+    sock.settimeout(timeout_s)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed within a response body"
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def test_slowloris_does_not_starve_a_normal_client(tmp_path: Path, server_factory: list[Server]) -> None:
-    server = Server(tmp_path, head_s=HEAD_TIMEOUT_S)
+    """As many slow connections from one host as the server accepts in all (max_connections): without the
+    per-peer cap every other client would be answered 503 until the head deadline closed them, and without the
+    deadline, for good."""
+    server = Server(tmp_path, head_s=HEAD_TIMEOUT_S, GRADER_MAX_CONNECTIONS=str(SLOW_CONNECTIONS))
     server_factory.append(server)
     head = b"GET /v1/problems HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200 + b"\r\n\r\n"
-    slow = [server.connect() for _ in range(SLOW_CONNECTIONS)]
+    slow = [server.connect(SLOW_HOST) for _ in range(SLOW_CONNECTIONS)]
     opened = time.monotonic()
     stop = threading.Event()
     closed_at: dict[int, float] = {}
@@ -629,14 +665,15 @@ def test_slowloris_does_not_starve_a_normal_client(tmp_path: Path, server_factor
     dripper = threading.Thread(target=drip, daemon=True)
     dripper.start()
     latencies_s = []
-    with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as normal:
+    with server.client("127.0.0.3") as normal:
         for _ in range(40):
             started = time.perf_counter()
             r = normal.get("/v1/problems", headers=Tokens.auth(server.token))
             latencies_s.append(time.perf_counter() - started)
             assert r.status_code == 200, r.text
             time.sleep(0.05)
-    # Every slow connection is closed by the head deadline, although it kept sending.
+    # Every slow connection is closed: beyond the per-peer cap at once, the others by the head deadline,
+    # although they kept sending.
     for n, s in enumerate(slow):
         if n not in closed_at:
             left = HEAD_TIMEOUT_S + 5.0 - (time.monotonic() - opened)
@@ -646,13 +683,124 @@ def test_slowloris_does_not_starve_a_normal_client(tmp_path: Path, server_factor
         s.close()
     stop.set()
     dripper.join(5)
+    held = [t for t in closed_at.values() if t >= HEAD_TIMEOUT_S - 0.5]
+    refused = [t for t in closed_at.values() if t < HEAD_TIMEOUT_S - 0.5]
     p95_s = sorted(latencies_s)[int(0.95 * len(latencies_s)) - 1]
-    print(f"\nslowloris: {SLOW_CONNECTIONS} connections dripping headers; normal GET /v1/problems x{len(latencies_s)}: "
-          f"median {statistics.median(latencies_s) * 1000:.1f} ms, p95 {p95_s * 1000:.1f} ms, max "
-          f"{max(latencies_s) * 1000:.1f} ms; slow connections closed after {min(closed_at.values()):.2f}.."
-          f"{max(closed_at.values()):.2f} s (head deadline {HEAD_TIMEOUT_S} s)")
+    print(f"\nslowloris: {SLOW_CONNECTIONS} connections from one host dripping headers; normal GET /v1/problems "
+          f"x{len(latencies_s)}: median {statistics.median(latencies_s) * 1000:.1f} ms, p95 {p95_s * 1000:.1f} ms, "
+          f"max {max(latencies_s) * 1000:.1f} ms; {len(refused)} refused over the per-peer cap, {len(held)} closed "
+          f"after {min(held):.2f}..{max(held):.2f} s (head deadline {HEAD_TIMEOUT_S} s)")
     assert p95_s < 1.0 and max(latencies_s) < 3.0
-    assert HEAD_TIMEOUT_S - 0.5 <= min(closed_at.values()) and max(closed_at.values()) <= HEAD_TIMEOUT_S + 5.0
+    assert 1 <= len(held) <= SLOW_CONNECTIONS // 10 and len(refused) >= SLOW_CONNECTIONS - SLOW_CONNECTIONS // 10
+    assert max(held) <= HEAD_TIMEOUT_S + 5.0
+
+
+def test_one_host_is_capped_while_another_is_served(tmp_path: Path, server_factory: list[Server]) -> None:
+    server = Server(tmp_path, head_s=30.0, GRADER_MAX_CONNECTIONS="40")  # per_peer_limit(40) = 8
+    server_factory.append(server)
+    held = [server.connect("127.0.0.2") for _ in range(8)]
+    extra = server.connect("127.0.0.2")
+    answer = read_response(extra, 5.0)
+    assert answer.startswith(b"HTTP/1.1 503") and b"too many connections from 127.0.0.2" in answer, answer
+    assert closed_within(extra, 5.0) is not None
+    with server.client("127.0.0.3") as other:
+        assert other.get("/healthz").status_code == 200
+    with server.client("127.0.0.1") as proxy:  # a trusted proxy carries many clients: not capped
+        assert proxy.get("/healthz").status_code == 200
+    for s in held:
+        s.close()
+    deadline = time.monotonic() + 10  # the server counts the closed ones down as it notices them
+    while True:
+        try:
+            with server.client("127.0.0.2") as again:
+                if again.get("/healthz").status_code == 200:
+                    break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the host's connections were not counted down after they closed"
+        time.sleep(0.05)
+
+
+def test_the_head_deadline_holds_after_a_body_answered_early(tmp_path: Path, server_factory: list[Server]) -> None:
+    """A POST answered 401 before its body is read; the client then sends the body (h11 goes back to IDLE
+    unseen) and drips the next head: that head is held to the head deadline, not to the body's."""
+    server = Server(tmp_path, head_s=1.5, body_s=30.0, GRADER_HTTP_KEEPALIVE_S="30")
+    server_factory.append(server)
+    sock = server.connect("127.0.0.2")
+    sock.sendall(b"POST /v1/submissions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 10\r\n\r\n")
+    assert read_response(sock).startswith(b"HTTP/1.1 401")
+    sock.sendall(b'{"a": 12}\n')
+    started = time.monotonic()
+    closed = None
+    for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+        try:
+            sock.send(bytes([byte]))
+        except OSError:
+            closed = time.monotonic() - started
+            break
+        if closed_within(sock, 0.2) is not None:
+            closed = time.monotonic() - started
+            break
+    assert closed is not None and closed < 1.5 + 2.0, f"the dripped head was not closed at the head deadline: {closed}"
+    # And an idle connection after such a body is closed as well (uvicorn's keep-alive timer was disarmed by it).
+    idle = server.connect("127.0.0.2")
+    idle.sendall(b"POST /v1/submissions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+    assert read_response(idle).startswith(b"HTTP/1.1 401")
+    idle.sendall(b"0123456789")
+    started = time.monotonic()
+    assert closed_within(idle, 10.0) is not None and time.monotonic() - started < 1.5 + 2.0
+    sock.close()
+    idle.close()
+
+
+def test_x_forwarded_for_from_an_untrusted_peer(tmp_path: Path, server_factory: list[Server]) -> None:
+    """uvicorn takes X-Forwarded-For only from FORWARDED_ALLOW_IPS (127.0.0.1 here): a client elsewhere cannot
+    dodge its lockout by naming a new address in each guess, while a trusted proxy's clients are told apart."""
+    server = Server(tmp_path, head_s=HEAD_TIMEOUT_S, GRADER_AUTH_FAILURE_LIMIT="3")
+    server_factory.append(server)
+    with server.client("127.0.0.2") as guesser:
+        answers = [guesser.get("/v1/problems", headers={**Tokens.auth(f"grd_g{n}"),
+                                                        "X-Forwarded-For": f"198.51.100.{n}"}).status_code
+                   for n in range(4)]
+        assert answers == [401, 401, 401, 429]
+        assert guesser.get("/v1/problems", headers={**Tokens.auth(server.token),
+                                                    "X-Forwarded-For": "198.51.100.77"}).status_code == 429
+    with server.client("127.0.0.1") as proxy:
+        r = proxy.get("/v1/problems", headers={**Tokens.auth(server.token), "X-Forwarded-For": "127.0.0.2"})
+        assert r.status_code == 429  # the proxy says the client is the locked-out one: believed
+        r = proxy.get("/v1/problems", headers={**Tokens.auth(server.token), "X-Forwarded-For": "203.0.113.9"})
+        assert r.status_code == 200
+
+
+def test_a_slow_steady_upload_is_read_and_a_stalled_one_is_408(tmp_path: Path, server_factory: list[Server]) -> None:
+    """The body must move at a minimum rate (here 200 bytes a second), not finish by a fixed deadline."""
+    server = Server(tmp_path, head_s=HEAD_TIMEOUT_S, body_s=1.0, body_min_bytes=200)
+    server_factory.append(server)
+    body = json.dumps({"problem": "mlp", "code": "x = 1\n" + "#" * 4000 + "\n"}).encode()
+    head = (b"POST /v1/submissions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + server.token.encode() + b"\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n")
+    steady = server.connect("127.0.0.2")
+    steady.sendall(head)
+    started = time.monotonic()
+    for i in range(0, len(body), 200):  # 800 bytes a second, for about 5 s: many times the 1 s window
+        steady.sendall(body[i:i + 200])
+        time.sleep(0.25)
+    assert time.monotonic() - started > 4.0
+    answer = read_response(steady)
+    assert answer.startswith(b"HTTP/1.1 202"), answer[:300]
+    stalled = server.connect("127.0.0.2")
+    stalled.sendall(head + body[:300])  # a fair start, then nothing
+    started = time.monotonic()
+    answer = read_response(stalled, 10.0)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert 1.0 <= time.monotonic() - started <= 1.0 * 2 + 2.0
+    assert closed_within(stalled, 5.0) is not None
+    listed = httpx.get(f"http://127.0.0.1:{server.port}/v1/submissions", headers=Tokens.auth(server.token))
+    assert listed.json()["total"] == 1  # the steady upload only
+    steady.close()
+    stalled.close()
 
 
 def test_idle_and_oversized_connections_are_closed(tmp_path: Path, server_factory: list[Server]) -> None:
@@ -706,14 +854,18 @@ def test_idle_and_oversized_connections_are_closed(tmp_path: Path, server_factor
 def test_connections_beyond_the_limit_get_503(tmp_path: Path, server_factory: list[Server]) -> None:
     server = Server(tmp_path, head_s=HEAD_TIMEOUT_S, GRADER_MAX_CONNECTIONS="20")
     server_factory.append(server)
-    held = [server.connect() for _ in range(20)]
-    time.sleep(0.2)
-    r = httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
-    assert r.status_code == 503
+    held = [server.connect() for _ in range(20)]  # from a trusted proxy's address: not capped per peer
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    deadline = time.monotonic() + 10  # until the server has taken every held connection in
+    while (status := httpx.get(url, timeout=5).status_code) != 503:
+        assert time.monotonic() < deadline, f"answered {status} with 20 connections held"
+        time.sleep(0.05)
     for s in held:
         s.close()
-    time.sleep(0.2)
-    assert httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5).status_code == 200
+    deadline = time.monotonic() + 10  # until it has noticed they closed
+    while (status := httpx.get(url, timeout=5).status_code) != 200:
+        assert status == 503 and time.monotonic() < deadline, status
+        time.sleep(0.05)
 
 
 def test_settings_reach_the_server_options(tmp_path: Path) -> None:
@@ -722,6 +874,8 @@ def test_settings_reach_the_server_options(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, max_connections=7, http_keepalive_s=3.0)
     options = uvicorn_options(settings)
     assert options["limit_concurrency"] == 7 and options["timeout_keep_alive"] == 3.0
-    assert options["http"] is GuardedH11Protocol and options["h11_max_incomplete_event_size"] == 16 * 1024
+    assert issubclass(options["http"], GuardedH11Protocol) and options["h11_max_incomplete_event_size"] == 16 * 1024
+    assert options["http"].per_peer_connections == 8  # per_peer_limit: a tenth of max_connections, at least 8
+    assert uvicorn_options(settings.model_copy(update={"max_connections": 1000}))["http"].per_peer_connections == 100
     short = uvicorn_options(settings, head_timeout_s=1.0)["http"]
     assert issubclass(short, GuardedH11Protocol) and short.head_timeout_s == 1.0
