@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     from grader.engine.similarity import register as register_similarity  # here: the CLI starts fast
 
     register_similarity(sub)
+    from grader.mutation.cli import register as register_check_problem
+
+    register_check_problem(sub)
     for register in extra_commands():
         register(sub)
     return parser
