@@ -94,3 +94,23 @@ def test_cli_grade_json_exit_codes(tmp_path: Path) -> None:
     assert run_cli("grade", "mlp", str(good), "--sandbox", "nope").returncode == 2
     proc = run_cli("grade", "mlp", str(good), "--format", "text")
     assert proc.returncode == 0 and "100/100 points" in proc.stdout
+
+
+def test_stop_at_first_loss_stops_there_and_is_never_a_grade() -> None:
+    """`grader check-problem` asks whether a mutant loses points, not its grade: the engine stops at the first
+    test that loses points and says the report is no grade; a correct solution still runs every test."""
+    from grader.engine import GradingOptions, grade
+    from grader.isolation.inprocess import InProcessBackend
+
+    wrong = (ROOT / "tests" / "solutions" / "mlp" / "wrong_db_mean.py").read_text()
+    full = grade("mlp", {"solution.py": wrong}, backend=InProcessBackend())
+    first_lost = next(t.id for t in full.tests if t.earned < t.points)
+    stopped = grade("mlp", {"solution.py": wrong}, backend=InProcessBackend(),
+                    options=GradingOptions(stop_at_first_loss=True))
+    assert [t.id for t in stopped.tests] == [t.id for t in full.tests][:len(stopped.tests)]
+    assert stopped.tests[-1].id == first_lost and len(stopped.tests) < len(full.tests)
+    assert stopped.status == "incomplete" and "not a grade" in (stopped.error or "")
+    correct = (ROOT / "reference" / "mlp.py").read_text()
+    whole = grade("mlp", {"solution.py": correct}, backend=InProcessBackend(),
+                  options=GradingOptions(stop_at_first_loss=True))
+    assert whole.status == "graded" and whole.score == whole.max_score and len(whole.tests) == len(full.tests)

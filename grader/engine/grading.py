@@ -45,6 +45,9 @@ class GradingOptions:
     import_timeout_cap_s: float | None = None
     max_code_bytes: int = 256 * 1024
     max_files: int = 16
+    # Stop at the first test that loses points (`grader check-problem`: whether a mutant is killed, not its
+    # grade). The report then holds the tests up to that one and is marked incomplete: never a grade.
+    stop_at_first_loss: bool = False
 
 
 @dataclass
@@ -230,6 +233,7 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
     import_timeout_s = min(problem.import_timeout_s, settings.import_timeout_cap_s or problem.import_timeout_s)
     sessions = _Sessions(problem, files, entry, backend, import_timeout_s)
     results: list[TestResult] = []
+    stopped_at: str | None = None
     if syntax is not None:
         findings.insert(0, syntax)
         sessions.load_failure, sessions.load_line = syntax.message, syntax.line
@@ -250,6 +254,9 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
                     findings.append(Finding(kind="stray-process", severity="warning",
                                             message=f"{strays} process(es) started during '{spec.id}' were still "
                                                     "running after the test and were killed"))
+            if settings.stop_at_first_loss and result.earned < spec.points:
+                stopped_at = spec.id
+                break
     finally:
         sessions.discard()
         if sessions.pristine_session is not None:
@@ -267,10 +274,14 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
                     "earned": 0.0, "status": "failed", "fault": "candidate",
                     "message": "scored zero: the submission imports an autodiff library in a numpy-only exercise"})
     grader_faults = [r.id for r in results if r.fault == "grader"]
+    error = (f"the grader failed in {len(grader_faults)} test(s) ({', '.join(grader_faults)}); their points are "
+             "not the candidate's loss, and the submission must be graded again" if grader_faults else None)
+    if stopped_at is not None:
+        error = (error + "; " if error else "") + (f"stopped at '{stopped_at}', the first test that lost points "
+                                                   "(stop_at_first_loss): not a grade")
     report = Report(
-        problem=ProblemRef(id=problem.id, version=problem.version), status="incomplete" if grader_faults else "graded",
-        error=(f"the grader failed in {len(grader_faults)} test(s) ({', '.join(grader_faults)}); their points are "
-               "not the candidate's loss, and the submission must be graded again" if grader_faults else None),
+        problem=ProblemRef(id=problem.id, version=problem.version), status="incomplete" if error else "graded",
+        error=error,
         score=round(sum(r.earned for r in results), 6), max_score=problem.max_score, tests=results,
         findings=findings, output=Output.join([r.output for r in results]),
         environment=_environment(settings, backend_name, sessions.isolation),

@@ -18,6 +18,7 @@ wall-clock limit lost points in any real grading (its tests time out): killed.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import multiprocessing
 import os
@@ -201,8 +202,8 @@ def _child(conn: Connection, problem_id: str, source: str, probe_first: bool, ma
         if probe_first and equivalent(problem_id, source):
             conn.send({"outcome": "equivalent"})
             return
-        first_loss = _first_loss(problem_id, source, make_backend(), options) if probe_first else None
-        if first_loss is not None:  # a mutant: the first test it loses decides, the rest need not run
+        if probe_first:  # a mutant: the first test it loses decides, the rest need not run
+            first_loss = _first_loss(problem_id, source, make_backend(), options)
             conn.send({"outcome": "killed" if first_loss else "survived", "lost": first_loss[:1]})
             return
         report = grade(problem_id, {"solution.py": source}, backend=make_backend(), options=options)
@@ -216,38 +217,13 @@ def _child(conn: Connection, problem_id: str, source: str, probe_first: bool, ma
         os._exit(0)  # no atexit, no inherited cleanup: the parent owns everything it created
 
 
-def _first_loss(problem_id: str, source: str, backend: Backend, options: GradingOptions) -> list[str] | None:
+def _first_loss(problem_id: str, source: str, backend: Backend, options: GradingOptions) -> list[str]:
     """The plan's tests in the engine's order, stopping at the first that loses points: [its id], or [] when
-    none does. None when the engine's internals have changed shape (the caller then grades in full).
-
-    The engine has no fail-fast option, so this drives its per-test step (grader.engine.grading._run_test) the
-    way grade() does; a mutant has no static findings (it parses, it imports nothing new), so the verdicts are
-    grade()'s. A known-wrong solution is always graded in full by grade() (its findings can cost points).
-    """
-    try:
-        from grader.engine import grading as engine
-        from grader.isolation.base import WALL_FACTOR, WALL_SLACK_S
-
-        problem = get_problem(problem_id)
-        import_timeout_s = min(problem.import_timeout_s, options.import_timeout_cap_s or problem.import_timeout_s)
-        sessions = engine._Sessions(problem, {"solution.py": source}, "solution.py", backend, import_timeout_s)
-        budget_s = min(problem.budget_s, options.submission_budget_s)
-        budget = engine._SubmissionBudget(cpu_s=budget_s,
-                                          wall_deadline=time.monotonic() + WALL_FACTOR * budget_s + WALL_SLACK_S)
-    except (AttributeError, TypeError, ImportError):
-        return None
-    try:
-        for spec in problem.tests:
-            result = engine._run_test(spec, sessions, options, problem, budget)
-            if sessions.session is not None and (sessions.session.dead or spec.hidden):
-                sessions.discard()
-            if result.earned < spec.points:
-                return [spec.id]
-        return []
-    finally:
-        sessions.discard()
-        if sessions.pristine_session is not None:
-            sessions.pristine_session.close()
+    none does (the engine's `stop_at_first_loss`). A known-wrong solution is always graded in full by grade()
+    (its findings can cost points)."""
+    report = grade(problem_id, {"solution.py": source}, backend=backend,
+                   options=dataclasses.replace(options, stop_at_first_loss=True))
+    return [t.id for t in report.tests if t.earned < t.points][:1]
 
 
 @dataclass
