@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_UNAVAILABLE = 3  # a fault of the service around it (the broker is down), as the CLI's 3
 BROKER_WAIT_S = 60.0  # a worker waits this long for its broker at start, then exits 3
+SERVE_SWITCH_INTERVAL_S = 0.001
 STOP_GRACE_S = 25.0  # a worker given SIGTERM lets current gradings finish this long (Docker waits 10 s by default)
 
 
@@ -50,6 +51,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, **({"workers": args.workers} if args.workers is not None else {}))
     logs.configure(settings.log_format, args.verbose, service=True)
     grades_here = settings.queue == "embedded" and settings.workers > 0
+    if grades_here:
+        # The grading threads share this interpreter with the API: a shorter switch interval than CPython's
+        # 5 ms lets a request's thread take the interpreter lock back sooner from a grading thread busy in
+        # Python, so reads stay fast while the queue is full (benchmarks/load.py).
+        sys.setswitchinterval(SERVE_SWITCH_INTERVAL_S)
     # uvicorn shuts down gracefully on SIGTERM, then raises it again with the handler it found: the default
     # one would end the process before anything is cleaned up (the Docker backend's containers stayed
     # behind after `docker stop`). This one ends it through SystemExit, so `finally` and atexit run.
