@@ -23,6 +23,7 @@ end).
 
 Usage: .venv/bin/python benchmarks/load.py [--n 500] [--tokens 10] [--burst 20] [--per-min 60] [--seed 1]
                                            [--mix trivial=4,hostile=2,wrong=3,correct=1] [--problems mlp,cnn]
+                                           [--separate-worker]
 tests/load/test_load.py runs a small burst of the same code in CI and checks nothing is lost or duplicated.
 """
 
@@ -41,7 +42,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,11 +53,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.service.live_server import LiveServer, descendants  # noqa: E402
+from benchmarks.procmem import MemorySampler, rss  # noqa: E402
+from tests.service.live_server import LiveServer  # noqa: E402
 
 SOLUTIONS = ROOT / "tests" / "solutions"
 PROBLEMS = ("mlp", "cnn", "rnn", "regularization", "gan")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 TRIVIAL = "# defines nothing: every test fails at once\n"
 HOSTILE = {
     "exit_at_import": "import os\nos._exit(3)\n",
@@ -252,38 +253,6 @@ def generate(plan: dict[str, Any]) -> dict[str, Any]:
 
 # ---- the orchestrator: the server, its memory, the database's verdict ----
 
-class Memory:
-    """The server's own RSS and its process tree's, every `every_s` seconds."""
-
-    def __init__(self, pid: int, every_s: float = 0.5) -> None:
-        self.pid, self.every_s = pid, every_s
-        self.own: list[int] = []
-        self.tree_peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def _rss(pid: int) -> int:
-        try:
-            return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
-            return 0
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.own.append(self._rss(self.pid))
-            self.tree_peak = max(self.tree_peak, sum(self._rss(p) for p in {self.pid, *descendants(self.pid)}))
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> Memory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 @dataclass
 class Figures:
     n: int
@@ -312,7 +281,10 @@ class Figures:
     rss_after_warmup: int
     rss_peak: int
     rss_end: int
+    rss_quarters: list[int]  # the API process's RSS a quarter, half and three quarters into the run
     tree_peak: int
+    separate_worker: bool = False
+    worker_rss: list[int] = field(default_factory=list)  # the `grader worker` process: first, peak, last
 
 
 def database_verdict(data_dir: Path, accepted: list[str]) -> tuple[int, int, list[str], list[str]]:
@@ -352,26 +324,52 @@ def server(root: Path, burst: int, per_min: float, workers: int) -> Iterator[Liv
         live.stop()
 
 
+@contextmanager
+def worker_process(live: LiveServer, concurrency: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`grader worker` on the server's database (the embedded queue), grading beside an API that does not."""
+    log = open(live.data_dir.parent / "worker.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "grader.cli", "worker", "--concurrency", str(concurrency)],
+                            cwd=ROOT, env=live.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        log.close()
+
+
 def run(*, n: int, tokens: int, burst: int, per_min: float, seed: int, problems: list[str], mix: dict[str, int],
         concurrency: int = 32, read_rate: float = 10.0, workers: int = 2, drain_timeout_s: float = 1800.0,
-        root: Path | None = None) -> Figures:
-    """The whole load test; the figures it measured."""
+        root: Path | None = None, separate_worker: bool = False) -> Figures:
+    """The whole load test; the figures it measured. `separate_worker`: the API grades nothing (`--workers 0`)
+    and one `grader worker` process grades `workers` submissions at once."""
     root = root or Path(tempfile.mkdtemp(prefix="grader-bench-load-"))
     items = build_items(n, tokens, seed, problems, mix)
-    with server(root, burst, per_min, workers) as live:
+    with server(root, burst, per_min, 0 if separate_worker else workers) as live, ExitStack() as stack:
         submitters = [live.token("submitter", f"pipeline-{i}") for i in range(tokens)]
         reader = live.token("interviewer", "reader")
         warm_token = live.token("submitter", "warm-up")
         live.start()
         assert live.proc is not None
+        grader_pid = live.proc.pid
+        if separate_worker:
+            grader_pid = stack.enter_context(worker_process(live, workers)).pid
         warm_up(live.url, warm_token, problems)
         plan = {"url": live.url, "tokens": submitters, "reader_token": reader, "seed": seed,
                 "items": [asdict(i) for i in items], "concurrency": concurrency, "read_rate": read_rate,
                 "drain_timeout_s": drain_timeout_s}
         plan_path, out_path = root / "plan.json", root / "seen.json"
         plan_path.write_text(json.dumps(plan))
-        with Memory(live.proc.pid) as memory:
-            warm_rss = memory._rss(live.proc.pid)
+        with MemorySampler(live.proc.pid, 0.5) as memory, MemorySampler(grader_pid, 0.5) as grading_memory:
+            warm_rss = rss(live.proc.pid)
             done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "generate", str(plan_path),
                                    str(out_path)], cwd=ROOT, timeout=drain_timeout_s + GIVE_UP_S + 120)
         if done.returncode != 0:
@@ -403,7 +401,11 @@ def run(*, n: int, tokens: int, burst: int, per_min: float, seed: int, problems:
         reads_under_load=len(under_load), read_under_load_p95_s=pct(under_load, 0.95),
         max_depth=max((d for (_, d) in depth), default=0), posted_s=seen["posted_s"], drain_s=seen["drain_s"],
         rss_after_warmup=warm_rss, rss_peak=max(memory.own, default=0), rss_end=memory.own[-1] if memory.own else 0,
-        tree_peak=memory.tree_peak)
+        rss_quarters=[memory.own[min(len(memory.own) - 1, len(memory.own) * q // 4)] for q in (1, 2, 3)]
+        if memory.own else [], tree_peak=max(memory.peak, grading_memory.peak),
+        separate_worker=separate_worker,
+        worker_rss=[] if not separate_worker or not grading_memory.own else
+        [grading_memory.own[0], max(grading_memory.own), grading_memory.own[-1]])
 
 
 def render(f: Figures, args: dict[str, Any]) -> str:
@@ -436,9 +438,18 @@ def render(f: Figures, args: dict[str, Any]) -> str:
         f"(target < 100 ms: {'met' if met else 'NOT met'})",
         f"  queued + running at most    {f.max_depth}",
         f"  drained after               {'not within the bound' if f.drain_s is None else f'{f.drain_s:.0f} s'}",
-        f"  server RSS                  after warm-up {mb(f.rss_after_warmup)}, peak {mb(f.rss_peak)}, "
-        f"at the end {mb(f.rss_end)}; process tree peak {mb(f.tree_peak)} (sandboxes included)",
+        f"  API process RSS             after warm-up {mb(f.rss_after_warmup)}, at 1/4, 1/2, 3/4 of the run "
+        f"{', '.join(mb(v) for v in f.rss_quarters)}, peak {mb(f.rss_peak)}, at the end {mb(f.rss_end)}",
+        f"  process tree peak           {mb(f.tree_peak)} (sandboxes and fork servers included; shared pages "
+        "counted once per process)",
     ]
+    if f.separate_worker:
+        lines.insert(1, "  configuration               grader serve --workers 0 + one `grader worker` process")
+        if f.worker_rss:
+            lines.append(f"  grader worker RSS           first {mb(f.worker_rss[0])}, peak {mb(f.worker_rss[1])}, "
+                         f"at the end {mb(f.worker_rss[2])}")
+    else:
+        lines.insert(1, "  configuration               grader serve --workers 2 (grading threads in the API process)")
     return "\n".join(lines)
 
 
@@ -456,13 +467,16 @@ def main() -> None:
     parser.add_argument("--mix", default=DEFAULT_MIX, help=f"kinds and weights (default {DEFAULT_MIX})")
     parser.add_argument("--problems", default=",".join(PROBLEMS), help="comma-separated exercise ids")
     parser.add_argument("--concurrency", type=int, default=32, help="POSTs in flight (default 32)")
+    parser.add_argument("--separate-worker", action="store_true",
+                        help="grade in one `grader worker` process beside an API that grades nothing")
     args = parser.parse_args()
     problems = [p for p in args.problems.split(",") if p]
     unknown = set(problems) - set(PROBLEMS)
     if unknown:
         raise SystemExit(f"unknown exercises: {sorted(unknown)}")
     figures = run(n=args.n, tokens=args.tokens, burst=args.burst, per_min=args.per_min, seed=args.seed,
-                  problems=problems, mix=parse_mix(args.mix), concurrency=args.concurrency)
+                  problems=problems, mix=parse_mix(args.mix), concurrency=args.concurrency,
+                  separate_worker=args.separate_worker)
     print(render(figures, vars(args)))
     if figures.lost or figures.duplicated:
         raise SystemExit(1)

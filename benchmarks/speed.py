@@ -48,7 +48,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -61,11 +60,12 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.procmem import MemorySampler  # noqa: E402
 from grader.config import Settings  # noqa: E402
 from grader.engine import grade  # noqa: E402
 from grader.engine.catalog import list_problems  # noqa: E402
 from grader.isolation.inprocess import InProcessBackend  # noqa: E402
-from tests.service.live_server import LiveServer, descendants  # noqa: E402
+from tests.service.live_server import LiveServer  # noqa: E402
 
 SOLUTIONS = ROOT / "tests" / "solutions"
 TRIVIAL = "# defines nothing: every test fails at once\n"
@@ -186,38 +186,6 @@ class Api:
         if bad:
             raise SystemExit(f"submissions failed: {bad}")
         return final
-
-
-class MemorySampler:
-    """Peak of the summed RSS of a process and every process below it, read from /proc every `every_s`."""
-
-    def __init__(self, pid: int, every_s: float = 0.1) -> None:
-        self.pid, self.every_s, self.peak, self.samples = pid, every_s, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _rss(self) -> int:
-        total = 0
-        for pid in {self.pid, *descendants(self.pid)}:
-            try:
-                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
-            except (OSError, IndexError, ValueError):
-                pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            self.samples += 1
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @dataclass
