@@ -153,13 +153,15 @@ def test_equivalence_is_detected_on_planted_mutants() -> None:
 
 def test_a_known_wrong_solution_loses_points_and_a_hang_or_a_hog_costs_only_its_job() -> None:
     wrong = (ROOT / "tests" / "solutions" / "mlp" / "wrong_db_mean.py").read_text()
-    config = MutationConfig(timeout_s=10.0, memory_mb=2048)
+    # The known-wrong file is graded in full beside a job that spins on the other core: on a loaded 2-core CI
+    # machine that took more than 10 s, so the wall limit leaves it room; the loop still ends at the limit.
+    config = MutationConfig(timeout_s=45.0, memory_mb=4096)
     jobs = [_Job("known-wrong", "wrong_db_mean.py", wrong),
             _Job("mutant", "loops", "while True:\n    pass\n"),
             _Job("mutant", "hog", "x = bytearray(8 << 30)\n")]
     started = time.monotonic()
     results = _run_jobs("mlp", jobs, backend_factory("inprocess"), config, 2, lambda r: None)
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 150
     by_name = {r.name: r for r in results}
     assert by_name["wrong_db_mean.py"].outcome == "killed"
     assert "affine_backward" in by_name["wrong_db_mean.py"].lost
