@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from grader.store.db import Store
-from tests.cluster.services import Cluster, MissingService, RedisServer, start_postgres
+from tests.cluster.services import Cluster, MissingService, RedisServer
 from tests.faults.harness import TEST_TIMEOUT_CAP_S, auth, batch, report_counts
 from tests.faults.leftovers import SANDBOX_CMDLINE, Tracker, _cmdline, grader_cgroups, processes_in, temporary_files
 from tests.service.live_server import alive, descendants
-from tests.service.pg_cluster import PgCluster
+from tests.service.pg_cluster import PgCluster, running_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults, pytest.mark.cluster]
 
@@ -28,12 +28,8 @@ EVENTS = 3
 
 @pytest.fixture
 def postgres() -> Iterator[PgCluster]:
-    try:
-        pg = start_postgres()
-    except MissingService as exc:
-        pytest.fail(str(exc))
-    yield pg
-    pg.stop()
+    with running_cluster() as pg:
+        yield pg
 
 
 @pytest.fixture

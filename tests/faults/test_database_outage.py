@@ -26,7 +26,7 @@ from tests.faults.harness import (
     wait_finished,
 )
 from tests.faults.leftovers import grader_cgroups
-from tests.service.pg_cluster import PORT, MissingPostgres, PgCluster, start_cluster
+from tests.service.pg_cluster import PORT, PgCluster, running_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -35,12 +35,8 @@ OUTAGE_S = 3.0
 
 @pytest.fixture
 def postgres() -> Iterator[PgCluster]:
-    try:
-        pg = start_cluster()  # a missing server is a failure with the reason, never a skip
-    except MissingPostgres as exc:
-        pytest.fail(str(exc))
-    yield pg
-    pg.stop()
+    with running_cluster() as pg:
+        yield pg
 
 
 def pg_stop(pg: PgCluster) -> None:

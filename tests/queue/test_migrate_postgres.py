@@ -12,19 +12,15 @@ from queue_helpers import make_settings
 from sqlalchemy import text
 
 from grader.store.db import open_store
-from tests.service.pg_cluster import MissingPostgres, PgCluster, start_cluster
+from tests.service.pg_cluster import PgCluster, running_cluster
 
 pytestmark = pytest.mark.system
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PgCluster]:
-    try:
-        c = start_cluster()  # a missing server is a failure with the reason, never a skip
-    except MissingPostgres as exc:
-        pytest.fail(str(exc))
-    yield c
-    c.stop()
+    with running_cluster() as c:
+        yield c
 
 
 def test_processes_starting_at_once_migrate_one_database_once(cluster: PgCluster, tmp_path: Path) -> None:

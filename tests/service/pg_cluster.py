@@ -7,7 +7,11 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 PORT = 54329  # only names the socket file: the cluster listens on no TCP address
@@ -25,6 +29,20 @@ def find_initdb() -> Path | None:
 
 class MissingPostgres(RuntimeError):
     """The PostgreSQL server programs are not installed: the tests fail with this reason, they never skip."""
+
+
+@contextmanager
+def running_cluster() -> Iterator[PgCluster]:
+    """A started cluster for a fixture, stopped afterwards; missing server programs fail the test with the
+    reason (never a skip: CI installs them)."""
+    try:
+        pg = start_cluster()
+    except MissingPostgres as exc:
+        pytest.fail(str(exc))
+    try:
+        yield pg
+    finally:
+        pg.stop()
 
 
 def start_cluster() -> PgCluster:

@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import Tokens, make_settings, standin_grade, wait_for_status
 from fastapi.testclient import TestClient
-from pg_cluster import MissingPostgres, PgCluster, start_cluster
+from pg_cluster import PgCluster, running_cluster
 from sqlalchemy import func, select
 
 from grader.api.app import create_app
@@ -30,12 +30,8 @@ pytestmark = pytest.mark.system
 def cluster() -> Iterator[PgCluster]:
     if importlib.util.find_spec("psycopg") is None:
         pytest.fail("the PostgreSQL driver is not installed: pip install '.[postgres]' (scripts/setup.sh does)")
-    try:
-        c = start_cluster()  # a missing server is a failure with the reason, never a skip
-    except MissingPostgres as exc:
-        pytest.fail(str(exc))
-    yield c
-    c.stop()
+    with running_cluster() as c:
+        yield c
 
 
 @pytest.fixture
