@@ -437,14 +437,15 @@ def render_report_page(*, submission: SubmissionRow, report: Report | None, file
                        webhook: Mapping[str, Any] | None = None, viewer: Viewer | None = None,
                        links: Links = Links(), flash: str | None = None, error: str | None = None,
                        points: Mapping[str, float] | None = None, score: float | None = None,
-                       standalone: bool = False) -> str:
+                       standalone: bool = False, similar: Any = None) -> str:
     """A submission's report page: score, tests, findings, code with failing lines, output, notes, audit log.
 
     `points` (test id -> points) and `score` are the ones after overrides, computed by the service
     (one function for the API and the pages); without `points` the latest override of each test counts,
     and without either the page shows what the grader gave. Failing tests come first, then skipped ones,
     then the passed ones folded in a <details> (no script needed to open it). `standalone`: the exported
-    document, with no links to the pages.
+    document, with no links to the pages. `similar`: the nearest earlier submissions and the distance from the
+    template (grader.service.schemas.SimilarityOut, interviewers only; never in the stand-alone export).
     """
     groups = TestGroups()
     code_files: list[CodeFile] = []
@@ -475,7 +476,7 @@ def render_report_page(*, submission: SubmissionRow, report: Report | None, file
         title=f"{submission.problem} · {submission.candidate or submission.id}", submission=submission,
         report=report, groups=groups, score=score, graded_score=graded_score, code_files=code_files,
         notes=notes, audit=audit, overrides=overrides, overridden=overridden, webhook=webhook, viewer=viewer,
-        links=links, flash=flash, error=error, standalone=standalone,
+        links=links, flash=flash, error=error, standalone=standalone, similar=None if standalone else similar,
         refresh_s=5 if submission.status in ("queued", "running") and not standalone else None)
 
 
