@@ -81,6 +81,8 @@ class SubmissionRow:
     error: str | None = None
     graded_score: float | None = None  # the grader's own score, when `score` is a final score after overrides
     overridden: bool = False
+    similar_score: float | None = None  # the nearest earlier submission's similarity score (interviewers' list)
+    similar_flagged: bool = False
 
 
 @dataclass(frozen=True)
