@@ -184,6 +184,11 @@ def _attention_variants(case: dict[str, Any]) -> list[Variant]:
         Variant("the softmax is taken over the queries (axis -2); it must be over the keys (the last axis), so "
                 "each query's weights sum to 1", lambda: {"out": _mistaken(case, axis=-2)}),
     ]
+    if case["mask"] is not None or case["causal"]:
+        variants.append(Variant(
+            "the mask is applied after the softmax (masked weights zeroed without renormalizing): the weights of "
+            "the keys a query may attend to must sum to 1; mask the scores (to -inf) before the softmax",
+            lambda: {"out": _mistaken(case, after_softmax=True)}))
     if case["mask"] is not None:
         inverted = ~np.asarray(case["mask"], dtype=bool)
         if case["causal"]:
@@ -191,9 +196,6 @@ def _attention_variants(case: dict[str, Any]) -> list[Variant]:
         variants += [
             Variant("the mask's sense is inverted: True means the query MAY attend to the key (PyTorch's bool "
                     "attn_mask), False that it gets zero weight", lambda: {"out": _mistaken(case, allowed=inverted)}),
-            Variant("the mask is applied after the softmax (masked weights zeroed without renormalizing): the "
-                    "weights of the keys a query may attend to must sum to 1; mask the scores (to -inf) before the "
-                    "softmax", lambda: {"out": _mistaken(case, after_softmax=True)}),
             Variant("the mask is ignored", lambda: {"out": _mistaken(case, allowed=None if not case["causal"] else
                                                                      np.tril(np.ones((case["q"].shape[-2],) * 2,
                                                                                      bool)))}),
@@ -212,8 +214,9 @@ def _attention_out(ctx: Context, case: dict[str, Any], own: bool) -> dict[str, A
             hint = ("only query 0's output is not finite: with causal=True query 0 may attend to key 0 only; "
                     "is the diagonal left out of the causal mask (j < i instead of j <= i)?")
         elif case["mask"] is not None:
-            hint = ("with a mask, a row whose every allowed weight was removed divides 0 by 0: is the mask's sense "
-                    "inverted (True means the query may attend to the key)?")
+            hint = ("with a mask, the softmax divides 0 by 0 where no allowed key is left: is the mask's sense "
+                    "inverted (True means the query may attend to the key), or the softmax taken over another axis "
+                    "than the keys?")
         else:
             hint = "exponentials overflow? subtract each row's maximum score before exponentiating"
         bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
@@ -302,7 +305,20 @@ def _backward_variants(case: dict[str, Any], expected: dict[str, Any]) -> list[V
         dq, dk, dv = ref.attention_backward(dout, (q, k, v, plain[3], scale))
         return {"dq": dq, "dk": dk, "dv": dv}
 
+    def rescaled(factor: float) -> Callable[[], dict[str, np.ndarray]]:
+        """The exact gradients of a forward whose scores are q @ k^T * factor * scale."""
+        def grads() -> dict[str, np.ndarray]:
+            c = {**case, "q": q * factor}
+            dq, dk, dv = ATTENTION.vjp(c).values()
+            return {"dq": dq * factor, "dk": dk, "dv": dv}
+        return grads
+
+    d = q.shape[-1]
     variants = [
+        Variant("the gradients are those of a forward pass whose scores are not scaled (see attn_forward): the "
+                "scores are q @ k^T / sqrt(d)", rescaled(np.sqrt(d))),
+        Variant("the gradients are those of a forward pass whose scores are divided by d (see attn_forward): the "
+                "scores are q @ k^T / sqrt(d)", rescaled(1.0 / np.sqrt(d))),
         Variant("dscores leaves out the softmax Jacobian's row-sum term: dscores = weights * (dweights - "
                 "sum(dweights * weights, over the keys))", no_row_sum),
         Variant("dk is missing the 1/sqrt(d) scale of the scores", {"dk": expected["dk"] / scale}),
@@ -415,19 +431,22 @@ def _merge_reshape(a: np.ndarray) -> np.ndarray:
 SPLITS = {"right": (_split, _merge), "reshape": (_split_reshape, _merge_reshape)}
 
 
-def mistaken_mha(case: dict[str, Any], *, split: str = "right", merge: str = "right", scale_by_model: bool = False,
+def mistaken_mha(case: dict[str, Any], *, split: str = "right", merge: str = "right", scale: str = "head",
                  transposed: bool = False, dx_paths: str = "qkv") -> dict[str, np.ndarray]:
     """Outputs and gradients of multi-head attention with one mistake, by the reference's attention.
 
-    split/merge "reshape": heads taken by a reshape without the transpose; scale_by_model: scores divided by
-    sqrt(D) instead of sqrt(D/H); transposed: x @ W.T + b (torch.nn.Linear's convention); dx_paths: the
+    split/merge "reshape": heads taken by a reshape without the transpose; scale: the scores divided by the
+    square root of the head size ("head", the contract's), of the model size ("model"), by the head size itself
+    ("size") or not at all ("none"); transposed: x @ W.T + b (torch.nn.Linear's convention); dx_paths: the
     projections whose gradient reaches dx ("q" alone, "v" alone: a sum replaced by an assignment).
     """
     x, heads, dout = case["x"], case["num_heads"], case["dout"]
     p = {k: (v.T if transposed and k.startswith("W") else v) for k, v in case["params"].items()}
     split_fn, unsplit_fn = SPLITS[split][0], SPLITS[split][1]
     merge_fn, unmerge_fn = SPLITS[merge][1], SPLITS[merge][0]
-    factor = np.sqrt(1.0 / heads) if scale_by_model else 1.0
+    head_dim = x.shape[-1] // heads
+    factor = {"head": 1.0, "model": np.sqrt(1.0 / heads), "size": 1.0 / np.sqrt(head_dim),
+              "none": np.sqrt(head_dim)}[scale]
     q = split_fn(x @ p["Wq"] + p["bq"], heads) * factor
     k = split_fn(x @ p["Wk"] + p["bk"], heads)
     v = split_fn(x @ p["Wv"] + p["bv"], heads)
@@ -460,7 +479,11 @@ def _forward_mistakes() -> list[tuple[str, dict[str, Any]]]:
         ("the heads are merged by a plain reshape (N, H, T, D/H) -> (N, T, D): transpose to (N, T, H, D/H) first",
          {"merge": "reshape"}),
         ("the scores of each head are divided by sqrt(D); they must be divided by sqrt(D/H), the head size",
-         {"scale_by_model": True}),
+         {"scale": "model"}),
+        ("the scores of each head are not scaled: they must be divided by sqrt(D/H), the head size",
+         {"scale": "none"}),
+        ("the scores of each head are divided by D/H; they must be divided by sqrt(D/H), the head size",
+         {"scale": "size"}),
         ("the projections compute x @ W.T + b (torch.nn.Linear's convention); the contract's is x @ W + b",
          {"transposed": True}),
     ]
