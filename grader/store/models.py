@@ -139,6 +139,31 @@ class ReportRow(Base):
         return self.checksum is not None and report_checksum(self.report_json) != self.checksum
 
 
+class SubmissionFingerprint(Base):
+    """The similarity fingerprint of a submission's entry file (grader.engine.similarity), at most one.
+
+    Written with the submission when it is accepted; migration 0004 backfilled older submissions. No row: the
+    entry file does not parse (nothing to compare). `hashes` is the JSON array of the winnowed hashes (sorted),
+    comparable only with rows of the same `version`, `k` and `w`. `template_distance` is the share of them not
+    in the problem's starter template (None when the problem is no longer in the catalog). `nearest` is the
+    JSON of the top earlier submissions of the problem, `[[submission_id, score], ...]`, best first, with
+    `best_score` and `compared` (how many earlier submissions were compared) beside it: None until compared.
+    """
+
+    __tablename__ = "fingerprints"
+
+    submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    k: Mapped[int] = mapped_column(Integer)
+    w: Mapped[int] = mapped_column(Integer)
+    hashes: Mapped[str] = mapped_column(Text)
+    template_distance: Mapped[float | None] = mapped_column(Float, nullable=True)
+    nearest: Mapped[str | None] = mapped_column(Text, nullable=True)
+    best_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    compared: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Note(Base):
     __tablename__ = "notes"
 
