@@ -43,6 +43,36 @@ class Links(BaseModel):
     report_junit: str
 
 
+class SimilarMatch(BaseModel):
+    """An earlier submission of the same problem that resembles this one."""
+
+    submission_id: str
+    candidate: str | None
+    created_at: datetime
+    score: float = Field(description="similarity from 0 (nothing in common) to 1 (the same code once names, "
+                                     "literals, comments, formatting and the starter template's code are ignored)")
+    flagged: bool = Field(description="score at or above the threshold: a likely copy")
+
+
+class SimilarityOut(BaseModel):
+    """How a submission compares with the earlier submissions of its problem (interviewers and admins only)."""
+
+    fingerprinted: bool = Field(description="false when the entry file does not parse as Python: then nothing "
+                                            "is compared, and the rest is null or empty")
+    template_distance: float | None = Field(description="share of the submission's fingerprints not found in the "
+                                                        "starter template: 0 for the template handed back, near 1 "
+                                                        "for code written from scratch; null without a "
+                                                        "fingerprint or a template")
+    nearest: list[SimilarMatch] = Field(description="the most similar earlier submissions, best first (at most 3; "
+                                                    "only those sharing some code beyond the template)")
+    best_score: float | None = Field(description="the first of nearest's scores (0 when none shares code); null "
+                                                 "when not compared (no fingerprint, or not yet compared)")
+    flagged: bool = Field(description="best_score is at or above the threshold")
+    compared: int | None = Field(description="how many earlier submissions of the problem were compared (the "
+                                             "most recent ones, up to a bound); null when not compared")
+    threshold: float = Field(description="the score from which a match is flagged")
+
+
 class SubmissionSummary(BaseModel):
     id: str
     problem: str
@@ -68,6 +98,11 @@ class SubmissionSummary(BaseModel):
     error: str | None = Field(None, description="why the grader could not grade it (status 'failed')")
     metadata: dict[str, Any] = Field(default_factory=dict)
     links: Links
+    similarity: SimilarityOut | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="interviewers and admins: the nearest earlier submissions of the same problem and the distance "
+                    "from the starter template; submitters: never present (other candidates' work is not theirs "
+                    "to learn about)")
 
 
 class SubmissionPage(BaseModel):

@@ -32,7 +32,7 @@ from grader.engine.catalog import get_problem
 from grader.engine.files import ENTRY
 from grader.engine.report import Report, points_after_overrides, score_after_overrides
 from grader.errors import Conflict, GraderError, InvalidRequest, NotFound, StorageUnavailable
-from grader.service import netguard, webhooks
+from grader.service import netguard, similarity, webhooks
 from grader.service.audit import event_out, record
 from grader.service.auth import Principal
 from grader.service.schemas import (
@@ -44,6 +44,7 @@ from grader.service.schemas import (
     NoteOut,
     OverrideOut,
     ReportOut,
+    SimilarityOut,
     SubmissionCreate,
     SubmissionDetail,
     SubmissionFilter,
@@ -224,10 +225,12 @@ def links(submission_id: str) -> Links:
                  report_junit=f"{base}/report.junit.xml")
 
 
-def summary(row: Submission, viewer: Principal, overridden: bool = False) -> SubmissionSummary:
-    """The submission as `viewer` may see it (final_score and overridden only for interviewers).
+def summary(row: Submission, viewer: Principal, overridden: bool = False,
+            similar: SimilarityOut | None = None) -> SubmissionSummary:
+    """The submission as `viewer` may see it (final_score, overridden and similarity only for interviewers).
 
     `overridden`: whether any override of the submission exists (the caller knows; see `_overridden_ids`).
+    `similar`: the nearest earlier submissions (grader.service.similarity.views), for interviewers.
     """
     interviewer = viewer.can("interviewer")
     final = (row.final_score if row.final_score is not None else row.score) if interviewer else None
@@ -237,7 +240,7 @@ def summary(row: Submission, viewer: Principal, overridden: bool = False) -> Sub
         overridden=overridden if interviewer else None, max_score=row.max_score,
         passed=row.passed, tests=row.test_count, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, attempts=row.attempts, error=row.error, metadata=row.metadata_json or {},
-        links=links(row.id))
+        links=links(row.id), similarity=similar if interviewer else None)
 
 
 def create_submission(store: Store, settings: Settings, principal: Principal, payload: SubmissionCreate, *,
@@ -246,7 +249,10 @@ def create_submission(store: Store, settings: Settings, principal: Principal, pa
     principal.require("submitter")
     accepted = validate_submission(payload, settings)
     with _storage("accepting a submission"):
-        return _insert_submission(store, principal, accepted, idempotency_key)
+        created, is_new = _insert_submission(store, principal, accepted, idempotency_key)
+    if is_new:  # accepted already: this only stores which earlier submissions it resembles, never raises
+        similarity.compare_accepted(store, created.id)
+    return created, is_new
 
 
 def _insert_submission(store: Store, principal: Principal, accepted: _Accepted,
@@ -261,6 +267,8 @@ def _insert_submission(store: Store, principal: Principal, accepted: _Accepted,
         if replay is not None:
             return replay, False
     sid = uuid.uuid4().hex
+    # Before the transaction: parsing the file holds no lock. None when the entry file does not parse.
+    fingerprint = similarity.new_fingerprint(sid, accepted.problem_id, accepted.files[ENTRY])
     try:
         with store.session() as db:
             row = Submission(id=sid, problem_id=accepted.problem_id, problem_version=accepted.problem_version,
@@ -271,6 +279,8 @@ def _insert_submission(store: Store, principal: Principal, accepted: _Accepted,
             row.files = [SubmissionFile(name=n, text=t) for n, t in sorted(accepted.files.items())]
             db.add(row)
             db.flush()
+            if fingerprint is not None:
+                db.add(fingerprint)
             record(db, principal, "submission.created", submission_id=sid,
                    detail={"problem": accepted.problem_id, "files": sorted(accepted.files),
                            "candidate": accepted.candidate})
@@ -310,6 +320,17 @@ def _summary_in(db: Session, row: Submission, viewer: Principal) -> SubmissionSu
     return summary(row, viewer, overridden)
 
 
+def _similar(db: Session, rows: list[Submission], viewer: Principal, pending: dict[str, similarity.Nearest], *,
+             budget: int | None = None) -> dict[str, SimilarityOut]:
+    """The similarity views of these submissions for an interviewer ({} for anyone else); what had to be
+    compared now goes into `pending`, for `similarity.save` once the caller's unit of work has ended."""
+    if not viewer.can("interviewer") or not rows:
+        return {}
+    out, computed = similarity.views(db, rows, budget=budget)
+    pending.update(computed)
+    return out
+
+
 def _visible(db: Session, principal: Principal, submission_id: str) -> Submission:
     row = db.get(Submission, submission_id) if SUBMISSION_ID.fullmatch(submission_id) else None
     if row is None or (not principal.can("interviewer") and row.token_id != principal.token_id):
@@ -320,8 +341,13 @@ def _visible(db: Session, principal: Principal, submission_id: str) -> Submissio
 def get_submission(store: Store, principal: Principal, submission_id: str) -> SubmissionSummary:
     """One submission's status and score."""
     principal.require("submitter")
+    pending: dict[str, similarity.Nearest] = {}
     with store.session() as db:
-        return _summary_in(db, _visible(db, principal, submission_id), principal)
+        row = _visible(db, principal, submission_id)
+        overridden = principal.can("interviewer") and bool(_overridden_ids(db, [row.id]))
+        result = summary(row, principal, overridden, _similar(db, [row], principal, pending).get(row.id))
+    similarity.save(store, pending)
+    return result
 
 
 def list_submissions(store: Store, principal: Principal, filters: SubmissionFilter | None = None, *,
@@ -349,14 +375,19 @@ def list_submissions(store: Store, principal: Principal, filters: SubmissionFilt
         conditions.append(Submission.created_at >= _aware(f.created_after))
     if f.created_before:
         conditions.append(Submission.created_at < _aware(f.created_before))
+    pending: dict[str, similarity.Nearest] = {}
     with store.session() as db:
         total = db.scalar(select(func.count()).select_from(Submission).where(*conditions)) or 0
         rows = list(db.scalars(select(Submission).where(*conditions)
                                .order_by(Submission.created_at.desc(), Submission.id.desc()).limit(limit)
                                .offset(offset)))
         marked = _overridden_ids(db, [r.id for r in rows]) if principal.can("interviewer") else set()
-        return SubmissionPage(items=[summary(r, principal, r.id in marked) for r in rows], total=total, limit=limit,
-                              offset=offset)
+        # A page compares at most LIST_BUDGET submissions not compared yet (older than migration 0004).
+        similar = _similar(db, rows, principal, pending, budget=similarity.LIST_BUDGET)
+        page = SubmissionPage(items=[summary(r, principal, r.id in marked, similar.get(r.id)) for r in rows],
+                              total=total, limit=limit, offset=offset)
+    similarity.save(store, pending)
+    return page
 
 
 def _aware(value: datetime) -> datetime:
@@ -467,16 +498,18 @@ def _override_out(o: Override) -> OverrideOut:
 def get_submission_detail(store: Store, principal: Principal, submission_id: str) -> SubmissionDetail:
     """Everything about a submission for an interviewer: files, report, notes, overrides, audit, webhook."""
     principal.require("interviewer")
+    pending: dict[str, similarity.Nearest] = {}
     with store.session() as db:
         row = _visible(db, principal, submission_id)
+        similar = _similar(db, [row], principal, pending).get(row.id)
         report_row = db.get(ReportRow, row.id)
         report = _verified(report_row) if report_row else None
         overrides = _overrides(db, row.id)
         notes = db.scalars(select(Note).where(Note.submission_id == row.id).order_by(Note.id))
         events = db.scalars(select(AuditEvent).where(AuditEvent.submission_id == row.id).order_by(AuditEvent.id))
         hook = db.scalar(select(WebhookDelivery).where(WebhookDelivery.submission_id == row.id))
-        return SubmissionDetail(
-            submission=summary(row, principal, bool(overrides)), files={f.name: f.text for f in row.files},
+        detail = SubmissionDetail(
+            submission=summary(row, principal, bool(overrides), similar), files={f.name: f.text for f in row.files},
             report=report,
             notes=[NoteOut(id=n.id, author=n.author, text=n.text, created_at=n.created_at) for n in notes],
             overrides=[_override_out(o) for o in overrides],
@@ -485,6 +518,8 @@ def get_submission_detail(store: Store, principal: Principal, submission_id: str
             webhook=WebhookOut(url=hook.url, status=hook.status, attempts=hook.attempts,
                                last_status_code=hook.last_status_code, last_error=hook.last_error,
                                delivered_at=hook.delivered_at) if hook else None)
+    similarity.save(store, pending)
+    return detail
 
 
 def add_note(store: Store, principal: Principal, submission_id: str, text: str) -> NoteOut:
