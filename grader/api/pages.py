@@ -137,10 +137,13 @@ def _cross_site() -> HTMLResponse:
 
 def _row(summary: SubmissionSummary) -> SubmissionRow:
     score = summary.final_score if summary.final_score is not None else summary.score
+    similar = summary.similarity  # filled by the service, for interviewers
     return SubmissionRow(id=summary.id, problem=summary.problem, candidate=summary.candidate or "",
                          status=summary.status, created_at=summary.created_at, score=score,
                          max_score=summary.max_score, error=summary.error, graded_score=summary.score,
-                         overridden=bool(summary.overridden))  # filled by the service, for interviewers
+                         overridden=bool(summary.overridden),  # filled by the service, for interviewers
+                         similar_score=similar.best_score if similar else None,
+                         similar_flagged=bool(similar and similar.flagged))
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -289,7 +292,8 @@ def _report_page(store: Store, me: Principal, submission_id: str, *, flash: str 
         overrides=[o.model_dump() for o in detail.overrides],
         webhook=detail.webhook.model_dump() if detail.webhook else None, viewer=_viewer(me), links=LINKS,
         flash=flash, error=error, points=detail.effective_points,
-        score=subs.overridden_score(detail.report, detail.overrides) if detail.report else None)
+        score=subs.overridden_score(detail.report, detail.overrides) if detail.report else None,
+        similar=detail.submission.similarity)
     return _html(body, status_code)
 
 
