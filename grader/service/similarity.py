@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -57,11 +57,6 @@ def template_of(problem_id: str) -> engine.Fingerprint | None:
         return None
 
 
-def _as_fingerprint(row: SubmissionFingerprint, hashes: Sequence[int]) -> engine.Fingerprint:
-    # The stored form keeps the multiset of hashes, which is all that scores and distances read.
-    return engine.Fingerprint({"<all>": tuple(hashes)}, k=row.k, w=row.w, version=row.version)
-
-
 def new_fingerprint(submission_id: str, problem_id: str, source: str) -> SubmissionFingerprint | None:
     """The row to store for a submission's entry file; None when the file does not parse.
 
@@ -86,14 +81,21 @@ class Nearest:
     compared: int
 
 
-def _compare(db: Session, row: SubmissionFingerprint, submission: Submission) -> Nearest:
-    """The earlier submissions of the problem most similar to this one, scored by the engine."""
-    template = template_of(submission.problem_id)
-    ignored = set(template.hashes) if template is not None else set()
-    mine_hashes = json.loads(row.hashes)
-    mine = Counter(h for h in mine_hashes if h not in ignored)
-    mine_size = sum(mine.values())
-    earlier = db.execute(
+@dataclass(frozen=True)
+class _Earlier:
+    """What a comparison needs, read from the store; the comparison itself runs outside any transaction."""
+
+    problem_id: str
+    k: int
+    w: int
+    version: int
+    hashes: str
+    others: list[tuple[str, str]]  # (submission id, hashes as JSON), most recent first
+
+
+def _earlier(db: Session, row: SubmissionFingerprint, submission: Submission) -> _Earlier:
+    """The fingerprints of the `MAX_COMPARED` most recent earlier submissions of the problem (same version)."""
+    others = db.execute(
         select(SubmissionFingerprint.submission_id, SubmissionFingerprint.hashes)
         .join(Submission, Submission.id == SubmissionFingerprint.submission_id)
         .where(Submission.problem_id == submission.problem_id, Submission.id != submission.id,
@@ -102,21 +104,43 @@ def _compare(db: Session, row: SubmissionFingerprint, submission: Submission) ->
                or_(Submission.created_at < submission.created_at,
                    and_(Submission.created_at == submission.created_at, Submission.id < submission.id)))
         .order_by(Submission.created_at.desc(), Submission.id.desc()).limit(MAX_COMPARED)).all()
+    return _Earlier(problem_id=submission.problem_id, k=row.k, w=row.w, version=row.version, hashes=row.hashes,
+                    others=[(str(i), str(h)) for i, h in others])
+
+
+def _multiset(hashes: list[int], ignored: set[int]) -> Counter[int]:
+    counts = Counter(hashes)
+    for h in ignored & counts.keys():
+        del counts[h]
+    return counts
+
+
+def _compare(earlier: _Earlier) -> Nearest:
+    """The earlier submissions most similar to this one, best first, scored by the engine."""
+    template = template_of(earlier.problem_id)
+    ignored = set(template.hashes) if template is not None else set()
+    mine_hashes = json.loads(earlier.hashes)
+    mine = _multiset(mine_hashes, ignored)
+    mine_size = mine.total()
     # A first pass ranks by the same Jaccard index as the engine, on the stored multisets: only the shared
     # hashes are walked, so a bounded pass stays cheap. The kept ones are scored by the engine itself.
     ranked: list[tuple[float, int, str, list[int]]] = []
-    for order, (other_id, other_json) in enumerate(earlier):
+    for order, (other_id, other_json) in enumerate(earlier.others):
         other_hashes = json.loads(other_json)
-        theirs = Counter(h for h in other_hashes if h not in ignored)
+        theirs = _multiset(other_hashes, ignored)
         shared = sum(min(mine[h], theirs[h]) for h in mine.keys() & theirs.keys())
         if shared:
-            union = mine_size + sum(theirs.values()) - shared
-            ranked.append((shared / union, -order, other_id, other_hashes))
+            ranked.append((shared / (mine_size + theirs.total() - shared), -order, other_id, other_hashes))
     ranked.sort(reverse=True)
-    me = _as_fingerprint(row, mine_hashes)
-    matches = [(other_id, round(engine.similarity(me, _as_fingerprint(row, hashes), template), 4))
+
+    def as_fingerprint(hashes: list[int]) -> engine.Fingerprint:
+        # The stored form keeps the multiset of hashes, which is all that scores and distances read.
+        return engine.Fingerprint({"<all>": tuple(hashes)}, k=earlier.k, w=earlier.w, version=earlier.version)
+
+    me = as_fingerprint(mine_hashes)
+    matches = [(other_id, round(engine.similarity(me, as_fingerprint(hashes), template), 4))
                for _, _, other_id, hashes in ranked[:NEAREST]]
-    return Nearest(matches=matches, compared=len(earlier))
+    return Nearest(matches=matches, compared=len(earlier.others))
 
 
 def save(store: Store, results: dict[str, Nearest]) -> None:
@@ -145,8 +169,8 @@ def compare_accepted(store: Store, submission_id: str) -> None:
             submission = db.get(Submission, submission_id)
             if row is None or submission is None:
                 return
-            result = _compare(db, row, submission)
-        save(store, {submission_id: result})
+            earlier = _earlier(db, row, submission)
+        save(store, {submission_id: _compare(earlier)})  # compared outside the transaction: no lock held
     except Exception:
         log.warning("could not compare submission %s with the earlier ones (done when it is read)",
                     submission_id, exc_info=True)
@@ -172,7 +196,7 @@ def views(db: Session, submissions: Iterable[Submission], *,
             nearest[sid] = Nearest(matches=[(str(i), float(s)) for i, s in json.loads(row.nearest)],
                                     compared=row.compared or 0)
         elif budget is None or len(computed) < budget:
-            computed[sid] = nearest[sid] = _compare(db, row, by_id[sid])
+            computed[sid] = nearest[sid] = _compare(_earlier(db, row, by_id[sid]))
     others = {i for n in nearest.values() for i, _ in n.matches}
     known = {s.id: s for s in db.scalars(select(Submission).where(Submission.id.in_(others)))} if others else {}
     out: dict[str, SimilarityOut] = {}
