@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import html
 import importlib.util
+import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from alembic import command
 from conftest import Tokens, make_settings, standin_grade, wait_for_status
 from fastapi.testclient import TestClient
+from live_server import LiveServer
 from sqlalchemy import inspect, text
 
 from grader.api.app import create_app
@@ -203,6 +207,45 @@ def test_a_file_that_does_not_parse_is_accepted_and_graded_with_no_fingerprint(
     # The others are compared as ever, the file without a fingerprint left out.
     sim_after = similar_of(client, tokens, after)
     assert sim_after["compared"] == 1 and sim_after["nearest"][0]["submission_id"] == before
+
+
+@pytest.mark.slow
+def test_over_http_on_a_real_server_with_real_grading(tmp_path: Path) -> None:
+    """`grader serve` on loopback, the real sandbox: the copy is flagged for the interviewer and hidden from the
+    submitter, and the file that does not parse is graded as any other (a report that says where it breaks)."""
+    server = LiveServer(tmp_path / "data")
+    submitter, interviewer = server.token("submitter", "ci"), server.token("interviewer", "ivy")
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            ids = {}
+            for name, code in (("ada", solution("correct_vectorized")), ("bad", "def broken(:\n    return 1\n"),
+                               ("eve", disguised(solution("correct_vectorized")))):
+                r = client.post("/v1/submissions", json={"problem": "mlp", "code": code, "candidate": name},
+                                headers=Tokens.auth(submitter))
+                assert r.status_code == 202 and "similarity" not in r.json(), r.text
+                ids[name] = r.json()["id"]
+            sim = client.get(f"/v1/submissions/{ids['eve']}", headers=Tokens.auth(interviewer)).json()["similarity"]
+            assert sim["nearest"][0]["submission_id"] == ids["ada"] and sim["nearest"][0]["flagged"] is True
+            assert sim["compared"] == 1  # the file that does not parse has no fingerprint to compare
+            mine = client.get(f"/v1/submissions/{ids['eve']}", headers=Tokens.auth(submitter)).json()
+            assert "similarity" not in mine
+            report_page = client.get(f"/ui/submissions/{ids['eve']}", headers=Tokens.auth(interviewer))
+            assert report_page.status_code == 200 and "Similar submissions" in report_page.text
+            assert f'href="/ui/submissions/{ids["ada"]}"' in report_page.text and "likely copy" in report_page.text
+            assert client.get(f"/ui/submissions/{ids['eve']}", headers=Tokens.auth(submitter)).status_code == 403
+            deadline = time.monotonic() + 180
+            while (bad := client.get(f"/v1/submissions/{ids['bad']}", headers=Tokens.auth(submitter)).json())[
+                    "status"] not in ("done", "failed"):
+                assert time.monotonic() < deadline, f"still {bad['status']}"
+                time.sleep(0.2)
+            assert bad["status"] == "done" and bad["error"] is None and bad["score"] == 0.0
+            report = client.get(f"/v1/submissions/{ids['bad']}/report", headers=Tokens.auth(submitter)).json()
+            assert report["status"] == "graded" and "line 1" in json.dumps(report)
+            unparsed = client.get(f"/v1/submissions/{ids['bad']}", headers=Tokens.auth(interviewer)).json()
+            assert unparsed["similarity"]["fingerprinted"] is False
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------------------------------------------------------
