@@ -185,6 +185,21 @@ def test_a_submitter_never_sees_similarity_on_the_api_or_a_page(client: TestClie
     assert "Similar submissions" not in export
 
 
+def test_a_notebook_is_fingerprinted_as_the_script_it_was_converted_to(client: TestClient, tokens: Tokens) -> None:
+    cells = [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "outputs": [], "execution_count": None,
+              "source": "def " + part if i else part}
+             for i, part in enumerate(solution("correct_vectorized").split("\ndef "))]
+    notebook = json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    r = client.post("/v1/submissions", json={"problem": "mlp", "files": {"solution.ipynb": notebook},
+                                             "candidate": "nb"}, headers=Tokens.auth(tokens.submitter))
+    assert r.status_code == 202, r.text
+    original = r.json()["id"]
+    copy = submit(client, tokens.other_submitter, disguised(solution("correct_vectorized")), "eve")["id"]
+    sim = similar_of(client, tokens, copy)
+    assert sim["nearest"][0]["submission_id"] == original and sim["nearest"][0]["flagged"] is True
+    assert similar_of(client, tokens, original)["template_distance"] > 0.5
+
+
 @pytest.mark.parametrize("code", ["def broken(:\n    return 1\n", "x = " + "(" * 300 + "1" + ")" * 300 + "\n",
                                   "def f():\n\treturn 1\n        return 2\n"])
 def test_a_file_that_does_not_parse_is_accepted_and_graded_with_no_fingerprint(
