@@ -53,7 +53,7 @@ KEYS = ("W1", "b1", "W2", "gamma", "Wx")
 # Hyperparameters of generated cases. Never momentum 0 alone (hides the momentum rules), never only the
 # default betas and eps (eps 1e-8 hides where eps is added), never weight decay 0 alone.
 SGD_LRS = (0.1, 0.05, 0.3, 0.01)
-MOMENTA = (0.9, 0.0, 0.5, 0.75, 0.99)
+MOMENTA = (0.9, 0.0, 0.5, 0.75, 0.99, 1.0)  # 1.0: a plain running sum of gradients, legal in torch
 ADAM_LRS = (1e-2, 0.1, 1e-3, 0.05)
 BETAS = ((0.9, 0.999), (0.8, 0.99), (0.5, 0.9), (0.95, 0.8))
 EPSILONS = (1e-8, 1e-3, 0.1, 1e-6)
@@ -414,6 +414,8 @@ FIXED: dict[str, list[tuple[str, Case]]] = {
         ("SGD(params, lr=0.1) (defaults: momentum 0, weight_decay 0)", fixed_case("SGD", {"lr": 0.1}, 1)),
         ("SGD with momentum 0.9, lr 0.1 then 0.02 from step 3", fixed_case("SGD", {"lr": 0.1, "momentum": 0.9}, 2,
                                                                           lrs={2: 0.02})),
+        ("SGD with momentum 1 (v = v + g, a running sum), lr 0.05",
+         fixed_case("SGD", {"lr": 0.05, "momentum": 1.0}, 8)),
         ("SGD with momentum 0.8 and weight_decay 0.1, lr 0.05 then 0.2 from step 4",
          fixed_case("SGD", {"lr": 0.05, "momentum": 0.8, "weight_decay": 0.1}, 3, lrs={3: 0.2})),
     ],
