@@ -173,6 +173,15 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
+def newest_migration() -> str:
+    """The revision `migrate` brings a database to (the head of grader/store/migrations)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return str(head)
+
+
 def open_store(settings: Settings, *, migrate: bool = True) -> Store:
     """The store the settings point at, its data directory created and its schema migrated."""
     if settings.database_url is None:
