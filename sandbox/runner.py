@@ -16,6 +16,15 @@ Requests (JSON header, see sandbox/wire.py):
         (the case raised, or its value cannot be sent) is described as for call and hides no other case's
         value. With stop_on_error the list ends at the first error and later cases never run.
     {"op": "getattr", "handle": id, "name": attr}
+    {"op": "stand_in", "names": [function names]}
+        after load: each named module-level function of the submission is replaced by a proxy that asks
+        the host to run it (the grader's root-cause analysis: "does this test pass when that function is
+        right?"). A proxy call writes {"host_call": name} with the payload (args, kwargs) and waits for the
+        host's {"ok": true} with (result, args_after, kwargs_after), writes what the host's function did to its
+        arguments back into the caller's (running statistics, in-place updates) and returns the result; or
+        {"ok": false, "error": text}, which it raises as StandInError.
+        Nothing of the host's function ever enters the sandbox: only its results, for arguments the
+        candidate's code chose.
     {"op": "ping"}
 Replies: {"ok": true, "value": ..., "args_after": [...]} or {"ok": false, "error": {...}}.
 A call_many reply is one frame, so the host's caps on a reply (sandbox/wire.py Limits) bound the whole batch.
@@ -168,6 +177,34 @@ class Runner:
                 break
         return {"ok": True, "encoded": ({"$l": nodes}, enc.buffers)}
 
+    def op_stand_in(self, req: dict[str, Any], _: Any) -> dict[str, Any]:
+        if self.module is None:
+            raise RuntimeError("no submission loaded")
+        names = req.get("names")
+        if type(names) is not list or not all(type(n) is str and n.isidentifier() for n in names):
+            raise ValueError("stand_in expects a list of function names")
+        for name in names:
+            setattr(self.module, name, self._proxy(name))
+        return {"ok": True, "value": None}
+
+    def _proxy(self, name: str) -> Any:
+        def stand_in(*args: Any, **kwargs: Any) -> Any:
+            # Encoded before anything is written (wire.send), so an argument that cannot be sent raises here and
+            # the stream stays in step.
+            wire.send(self.proto_out, {"host_call": name}, (list(args), dict(kwargs)))
+            header, value = wire.receive(self.proto_in, from_handle=self.lookup, make_tensor=self.make_tensor)
+            if header.get("ok") is not True:
+                raise StandInError(str(header.get("error", "the stand-in failed"))[:MAX_MESSAGE_CHARS])
+            result, args_after, kwargs_after = value
+            for before, after in zip(args, args_after):
+                _write_back(before, after)
+            for key, before in kwargs.items():
+                _write_back(before, kwargs_after.get(key))
+            return result
+
+        stand_in.__name__ = stand_in.__qualname__ = name
+        return stand_in
+
     def op_getattr(self, req: dict[str, Any], _: Any) -> dict[str, Any]:
         obj = self.lookup(req["handle"])
         name = req["name"]
@@ -213,6 +250,31 @@ class Runner:
 
 class MissingName(AttributeError):
     """The submission does not define a name the grader calls."""
+
+
+def _write_back(before: Any, after: Any) -> None:
+    """Make `before` show what a stand-in did to its copy `after`: arrays written into, dict entries set."""
+    if type(before) is np.ndarray and type(after) is np.ndarray:
+        if before.shape == after.shape and before.flags.writeable:
+            before[...] = after
+    elif type(before) is dict and type(after) is dict:
+        for key, value in after.items():
+            if key in before and type(before[key]) in (np.ndarray, dict, list):
+                _write_back(before[key], value)
+                if type(before[key]) is np.ndarray and type(value) is np.ndarray and before[key].shape != value.shape:
+                    before[key] = value
+            else:
+                before[key] = value
+    elif type(before) is list and type(after) is list and len(before) == len(after):
+        for i, value in enumerate(after):
+            if type(before[i]) in (np.ndarray, dict, list):
+                _write_back(before[i], value)
+            else:
+                before[i] = value
+
+
+class StandInError(RuntimeError):
+    """The host could not run a stand-in function for these arguments."""
 
 
 class ReturnShape(TypeError):

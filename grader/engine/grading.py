@@ -17,15 +17,23 @@ from importlib import metadata
 from typing import Any
 
 import grader
-from grader.engine import notebook
+from grader.engine import notebook, rootcause, standins
 from grader.engine.catalog import Problem, TestSpec, get_problem
 from grader.engine.checks import static
 from grader.engine.files import check_submission
 from grader.engine.plan import CheckFailed, Context, stable_seed
-from grader.engine.report import Environment, Finding, Output, ProblemRef, Report, TestResult
+from grader.engine.report import Environment, Finding, Output, ProblemRef, Report, RootCause, TestResult
 from grader.engine.verdict import PASSED, Verdict
 from grader.errors import GraderError
-from grader.isolation.base import WALL_FACTOR, WALL_SLACK_S, Backend, CallTimeout, SandboxFault, Session
+from grader.isolation.base import (
+    WALL_FACTOR,
+    WALL_SLACK_S,
+    Backend,
+    CallTimeout,
+    SandboxFault,
+    Session,
+    StandInHandler,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,10 @@ class GradingOptions:
     # Stop at the first test that loses points (`grader check-problem`: whether a mutant is killed, not its
     # grade). The report then holds the tests up to that one and is marked incomplete: never a grade.
     stop_at_first_loss: bool = False
+    # Grade failed tests again with the reference standing in, to tell root causes from their followers
+    # (grader/engine/rootcause.py); at most this many CPU seconds of sandbox time on top of the grading.
+    root_causes: bool = True
+    root_cause_budget_s: float = 60.0
 
 
 @dataclass
@@ -67,6 +79,8 @@ class _Sessions:
     isolation: Any = None
     output_kept: int = 0
     pristine_session: Session | None = None
+    # Functions of the submission replaced by the reference's, and who answers their calls (root causes only).
+    stand_ins: tuple[list[str], StandInHandler] | None = None
 
     def get(self) -> Session:
         if self.load_failure is not None:
@@ -91,6 +105,11 @@ class _Sessions:
                 self.load_failure = f"importing {self.entry} failed: {reply.error.summary()}"
                 self.load_line = reply.error.line
                 raise _LoadFailed(self.load_failure, self.load_line)
+            if self.stand_ins is not None:
+                names, handler = self.stand_ins
+                if not session.stand_in(names, handler, self.import_timeout_s).ok:
+                    session.close()
+                    raise _LoadFailed("the stand-ins could not be installed", None)
             self.session = session
         return self.session
 
@@ -152,7 +171,7 @@ class _SubmissionBudget:
 
 
 def _run_test(spec: TestSpec, sessions: _Sessions, settings: GradingOptions, problem: Problem,
-              budget: _SubmissionBudget) -> TestResult:
+              budget: _SubmissionBudget, called: set[str] | None = None) -> TestResult:
     start = time.monotonic()
     timeout_s = min(spec.timeout_s, settings.test_timeout_cap_s or spec.timeout_s)
     cpu_budget_s = min(timeout_s, budget.cpu_left_s)
@@ -167,6 +186,8 @@ def _run_test(spec: TestSpec, sessions: _Sessions, settings: GradingOptions, pro
                   _session_factory=sessions.get, cpu_budget_s=cpu_budget_s, _pristine_factory=sessions.pristine)
     verdict = _verdict_of(spec, problem, ctx, sessions, by_budget=cpu_budget_s < timeout_s, timeout_s=timeout_s)
     budget.cpu_used_s += ctx.cpu_used_s
+    if called is not None:
+        called |= ctx.called
     details = dict(ctx.details)
     if verdict.line is not None:
         details["line"] = verdict.line
@@ -213,6 +234,72 @@ def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessi
                        "candidate's doing and the report is incomplete until it is graded again", fault="grader")
 
 
+def _lost(result: TestResult) -> bool:
+    return result.earned < result.points and result.fault == "candidate" and result.status in ("failed", "error",
+                                                                                                "timeout")
+
+
+def _root_causes(problem: Problem, files: dict[str, str], entry: str, backend: Backend, settings: GradingOptions,
+                 results: list[TestResult], called: dict[str, set[str]], budget: _SubmissionBudget,
+                 import_timeout_s: float) -> tuple[list[TestResult], list[RootCause]]:
+    """Which failures follow from another's (grader/engine/rootcause.py); the points stay as graded."""
+    failed = [r for r in results if _lost(r)]
+    if len(failed) < 2:
+        return results, []
+    standable = standins.reference_functions(problem.id)
+    used_by_passed = set().union(*(called.get(r.id, set()) for r in results if r.status == "passed"))
+    failures = [rootcause.Failure(r.id, frozenset(called.get(r.id, set()) & standable - used_by_passed),
+                                  retry=r.status != "timeout") for r in failed]
+    if not any(f.functions for f in failures):
+        return results, []
+    specs = {spec.id: spec for spec in problem.tests}
+    worker = standins.StandInWorker(problem.id, problem.sandbox.limits.wire_limits())
+    cpu_s = min(settings.root_cause_budget_s, budget.cpu_left_s)
+    analysis_budget = _SubmissionBudget(cpu_s=cpu_s, wall_deadline=time.monotonic() + WALL_FACTOR * cpu_s
+                                        + WALL_SLACK_S)
+
+    def regrade(test_id: str, functions: frozenset[str]) -> tuple[bool, frozenset[str]]:
+        if analysis_budget.cpu_left_s <= 0 or time.monotonic() >= analysis_budget.wall_deadline:
+            raise rootcause.OutOfBudget
+        used: set[str] = set()
+
+        def handler(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+            used.add(name)
+            return worker(name, args, kwargs)
+
+        names = sorted(standins.with_partners(functions, standable))
+        sessions = _Sessions(problem, files, entry, backend, import_timeout_s, stand_ins=(names, handler))
+        try:
+            result = _run_test(specs[test_id], sessions, settings, problem, analysis_budget)
+        finally:
+            sessions.discard()
+            if sessions.pristine_session is not None:
+                sessions.pristine_session.close()
+        return result.status == "passed", frozenset(used)
+
+    started = time.monotonic()
+    try:
+        follows = rootcause.analyse(failures, regrade)
+    finally:
+        worker.close()
+    log.info("root causes of %s: %d follower(s) in %.1fs", problem.id, len(follows), time.monotonic() - started,
+             extra={"event": "root_causes", "followers": len(follows)})
+    if not follows:
+        return results, []
+    by_id = {r.id: r for r in results}
+    suspects = {f.test_id: f.functions for f in failures}
+    roots: dict[str, list[str]] = {}
+    for follower, sources in follows.items():
+        for root in sources:
+            roots.setdefault(root, []).append(follower)
+    causes = [RootCause(test=root, functions=sorted(suspects[root]),
+                        followers=sorted(followers, key=list(by_id).index),
+                        points_lost=round(sum(by_id[t].points - by_id[t].earned for t in [root, *followers]), 6))
+              for root, followers in roots.items()]
+    causes.sort(key=lambda c: (-c.points_lost, list(by_id).index(c.test)))
+    return [r.model_copy(update={"caused_by": follows[r.id]}) if r.id in follows else r for r in results], causes
+
+
 def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: GradingOptions | None = None,
           entry: str = "solution.py") -> Report:
     """Grade one submission and return its report: the engine's one entry point, used by the CLI and the workers.
@@ -233,6 +320,7 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
     import_timeout_s = min(problem.import_timeout_s, settings.import_timeout_cap_s or problem.import_timeout_s)
     sessions = _Sessions(problem, files, entry, backend, import_timeout_s)
     results: list[TestResult] = []
+    called: dict[str, set[str]] = {}
     stopped_at: str | None = None
     if syntax is not None:
         findings.insert(0, syntax)
@@ -241,7 +329,7 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
     budget = _SubmissionBudget(cpu_s=budget_s, wall_deadline=started + WALL_FACTOR * budget_s + WALL_SLACK_S)
     try:
         for spec in problem.tests:
-            result = _run_test(spec, sessions, settings, problem, budget)
+            result = _run_test(spec, sessions, settings, problem, budget, called.setdefault(spec.id, set()))
             if sessions.session is not None and (sessions.session.dead or spec.hidden):
                 # Faulted inside a test that still reached a verdict; or a hidden test, whose output must all
                 # be counted as its own (the next test starts from a fresh sandbox).
@@ -273,6 +361,11 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
                 results[i] = result.model_copy(update={
                     "earned": 0.0, "status": "failed", "fault": "candidate",
                     "message": "scored zero: the submission imports an autodiff library in a numpy-only exercise"})
+    root_causes: list[RootCause] = []
+    if (settings.root_causes and not settings.stop_at_first_loss and sessions.load_failure is None
+            and not any(r.fault == "grader" for r in results)):
+        results, root_causes = _root_causes(problem, files, entry, backend, settings, results, called, budget,
+                                            import_timeout_s)
     grader_faults = [r.id for r in results if r.fault == "grader"]
     error = (f"the grader failed in {len(grader_faults)} test(s) ({', '.join(grader_faults)}); their points are "
              "not the candidate's loss, and the submission must be graded again" if grader_faults else None)
@@ -283,7 +376,7 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
         problem=ProblemRef(id=problem.id, version=problem.version), status="incomplete" if error else "graded",
         error=error,
         score=round(sum(r.earned for r in results), 6), max_score=problem.max_score, tests=results,
-        findings=findings, output=Output.join([r.output for r in results]),
+        findings=findings, output=Output.join([r.output for r in results]), root_causes=root_causes,
         environment=_environment(settings, backend_name, sessions.isolation),
         duration_s=round(time.monotonic() - started, 3))
     report = notebook.annotate(report, files, entry)  # a converted notebook: its cells named beside its lines

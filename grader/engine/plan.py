@@ -142,6 +142,8 @@ class Context:
     details: dict[str, Any] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The submission's module-level names this test called (the root-cause analysis stands in for them).
+    called: set[str] = field(default_factory=set)
 
     # randomness -----------------------------------------------------------------------
     def rng(self, name: str = "") -> np.random.Generator:
@@ -176,6 +178,7 @@ class Context:
 
     def raw_call(self, target: dict[str, Any], *args: Any, keep: list[int] | str | None = None,
                  return_args: list[int] | None = None, **kwargs: Any) -> Reply:
+        self._note_called(target)
         return self._metered(lambda session, timeout_s: session.call(
             target, args, kwargs, keep=keep, return_args=return_args, timeout_s=timeout_s,
             wall_s=self.wall_remaining_s))
@@ -183,9 +186,14 @@ class Context:
     def raw_call_many(self, target: dict[str, Any], cases: list[tuple[tuple[Any, ...], dict[str, Any]]], *,
                       keep: list[int] | str | None = None, stop_on_error: bool = False) -> list[Reply]:
         """raw_call on each (args, kwargs) case in one exchange; the test's remaining time bounds the whole batch."""
+        self._note_called(target)
         return self._metered(lambda session, timeout_s: session.call_many(
             target, cases, keep=keep, stop_on_error=stop_on_error, timeout_s=timeout_s,
             wall_s=self.wall_remaining_s))
+
+    def _note_called(self, target: dict[str, Any]) -> None:
+        if type(target.get("fn")) is str:
+            self.called.add(target["fn"])
 
     def _unwrap(self, what: str, reply: Reply) -> Any:
         if not reply.ok:

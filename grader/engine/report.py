@@ -55,6 +55,9 @@ class TestResult(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
     figures: list[Figure] = Field(default_factory=list)
     output: Output = Field(default_factory=Output, description="what the candidate's code printed during this test")
+    caused_by: list[str] = Field(default_factory=list, description=(
+        "the failed tests this failure follows from: graded again with the reference standing in for the "
+        "functions they called, this test passed (grader/engine/rootcause.py); its points are still lost"))
 
 
 class Finding(BaseModel):
@@ -79,6 +82,15 @@ class Environment(BaseModel):
     hypothesis: str = ""
 
 
+class RootCause(BaseModel):
+    """One mistake and what it cost: a failed test no other failure explains, and the failures that follow from it."""
+
+    test: str = Field(description="the failed test that is the likely root")
+    functions: list[str] = Field(description="the submission's functions the reference stood in for")
+    followers: list[str] = Field(default_factory=list, description="failed tests that pass with them standing in")
+    points_lost: float = Field(description="the points the root and its followers lost together")
+
+
 class Report(BaseModel):
     problem: ProblemRef
     status: Literal["graded", "incomplete", "error"] = Field(
@@ -92,6 +104,8 @@ class Report(BaseModel):
     output: Output = Field(default_factory=Output, description="everything printed, every test's output in order")
     environment: Environment
     error: str | None = Field(None, description="what went wrong in the grader when status is 'incomplete' or 'error'")
+    root_causes: list[RootCause] = Field(default_factory=list, description=(
+        "failures that explain others, largest loss first; empty when no failure was shown to follow from another"))
 
     @property
     def complete(self) -> bool:

@@ -178,6 +178,13 @@ class ProtocolViolation(SandboxFault):
     kind = "protocol"
 
 
+class StandInRefused(Exception):
+    """A stand-in handler's answer that the call cannot be run (its text is shown inside the sandbox)."""
+
+
+StandInHandler = Callable[[str, list[Any], dict[str, Any]], Any]
+
+
 class Session(Protocol):
     isolation: Isolation
 
@@ -193,6 +200,8 @@ class Session(Protocol):
 
     def getattr(self, handle: Handle, name: str, timeout_s: float, keep: bool = False,
                 wall_s: float | None = None) -> Reply: ...
+
+    def stand_in(self, names: Sequence[str], handler: StandInHandler, timeout_s: float) -> Reply: ...
 
     def cpu_seconds(self) -> float | None: ...
 
@@ -357,6 +366,8 @@ class PipeSession:
         self._output = output
         self._limits = limits
         self._dead: SandboxFault | None = None
+        self._stand_in: StandInHandler | None = None
+        self._stand_in_names: frozenset[str] = frozenset()
         for fd in (to_fd, from_fd):
             os.set_blocking(fd, False)
 
@@ -393,9 +404,14 @@ class PipeSession:
             raise self._dead
         budget = _Budget(timeout_s, self.cpu_seconds, wall_s)
         try:
+            writer = _DeadlineWriter(self._to, budget)
             if request is not None:
-                wire.send(_DeadlineWriter(self._to, budget), request, payload)  # type: ignore[arg-type]
-            return wire.receive(_DeadlineReader(self._from, budget), self._limits)  # type: ignore[arg-type]
+                wire.send(writer, request, payload)  # type: ignore[arg-type]
+            while True:
+                header, value = wire.receive(_DeadlineReader(self._from, budget), self._limits)  # type: ignore[arg-type]
+                if "host_call" not in header:
+                    return header, value
+                self._answer_host_call(writer, header, value)
         except TimeoutError:
             clock = "CPU seconds" if budget.cpu_start is not None else "s"
             self._fail(CallTimeout(f"{what} did not finish within {timeout_s:.1f} {clock}"))
@@ -404,6 +420,32 @@ class PipeSession:
         except wire.WireError as exc:
             self._fail(ProtocolViolation(f"malformed reply: {exc}"))
         raise AssertionError("unreachable")
+
+    def _answer_host_call(self, writer: _DeadlineWriter, header: dict[str, Any], value: Any) -> None:
+        """A stand-in proxy's call (sandbox/runner.py op_stand_in): only for names this session offered."""
+        name = header.get("host_call")
+        if self._stand_in is None or type(name) is not str or name not in self._stand_in_names:
+            self._fail(ProtocolViolation("a call to the host that was not offered"))
+        if type(value) is not tuple or len(value) != 2 or type(value[0]) is not list or type(value[1]) is not dict:
+            self._fail(ProtocolViolation("malformed call to the host: not (args, kwargs)"))
+        assert self._stand_in is not None and type(name) is str
+        try:
+            result = self._stand_in(name, value[0], value[1])
+        except StandInRefused as exc:
+            wire.send(writer, {"ok": False, "error": str(exc)})  # type: ignore[arg-type]
+            return
+        wire.send(writer, {"ok": True}, result)  # type: ignore[arg-type]
+
+    def stand_in(self, names: Sequence[str], handler: StandInHandler, timeout_s: float) -> Reply:
+        """Replace the submission's functions `names` by proxies whose calls `handler` answers on the host.
+
+        The handler gets (name, args, kwargs) decoded under this session's caps, exactly as a reply is, and
+        returns plain data or raises StandInRefused (its text becomes a StandInError inside). A session offers
+        host calls only after this; a host call at any other time, or for another name, is a ProtocolViolation.
+        """
+        self._stand_in, self._stand_in_names = handler, frozenset(names)
+        return self._reply(*self._exchange({"op": "stand_in", "names": list(names)}, None, timeout_s,
+                                           what="installing stand-ins"))
 
     def _reply(self, header: dict[str, Any], value: Any) -> Reply:
         if header.get("ok") is True:

@@ -445,7 +445,8 @@ def render_report_page(*, submission: SubmissionRow, report: Report | None, file
     `points` (test id -> points) and `score` are the ones after overrides, computed by the service
     (one function for the API and the pages); without `points` the latest override of each test counts,
     and without either the page shows what the grader gave. Failing tests come first, then skipped ones,
-    then the passed ones folded in a <details> (no script needed to open it). `standalone`: the exported
+    then the passed ones folded in a <details> (no script needed to open it); the root causes lead the page and,
+    among the failing tests, the failures that follow from another come last. `standalone`: the exported
     document, with no links to the pages. `similar`: the nearest earlier submissions and the distance from the
     template (grader.service.schemas.SimilarityOut, interviewers only; never in the stand-alone export).
     """
@@ -467,6 +468,8 @@ def render_report_page(*, submission: SubmissionRow, report: Report | None, file
             group = (groups.failing if t.status in FAILING_STATUSES else
                      groups.passed if t.status == "passed" else groups.skipped)
             group.append(view)
+        # Within the failing group, the failures that follow from another come after the roots.
+        groups.failing.sort(key=lambda v: (bool(v.test.caused_by), v.index))
         graded_score = report.score
         if score is None:
             score = total_points(earned) if latest else report.score
@@ -474,11 +477,13 @@ def render_report_page(*, submission: SubmissionRow, report: Report | None, file
         code_files, _ = build_code_files(files, entry, (), ())
     overridden = [v for v in groups.ordered if v.override is not None]
     overridden.sort(key=lambda v: v.index)
+    test_anchor = {v.test.id: f"test-{v.index}" for v in groups.ordered}
     return environment().get_template("report.html.j2").render(
         title=f"{submission.problem} · {submission.candidate or submission.id}", submission=submission,
         report=report, groups=groups, score=score, graded_score=graded_score, code_files=code_files,
         notes=notes, audit=audit, overrides=overrides, overridden=overridden, webhook=webhook, viewer=viewer,
         links=links, flash=flash, error=error, standalone=standalone, similar=None if standalone else similar,
+        test_anchor=test_anchor,
         refresh_s=5 if submission.status in ("queued", "running") and not standalone else None)
 
 

@@ -89,8 +89,13 @@ def render_junit(report: Report, overrides: Sequence[Decision] | None = None) ->
             ET.SubElement(case_props, "property", {"name": "override_reason", "value": _clean(decision.reason)})
             overridden = (f"overridden by an interviewer: {earned[test.id]:g} of {test.points:g} points "
                           f"(graded {test.earned:g}): {decision.reason}")
+        if test.caused_by:
+            ET.SubElement(case_props, "property", {"name": "caused_by", "value": _clean(",".join(test.caused_by))})
         first_line = test.message.splitlines()[0] if test.message else ""
         body = test.message + (f"\n\nsmallest failing input:\n{test.counterexample}" if test.counterexample else "")
+        if test.caused_by:
+            body = (f"follows from the failure of {', '.join(test.caused_by)}: with the reference standing in for the "
+                    f"functions it found wrong, this test passes\n\n{body}")
         if overridden:
             body = f"{overridden}\n\n{body}" if body else overridden
         if test.status == "failed":

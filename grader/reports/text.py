@@ -15,8 +15,12 @@ def render_text(report: Report) -> str:
         lines.append(f"GRADER ERROR: {report.error}")
     for f in report.findings:
         lines.append(f"  [{f.severity}] {f.message}")
+    for cause in report.root_causes:
+        lines.append(f"  ROOT {cause.test} ({', '.join(cause.functions)}): {cause.points_lost:g} points lost with "
+                     f"{len(cause.followers)} failure(s) that follow from it: {', '.join(cause.followers)}")
     for t in report.tests:
-        lines.append(f"  {MARKS[t.status]} {t.earned:g}/{t.points:g}  {t.id}  ({t.category})")
+        follows = f"  follows from {', '.join(t.caused_by)}" if t.caused_by else ""
+        lines.append(f"  {MARKS[t.status]} {t.earned:g}/{t.points:g}  {t.id}  ({t.category}){follows}")
         if t.status != "passed" and t.message:
             lines.append(f"         {t.message}")
         if t.counterexample:

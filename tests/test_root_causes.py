@@ -1,0 +1,271 @@
+"""Root causes: a failure that follows from another is shown as such, by an experiment, never by a guess.
+
+The algorithm (grader/engine/rootcause.py) on fake regradings first; then whole gradings: a wrong
+affine_backward costs 29 points over four tests and is one root; two planted mistakes are two roots;
+a correct solution starts no analysis; the points never move. Then the trust boundary: stand-ins
+are answered on the host by a worker process of their own (grader/engine/standins.py), a host call
+the session did not offer is a protocol violation, and a hostile argument costs the worker, not the
+grader.
+"""
+
+from __future__ import annotations
+
+import resource
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grader.engine import GradingOptions, grade, rootcause, standins
+from grader.engine.catalog import get_problem
+from grader.engine.report import Report
+from grader.isolation.base import StandInRefused
+from grader.reports.html import SubmissionRow, render_report_page
+from grader.reports.junit import case_name, render_junit
+from grader.reports.text import render_text
+from tests.conftest import SOLUTIONS
+from tests.grading import backend_named, grade_submission
+
+F = rootcause.Failure
+
+
+def fake(passes: dict[tuple[str, frozenset[str]], bool], calls: dict[str, frozenset[str]] | None = None,
+         log: list[tuple[str, frozenset[str]]] | None = None) -> rootcause.Regrade:
+    """A regrade that passes a test exactly when it is graded with a listed set of stand-ins."""
+    def regrade(test_id: str, functions: frozenset[str]) -> tuple[bool, frozenset[str]]:
+        if log is not None:
+            log.append((test_id, functions))
+        used = (calls or {}).get(test_id, functions) & functions
+        return any(t == test_id and need <= functions for (t, need), ok in passes.items() if ok), used
+    return regrade
+
+
+def fs(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+# -- the algorithm ------------------------------------------------------------------------------------
+
+
+def test_one_root_and_its_followers() -> None:
+    failures = [F("affine_backward", fs("affine_backward")), F("affine_gradcheck", fs("affine_backward")),
+                F("net_grads", fs()), F("net_gradcheck", fs())]
+    passes = {(t, fs("affine_backward")): True for t in ("affine_backward", "affine_gradcheck", "net_grads",
+                                                          "net_gradcheck")}
+    follows = rootcause.analyse(failures, fake(passes))
+    # affine_backward and affine_gradcheck explain each other: the earlier one in the spec is the root.
+    assert follows == {"affine_gradcheck": ["affine_backward"], "net_grads": ["affine_backward"],
+                       "net_gradcheck": ["affine_backward"]}
+
+
+def test_a_failure_of_its_own_stays_a_root() -> None:
+    failures = [F("relu_backward", fs("relu_backward")), F("softmax", fs("softmax_cross_entropy")),
+                F("net_grads", fs())]
+    # net_grads passes only when relu_backward stands in; softmax fails whatever stands in.
+    passes = {("net_grads", fs("relu_backward")): True, ("relu_backward", fs("relu_backward")): True}
+    calls = {"net_grads": fs("relu_backward", "softmax_cross_entropy")}
+    follows = rootcause.analyse(failures, fake(passes, calls))
+    assert follows == {"net_grads": ["relu_backward"]}
+
+
+def test_only_stand_ins_the_test_called_can_explain_it() -> None:
+    log: list[tuple[str, frozenset[str]]] = []
+    failures = [F("a", fs("f")), F("b", fs("g")), F("c", fs())]
+    passes = {("c", fs("f")): True}
+    follows = rootcause.analyse(failures, fake(passes, {"c": fs("f")}, log))
+    assert follows == {"c": ["a"]}
+    assert ("c", fs("g")) not in log  # c never called g while standing in: not tried alone
+
+
+def test_two_roots_together() -> None:
+    """A test that needs both functions right follows from both failures."""
+    failures = [F("a", fs("f")), F("b", fs("g")), F("c", fs())]
+    passes = {("c", fs("f", "g")): True}
+    assert rootcause.analyse(failures, fake(passes)) == {"c": ["a", "b"]}
+
+
+def test_a_chain_ends_at_its_root_and_a_cycle_at_its_earliest() -> None:
+    failures = [F("a", fs("f")), F("b", fs("g")), F("c", fs())]
+    # a explains b, b explains c (c passes with g, b passes with f)
+    passes = {("b", fs("f")): True, ("c", fs("g")): True}
+    calls = {"b": fs("f"), "c": fs("g")}
+    assert rootcause.analyse(failures, fake(passes, calls)) == {"b": ["a"], "c": ["a"]}
+    cycle = [F("a", fs("f")), F("b", fs("g")), F("c", fs("h"))]
+    passes = {("a", fs("h")): True, ("b", fs("f")): True, ("c", fs("g")): True}
+    calls = {"a": fs("h"), "b": fs("f"), "c": fs("g")}
+    follows = rootcause.analyse(cycle, fake(passes, calls))
+    assert set(follows) <= {"a", "b", "c"} and all(roots == ["a"] for t, roots in follows.items() if t != "a")
+
+
+def test_bounded_and_timeouts_left_alone() -> None:
+    log: list[tuple[str, frozenset[str]]] = []
+    failures = [F(f"t{i}", fs(f"f{i}")) for i in range(10)] + [F("slow", fs(), retry=False)]
+    rootcause.analyse(failures, fake({}, None, log), max_regrades=4)
+    assert len(log) == 4 and all(t != "slow" for t, _ in log)
+
+    def out_of_budget(test_id: str, functions: frozenset[str]) -> tuple[bool, frozenset[str]]:
+        raise rootcause.OutOfBudget
+
+    assert rootcause.analyse(failures, out_of_budget) == {}
+
+
+def test_forward_and_backward_stand_in_together() -> None:
+    available = fs("affine_forward", "affine_backward", "relu_forward", "conv2d_flipped_forward")
+    assert standins.with_partners(fs("affine_backward"), available) == fs("affine_forward", "affine_backward")
+    assert standins.with_partners(fs("relu_forward"), available) == fs("relu_forward")
+    assert standins.with_partners(fs("sgd_step"), available) == fs("sgd_step")
+
+
+# -- whole gradings ---------------------------------------------------------------------------------------
+
+
+def mlp(name: str) -> dict[str, str]:
+    return {"solution.py": (SOLUTIONS / "mlp" / name).read_text()}
+
+
+def two_mistakes() -> dict[str, str]:
+    source = (SOLUTIONS / "mlp" / "wrong_db_mean.py").read_text()
+    relu = (SOLUTIONS / "mlp" / "wrong_relu_mask_inverted.py").read_text()
+    # the inverted mask of the other file, planted into this one
+    start = relu.index("def relu_backward")
+    end = relu.index("\ndef ", start + 1)
+    mine_start = source.index("def relu_backward")
+    mine_end = source.index("\ndef ", mine_start + 1)
+    return {"solution.py": source[:mine_start] + relu[start:end] + source[mine_end:]}
+
+
+def check_db_mean(report: Report) -> None:
+    by_id = {t.id: t for t in report.tests}
+    assert [c.model_dump() for c in report.root_causes] == [
+        {"test": "affine_backward", "functions": ["affine_backward"],
+         "followers": ["affine_gradcheck", "net_grads", "net_gradcheck"], "points_lost": 29.0}]
+    for follower in ("affine_gradcheck", "net_grads", "net_gradcheck"):
+        assert by_id[follower].caused_by == ["affine_backward"]
+        assert by_id[follower].earned == 0  # points stay as the spec gives them
+    assert by_id["affine_backward"].caused_by == []
+
+
+def test_one_bug_one_root_in_process() -> None:
+    report = grade_submission("mlp", mlp("wrong_db_mean.py"), backend="inprocess")
+    check_db_mean(report)
+    plain = grade("mlp", mlp("wrong_db_mean.py"), backend=backend_named("inprocess"),
+                  options=GradingOptions(root_causes=False))
+    assert plain.root_causes == [] and plain.score == report.score
+    assert [(t.id, t.earned, t.status) for t in plain.tests] == [(t.id, t.earned, t.status) for t in report.tests]
+
+
+def test_two_mistakes_two_roots() -> None:
+    report = grade_submission("mlp", two_mistakes(), backend="inprocess")
+    roots = {c.test: c for c in report.root_causes}
+    assert set(roots) == {"affine_backward", "relu_backward"}, report.root_causes
+    assert roots["affine_backward"].functions == ["affine_backward"]
+    assert roots["relu_backward"].functions == ["relu_backward"]
+    by_id = {t.id: t for t in report.tests}
+    # the network's gradients need both right: they follow from both
+    assert by_id["net_grads"].caused_by == ["affine_backward", "relu_backward"]
+    assert by_id["affine_gradcheck"].caused_by == ["affine_backward"]
+
+
+def test_correct_and_single_failures_start_no_analysis(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+    monkeypatch.setattr(standins.StandInWorker, "_start", lambda self: started.append(self.problem_id))
+    for files in (mlp("correct_vectorized.py"), mlp("wrong_softmax_unstable.py")):
+        report = grade_submission("mlp", files, backend="inprocess")
+        assert report.root_causes == [] and not any(t.caused_by for t in report.tests)
+    assert started == []
+
+
+def test_views_lead_with_the_root() -> None:
+    report = grade_submission("mlp", mlp("wrong_db_mean.py"), backend="inprocess")
+    text = render_text(report)
+    assert "ROOT affine_backward (affine_backward): 29 points lost with 3 failure(s)" in text
+    assert "net_grads  (backward)  follows from affine_backward" in text
+    junit = ET.fromstring(render_junit(report))
+    net_grads = next(t for t in report.tests if t.id == "net_grads")
+    case = next(c for c in junit.iter("testcase") if c.get("name") == case_name(net_grads))
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["caused_by"] == "affine_backward"
+    failure = case.find("failure")
+    assert failure is not None and (failure.text or "").startswith("follows from the failure of affine_backward")
+    row = SubmissionRow(id="s1", problem="mlp", candidate="c", status="done", score=report.score,
+                        max_score=report.max_score)
+    page = render_report_page(submission=row, report=report, files=mlp("wrong_db_mean.py"), standalone=True)
+    assert page.index('id="root-causes"') < page.index('id="tests"')
+    assert "29 points</strong> lost" in page
+    failing = page[page.index('id="tests"'):]
+    # among the failing tests, the root comes before the three that follow from it
+    assert failing.index("affine_backward") < failing.index("Follows from")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("sandbox_backend")
+def test_one_bug_one_root_in_the_sandbox() -> None:
+    check_db_mean(grade_submission("mlp", mlp("wrong_db_mean.py")))
+
+
+# -- the trust boundary ----------------------------------------------------------------------------------
+
+FORGER = '''
+import gc
+import sandbox.wire as wire
+''' + (SOLUTIONS / "mlp" / "correct_vectorized.py").read_text() + '''
+
+def relu_forward(x):
+    # Speak for the host: a stand-in call nobody offered.
+    runner = next(o for o in gc.get_objects() if type(o).__name__ == "Runner")
+    wire.send(runner.proto_out, {"host_call": "relu_forward"}, ([x], {}))
+    return wire.receive(runner.proto_in)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("sandbox_backend")
+def test_a_host_call_nobody_offered_is_a_protocol_violation() -> None:
+    report = grade_submission("mlp", {"solution.py": FORGER})
+    relu = next(t for t in report.tests if t.id == "relu_forward")
+    assert relu.status == "error" and relu.earned == 0
+    assert "not offered" in relu.message, relu.message
+    # the tests built on relu_forward fail too, and follow from it: with the reference standing in (then the call
+    # is offered) they pass
+    assert [c.functions for c in report.root_causes] == [["relu_forward"]], report.root_causes
+
+
+def test_hostile_arguments_cost_the_worker_not_the_grader() -> None:
+    worker = standins.StandInWorker("cnn", get_problem("cnn").sandbox.limits.wire_limits())
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        x, w, b = np.ones((1, 1, 2, 2)), np.ones((1, 1, 1, 1)), np.zeros(1)
+        out, _ = worker("conv2d_forward", [x, w, b], {"stride": 1, "pad": 1})[0]
+        assert out.shape == (1, 1, 4, 4)
+        # a padding that asks for petabytes: the worker's address-space limit answers, the grader is untouched
+        with pytest.raises(StandInRefused, match="MemoryError|could not run"):
+            worker("conv2d_forward", [x, w, b], {"stride": 1, "pad": 10**7})
+        with pytest.raises(StandInRefused, match="no reference function"):
+            worker("__import__", ["os"], {})
+    finally:
+        worker.close()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200 * 1024  # KiB: under 200 MB
+
+
+def test_a_stand_in_writes_back_what_it_changed() -> None:
+    """batchnorm_forward's running statistics land in the caller's dict, as the reference's own would."""
+    from sandbox.runner import _write_back
+
+    bn_param = {"mode": "train", "running_mean": np.zeros(3), "running_var": np.ones(3)}
+    kept = bn_param["running_mean"]
+    after = {"mode": "train", "running_mean": np.full(3, 0.5), "running_var": np.full(3, 2.0), "new": 1}
+    _write_back(bn_param, after)
+    assert kept is bn_param["running_mean"] and np.all(kept == 0.5)
+    assert np.all(bn_param["running_var"] == 2.0) and bn_param["new"] == 1
+
+
+def test_regularization_running_statistics_through_a_stand_in() -> None:
+    source = (SOLUTIONS / "regularization" / "wrong_bn_backward_no_mean_var_terms.py").read_text()
+    report = grade_submission("regularization", {"solution.py": source}, backend="inprocess")
+    causes = {c.test: c.followers for c in report.root_causes}
+    assert causes == {"bn_backward": ["bn_gradcheck", "bn_stability"]}, report.root_causes
+
+
+def test_reference_dir_is_where_the_worker_runs() -> None:
+    assert (Path(standins.ROOT) / "reference" / "mlp.py").is_file()
