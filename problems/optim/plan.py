@@ -713,13 +713,15 @@ class Training:
     schedule: dict[int, float]  # lr set before the 0-based step
 
 
+# Pass marks over the reference's final losses on this data: 0.5283 (SGD), 0.4148 (Adam), 0.4165 (AdamW);
+# the loss at zero weights is 0.6931. SGD without momentum ends near 0.57.
 TRAININGS = (
     Training("SGD", {"lr": 0.01, "momentum": 0.9}, 0.53, {100: 0.003}),
     Training("Adam", {"lr": 0.05}, 0.42, {}),
     Training("AdamW", {"lr": 0.05}, 0.42, {}),
 )
-# The losses after every step must follow the reference's: the same arithmetic up to rounding, which a
-# correct optimizer keeps near 1e-14 over 150 steps of this problem.
+# The losses after every step must follow the reference's: the same arithmetic up to rounding, which kept the
+# three correct sample solutions within 4e-16 of the reference over the 150 steps of each run.
 TRAIN_RTOL = 1e-6
 
 
