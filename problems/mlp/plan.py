@@ -235,6 +235,10 @@ def net_scores(ctx: Context) -> None:
     net, params = _net(ctx, reg=0.0, random_biases=False)
     if np.allclose(params["W1"], 0) or np.allclose(params["W2"], 0):
         raise CheckFailed("W1 and W2 must start random (scaled by weight_scale), not zero: zero weights never learn")
+    started = [k for k in ("b1", "b2") if np.any(params[k] != 0)]
+    if started:
+        raise CheckFailed(f"{started[0]} must start at zero (the statement: biases zero); a new net's {started[0]} "
+                          f"starts with {np.array2string(params[started[0]].ravel()[:4], precision=3)}")
     X, _ = _batch(ctx)
     scores = ctx.method(net, "loss", X)
     check_output(scores, _reference_net(params, 0.0).loss(X), "scores")
