@@ -57,7 +57,7 @@ from benchmarks.procmem import MemorySampler, rss  # noqa: E402
 from tests.service.live_server import LiveServer  # noqa: E402
 
 SOLUTIONS = ROOT / "tests" / "solutions"
-PROBLEMS = ("mlp", "cnn", "rnn", "regularization", "gan")
+PROBLEMS = ("mlp", "cnn", "rnn", "regularization", "gan", "attention", "optim")
 TRIVIAL = "# defines nothing: every test fails at once\n"
 HOSTILE = {
     "exit_at_import": "import os\nos._exit(3)\n",

@@ -186,7 +186,7 @@ def test_floor_logic() -> None:
 
 
 def test_every_problem_states_its_floor_and_reasons() -> None:
-    for pid in ("mlp", "cnn", "rnn", "regularization", "gan"):
+    for pid in ("mlp", "cnn", "rnn", "regularization", "gan", "attention", "optim"):
         config = load_config(pid)
         assert 0.9 <= config.floor <= 1.0
         assert all(a.reason.strip() for a in config.accept)
@@ -196,7 +196,7 @@ def test_every_problem_states_its_floor_and_reasons() -> None:
 # Each problem: a seeded handful of mutants and one known-wrong solution (the whole run is `grader
 # check-problem ID`, minutes per problem; the catalog tests grade every known-wrong solution already).
 BOUNDED = {"mlp": (6, "wrong_db_mean.py"), "cnn": (4, None), "rnn": (4, None), "regularization": (4, None),
-           "gan": (2, None)}
+           "gan": (2, None), "attention": (3, None), "optim": (3, None)}
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from grader.engine.similarity import (
 from tests.similarity.disguise import DISGUISES
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBLEMS = ("cnn", "gan", "mlp", "regularization", "rnn")
+PROBLEMS = ("attention", "cnn", "gan", "mlp", "optim", "regularization", "rnn")
 SEEDS = (0, 1)
 
 

@@ -253,5 +253,10 @@ def _watch_generator_grads(out: list[Any], G: Any, opt_D: Any) -> None:
     opt_D.step = recording_step
 
 
+# The newer problems keep their probes in modules of their own, which import the helpers above.
+from grader.mutation.probes_attention import probe_attention  # noqa: E402
+from grader.mutation.probes_optim import probe_optim  # noqa: E402
+
 PROBES: dict[str, Probe] = {"mlp": probe_mlp, "cnn": probe_cnn, "rnn": probe_rnn,
-                            "regularization": probe_regularization, "gan": probe_gan}
+                            "regularization": probe_regularization, "gan": probe_gan,
+                            "attention": probe_attention, "optim": probe_optim}

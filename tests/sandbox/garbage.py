@@ -37,7 +37,7 @@ MODES = (
     "short_tuple",
     "helpers",
 )
-PROBLEMS = ("mlp", "cnn", "rnn", "regularization", "gan")
+PROBLEMS = ("mlp", "cnn", "rnn", "regularization", "gan", "attention", "optim")
 
 # A neighbour that takes every core it can: children that leave the session (setsid) and spin, and the
 # parent spinning too, all at import time. Used by the CPU-share test and benchmarks/neighbour.py.
