@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
+from array import array
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 
 from sqlalchemy import and_, or_, select
@@ -39,6 +41,11 @@ log = logging.getLogger(__name__)
 MAX_COMPARED = 2000  # the most recent earlier submissions of the problem a submission is compared with
 NEAREST = 3  # how many of the most similar earlier submissions are kept
 LIST_BUDGET = 10  # a list page compares at most this many not yet compared submissions; the rest wait
+# A fingerprint with more hashes than this is stored as too large to compare (no hashes kept, never compared nor
+# compared with): the catalog's largest solution has 371 (reference/cnn.py), a typical one about 175, a 253 KB
+# file about 13,000. Bounds what one comparison reads: MAX_COMPARED rows of at most MAX_HASHES hashes each.
+MAX_HASHES = 4000
+_STREAM = 200  # earlier fingerprints fetched from the database at a time
 
 
 @lru_cache(maxsize=64)
@@ -71,14 +78,24 @@ def new_fingerprint(submission_id: str, problem_id: str, source: str) -> Submiss
         return None
     template = template_of(problem_id)
     distance = engine.distance_from_template(fp, template) if template is not None else None
+    too_large = len(fp.hashes) > MAX_HASHES
     return SubmissionFingerprint(submission_id=submission_id, version=fp.version, k=fp.k, w=fp.w,
-                                 hashes=json.dumps(fp.hashes, separators=(",", ":")), template_distance=distance)
+                                 hashes="[]" if too_large else json.dumps(fp.hashes, separators=(",", ":")),
+                                 template_distance=distance, too_large=too_large)
 
 
 @dataclass(frozen=True)
 class Nearest:
     matches: list[tuple[str, float]]
     compared: int
+
+
+@dataclass(frozen=True)
+class _Other:
+    submission_id: str
+    candidate: str | None
+    created_at: datetime
+    hashes: array[int]  # 8 bytes a hash, not a Python int each
 
 
 @dataclass(frozen=True)
@@ -90,25 +107,35 @@ class _Earlier:
     w: int
     version: int
     hashes: str
-    others: list[tuple[str, str]]  # (submission id, hashes as JSON), most recent first
+    others: list[_Other]  # most recent first
 
 
 def _earlier(db: Session, row: SubmissionFingerprint, submission: Submission) -> _Earlier:
-    """The fingerprints of the `MAX_COMPARED` most recent earlier submissions of the problem (same version)."""
-    others = db.execute(
-        select(SubmissionFingerprint.submission_id, SubmissionFingerprint.hashes)
+    """The fingerprints of the `MAX_COMPARED` most recent earlier submissions of the problem (same version, not
+    too large), leaving out the same candidate's own earlier attempts (by the candidate's name: one CI token is
+    shared by many candidates). Only the columns needed, fetched `_STREAM` rows at a time, each kept as an
+    array of 8-byte hashes: at most MAX_COMPARED x MAX_HASHES x 8 bytes (64 MB), typically under 3 MB."""
+    conditions = [Submission.problem_id == submission.problem_id, Submission.id != submission.id,
+                  SubmissionFingerprint.version == row.version,
+                  SubmissionFingerprint.k == row.k, SubmissionFingerprint.w == row.w,
+                  SubmissionFingerprint.too_large.is_(False),
+                  or_(Submission.created_at < submission.created_at,
+                      and_(Submission.created_at == submission.created_at, Submission.id < submission.id))]
+    if submission.candidate and submission.candidate.strip():
+        conditions.append(or_(Submission.candidate.is_(None), Submission.candidate != submission.candidate))
+    result = db.execute(
+        select(SubmissionFingerprint.submission_id, Submission.candidate, Submission.created_at,
+               SubmissionFingerprint.hashes)
         .join(Submission, Submission.id == SubmissionFingerprint.submission_id)
-        .where(Submission.problem_id == submission.problem_id, Submission.id != submission.id,
-               SubmissionFingerprint.version == row.version,
-               SubmissionFingerprint.k == row.k, SubmissionFingerprint.w == row.w,
-               or_(Submission.created_at < submission.created_at,
-                   and_(Submission.created_at == submission.created_at, Submission.id < submission.id)))
-        .order_by(Submission.created_at.desc(), Submission.id.desc()).limit(MAX_COMPARED)).all()
+        .where(*conditions)
+        .order_by(Submission.created_at.desc(), Submission.id.desc()).limit(MAX_COMPARED)
+        .execution_options(yield_per=_STREAM))
+    others = [_Other(str(i), c, t, array("Q", json.loads(h))) for i, c, t, h in result]
     return _Earlier(problem_id=submission.problem_id, k=row.k, w=row.w, version=row.version, hashes=row.hashes,
-                    others=[(str(i), str(h)) for i, h in others])
+                    others=others)
 
 
-def _multiset(hashes: list[int], ignored: set[int]) -> Counter[int]:
+def _multiset(hashes: Iterable[int], ignored: set[int]) -> Counter[int]:
     counts = Counter(hashes)
     for h in ignored & counts.keys():
         del counts[h]
@@ -124,16 +151,16 @@ def _compare(earlier: _Earlier) -> Nearest:
     mine_size = mine.total()
     # A first pass ranks by the same Jaccard index as the engine, on the stored multisets: only the shared
     # hashes are walked, so a bounded pass stays cheap. The kept ones are scored by the engine itself.
-    ranked: list[tuple[float, int, str, list[int]]] = []
-    for order, (other_id, other_json) in enumerate(earlier.others):
-        other_hashes = json.loads(other_json)
-        theirs = _multiset(other_hashes, ignored)
+    ranked: list[tuple[float, int, str, array[int]]] = []
+    for order, other in enumerate(earlier.others):
+        theirs = _multiset(other.hashes, ignored)
         shared = sum(min(mine[h], theirs[h]) for h in mine.keys() & theirs.keys())
         if shared:
-            ranked.append((shared / (mine_size + theirs.total() - shared), -order, other_id, other_hashes))
+            ranked.append((shared / (mine_size + theirs.total() - shared), -order, other.submission_id,
+                           other.hashes))
     ranked.sort(reverse=True)
 
-    def as_fingerprint(hashes: list[int]) -> engine.Fingerprint:
+    def as_fingerprint(hashes: Iterable[int]) -> engine.Fingerprint:
         # The stored form keeps the multiset of hashes, which is all that scores and distances read.
         return engine.Fingerprint({"<all>": tuple(hashes)}, k=earlier.k, w=earlier.w, version=earlier.version)
 
@@ -160,56 +187,70 @@ def save(store: Store, results: dict[str, Nearest]) -> None:
                     ", ".join(sorted(results)), exc_info=True)
 
 
-def compare_accepted(store: Store, submission_id: str) -> None:
-    """Compare a just accepted submission with the earlier ones and store the result; never raises (the
-    submission is accepted already: what fails here is done again when an interviewer reads it)."""
-    try:
-        with store.session() as db:
-            row = db.get(SubmissionFingerprint, submission_id)
-            submission = db.get(Submission, submission_id)
-            if row is None or submission is None:
-                return
-            earlier = _earlier(db, row, submission)
-        save(store, {submission_id: _compare(earlier)})  # compared outside the transaction: no lock held
-    except Exception:
-        log.warning("could not compare submission %s with the earlier ones (done when it is read)",
-                    submission_id, exc_info=True)
+@dataclass(frozen=True)
+class _Stored:
+    template_distance: float | None
+    too_large: bool
 
 
-def views(db: Session, submissions: Iterable[Submission], *,
-          budget: int | None = None) -> tuple[dict[str, SimilarityOut], dict[str, Nearest]]:
-    """Submission id -> its similarity view (for interviewers), and what was compared now.
+@dataclass
+class Collected:
+    """What a read gathered inside its session for the similarity views; `finish` compares what was not
+    compared yet after that session has ended (a session holds SQLite's write lock), then saves it."""
 
-    Submissions not yet compared are compared now, at most `budget` of them (None: all); the others show
-    `best_score` null. The caller passes what was compared to `save` once its own unit of work has ended (a
-    session holds SQLite's write lock: a second one inside it would wait), so a read never fails for want of
-    writing them.
-    """
+    order: list[str]
+    fingerprints: dict[str, _Stored] = field(default_factory=dict)
+    nearest: dict[str, Nearest] = field(default_factory=dict)
+    to_compare: dict[str, _Earlier] = field(default_factory=dict)
+    known: dict[str, tuple[str | None, datetime]] = field(default_factory=dict)  # id -> (candidate, created_at)
+
+
+def collect(db: Session, submissions: Iterable[Submission], *, budget: int | None = None) -> Collected:
+    """Inside the caller's session: the stored similarity of these submissions, and the earlier fingerprints
+    of those not compared yet, at most `budget` of them (None: all); the others show `best_score` null."""
     wanted = list(submissions)
     by_id = {s.id: s for s in wanted}
-    rows = {r.submission_id: r for r in db.scalars(
-        select(SubmissionFingerprint).where(SubmissionFingerprint.submission_id.in_(list(by_id))))} if by_id else {}
-    nearest: dict[str, Nearest] = {}
-    computed: dict[str, Nearest] = {}
-    for sid, row in rows.items():
+    out = Collected(order=list(by_id))
+    if not by_id:
+        return out
+    rows = db.scalars(select(SubmissionFingerprint).where(SubmissionFingerprint.submission_id.in_(list(by_id))))
+    for row in rows:
+        sid = row.submission_id
+        out.fingerprints[sid] = _Stored(row.template_distance, bool(row.too_large))
+        if row.too_large:
+            continue  # never compared
         if row.nearest is not None:
-            nearest[sid] = Nearest(matches=[(str(i), float(s)) for i, s in json.loads(row.nearest)],
-                                    compared=row.compared or 0)
-        elif budget is None or len(computed) < budget:
-            computed[sid] = nearest[sid] = _compare(_earlier(db, row, by_id[sid]))
-    others = {i for n in nearest.values() for i, _ in n.matches}
-    known = {s.id: s for s in db.scalars(select(Submission).where(Submission.id.in_(others)))} if others else {}
+            out.nearest[sid] = Nearest(matches=[(str(i), float(s)) for i, s in json.loads(row.nearest)],
+                                       compared=row.compared or 0)
+        elif budget is None or len(out.to_compare) < budget:
+            out.to_compare[sid] = _earlier(db, row, by_id[sid])
+    others = {i for n in out.nearest.values() for i, _ in n.matches}
+    if others:
+        out.known = {str(i): (c, t) for i, c, t in db.execute(
+            select(Submission.id, Submission.candidate, Submission.created_at).where(Submission.id.in_(others)))}
+    return out
+
+
+def finish(store: Store, collected: Collected) -> dict[str, SimilarityOut]:
+    """After the caller's session: compare what `collect` gathered (outside any transaction), save it (best
+    effort), and return submission id -> its similarity view (for interviewers)."""
+    computed = {sid: _compare(earlier) for sid, earlier in collected.to_compare.items()}
+    save(store, computed)
+    nearest = {**collected.nearest, **computed}
+    known = dict(collected.known)
+    for earlier in collected.to_compare.values():
+        known.update((o.submission_id, (o.candidate, o.created_at)) for o in earlier.others)
     out: dict[str, SimilarityOut] = {}
-    for s in wanted:
-        fingerprint = rows.get(s.id)
-        n = nearest.get(s.id)
-        matches = [SimilarMatch(submission_id=i, candidate=known[i].candidate, created_at=known[i].created_at,
+    for sid in collected.order:
+        fingerprint = collected.fingerprints.get(sid)
+        n = nearest.get(sid)
+        matches = [SimilarMatch(submission_id=i, candidate=known[i][0], created_at=known[i][1],
                                 score=score, flagged=score >= engine.FLAG_THRESHOLD)
                    for i, score in (n.matches if n else []) if i in known]  # a deleted submission drops out
         best = (matches[0].score if matches else 0.0) if n is not None else None
-        out[s.id] = SimilarityOut(fingerprinted=fingerprint is not None,
-                                  template_distance=fingerprint.template_distance if fingerprint else None,
-                                  nearest=matches, best_score=best,
-                                  flagged=best is not None and best >= engine.FLAG_THRESHOLD,
-                                  compared=n.compared if n is not None else None, threshold=engine.FLAG_THRESHOLD)
-    return out, computed
+        out[sid] = SimilarityOut(fingerprinted=fingerprint is not None,
+                                 template_distance=fingerprint.template_distance if fingerprint else None,
+                                 nearest=matches, best_score=best,
+                                 flagged=best is not None and best >= engine.FLAG_THRESHOLD,
+                                 compared=n.compared if n is not None else None, threshold=engine.FLAG_THRESHOLD)
+    return out

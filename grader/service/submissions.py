@@ -230,7 +230,7 @@ def summary(row: Submission, viewer: Principal, overridden: bool = False,
     """The submission as `viewer` may see it (final_score, overridden and similarity only for interviewers).
 
     `overridden`: whether any override of the submission exists (the caller knows; see `_overridden_ids`).
-    `similar`: the nearest earlier submissions (grader.service.similarity.views), for interviewers.
+    `similar`: the nearest earlier submissions (grader.service.similarity.finish), for interviewers.
     """
     interviewer = viewer.can("interviewer")
     final = (row.final_score if row.final_score is not None else row.score) if interviewer else None
@@ -250,8 +250,8 @@ def create_submission(store: Store, settings: Settings, principal: Principal, pa
     accepted = validate_submission(payload, settings)
     with _storage("accepting a submission"):
         created, is_new = _insert_submission(store, principal, accepted, idempotency_key)
-    if is_new:  # accepted already: this only stores which earlier submissions it resembles, never raises
-        similarity.compare_accepted(store, created.id)
+    # Which earlier submissions it resembles is not computed here (CPU-bound, not the submitter's business):
+    # the first time an interviewer reads it or a list shows it (grader.service.similarity).
     return created, is_new
 
 
@@ -320,15 +320,18 @@ def _summary_in(db: Session, row: Submission, viewer: Principal) -> SubmissionSu
     return summary(row, viewer, overridden)
 
 
-def _similar(db: Session, rows: list[Submission], viewer: Principal, pending: dict[str, similarity.Nearest], *,
-             budget: int | None = None) -> dict[str, SimilarityOut]:
-    """The similarity views of these submissions for an interviewer ({} for anyone else); what had to be
-    compared now goes into `pending`, for `similarity.save` once the caller's unit of work has ended."""
+def _collect_similar(db: Session, rows: list[Submission], viewer: Principal, *,
+                     budget: int | None = None) -> similarity.Collected | None:
+    """Inside the session: what the similarity views of these submissions need, for an interviewer (None for
+    anyone else); `_similar` compares and builds them once the session has ended."""
     if not viewer.can("interviewer") or not rows:
-        return {}
-    out, computed = similarity.views(db, rows, budget=budget)
-    pending.update(computed)
-    return out
+        return None
+    return similarity.collect(db, rows, budget=budget)
+
+
+def _similar(store: Store, collected: similarity.Collected | None) -> dict[str, SimilarityOut]:
+    """After the session: the similarity views, comparing what was not compared yet outside any transaction."""
+    return similarity.finish(store, collected) if collected is not None else {}
 
 
 def _visible(db: Session, principal: Principal, submission_id: str) -> Submission:
@@ -341,12 +344,13 @@ def _visible(db: Session, principal: Principal, submission_id: str) -> Submissio
 def get_submission(store: Store, principal: Principal, submission_id: str) -> SubmissionSummary:
     """One submission's status and score."""
     principal.require("submitter")
-    pending: dict[str, similarity.Nearest] = {}
     with store.session() as db:
         row = _visible(db, principal, submission_id)
         overridden = principal.can("interviewer") and bool(_overridden_ids(db, [row.id]))
-        result = summary(row, principal, overridden, _similar(db, [row], principal, pending).get(row.id))
-    similarity.save(store, pending)
+        collected = _collect_similar(db, [row], principal)
+        result = summary(row, principal, overridden)
+    if collected is not None:
+        result.similarity = _similar(store, collected).get(result.id)
     return result
 
 
@@ -375,7 +379,6 @@ def list_submissions(store: Store, principal: Principal, filters: SubmissionFilt
         conditions.append(Submission.created_at >= _aware(f.created_after))
     if f.created_before:
         conditions.append(Submission.created_at < _aware(f.created_before))
-    pending: dict[str, similarity.Nearest] = {}
     with store.session() as db:
         total = db.scalar(select(func.count()).select_from(Submission).where(*conditions)) or 0
         rows = list(db.scalars(select(Submission).where(*conditions)
@@ -383,10 +386,13 @@ def list_submissions(store: Store, principal: Principal, filters: SubmissionFilt
                                .offset(offset)))
         marked = _overridden_ids(db, [r.id for r in rows]) if principal.can("interviewer") else set()
         # A page compares at most LIST_BUDGET submissions not compared yet (older than migration 0004).
-        similar = _similar(db, rows, principal, pending, budget=similarity.LIST_BUDGET)
-        page = SubmissionPage(items=[summary(r, principal, r.id in marked, similar.get(r.id)) for r in rows],
+        collected = _collect_similar(db, rows, principal, budget=similarity.LIST_BUDGET)
+        page = SubmissionPage(items=[summary(r, principal, r.id in marked) for r in rows],
                               total=total, limit=limit, offset=offset)
-    similarity.save(store, pending)
+    if collected is not None:
+        similar = _similar(store, collected)
+        for item in page.items:
+            item.similarity = similar.get(item.id)
     return page
 
 
@@ -498,10 +504,9 @@ def _override_out(o: Override) -> OverrideOut:
 def get_submission_detail(store: Store, principal: Principal, submission_id: str) -> SubmissionDetail:
     """Everything about a submission for an interviewer: files, report, notes, overrides, audit, webhook."""
     principal.require("interviewer")
-    pending: dict[str, similarity.Nearest] = {}
     with store.session() as db:
         row = _visible(db, principal, submission_id)
-        similar = _similar(db, [row], principal, pending).get(row.id)
+        collected = _collect_similar(db, [row], principal)
         report_row = db.get(ReportRow, row.id)
         report = _verified(report_row) if report_row else None
         overrides = _overrides(db, row.id)
@@ -509,7 +514,7 @@ def get_submission_detail(store: Store, principal: Principal, submission_id: str
         events = db.scalars(select(AuditEvent).where(AuditEvent.submission_id == row.id).order_by(AuditEvent.id))
         hook = db.scalar(select(WebhookDelivery).where(WebhookDelivery.submission_id == row.id))
         detail = SubmissionDetail(
-            submission=summary(row, principal, bool(overrides), similar), files={f.name: f.text for f in row.files},
+            submission=summary(row, principal, bool(overrides)), files={f.name: f.text for f in row.files},
             report=report,
             notes=[NoteOut(id=n.id, author=n.author, text=n.text, created_at=n.created_at) for n in notes],
             overrides=[_override_out(o) for o in overrides],
@@ -518,7 +523,7 @@ def get_submission_detail(store: Store, principal: Principal, submission_id: str
             webhook=WebhookOut(url=hook.url, status=hook.status, attempts=hook.attempts,
                                last_status_code=hook.last_status_code, last_error=hook.last_error,
                                delivered_at=hook.delivered_at) if hook else None)
-    similarity.save(store, pending)
+    detail.submission.similarity = _similar(store, collected).get(detail.submission.id)
     return detail
 
 

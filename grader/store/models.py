@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -148,6 +148,8 @@ class SubmissionFingerprint(Base):
     in the problem's starter template (None when the problem is no longer in the catalog). `nearest` is the
     JSON of the top earlier submissions of the problem, `[[submission_id, score], ...]`, best first, with
     `best_score` and `compared` (how many earlier submissions were compared) beside it: None until compared.
+    `too_large`: the fingerprint had more hashes than the service compares (grader.service.similarity.MAX_HASHES);
+    then `hashes` is an empty array and the submission is never compared, nor compared with.
     """
 
     __tablename__ = "fingerprints"
@@ -161,6 +163,7 @@ class SubmissionFingerprint(Base):
     nearest: Mapped[str | None] = mapped_column(Text, nullable=True)
     best_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     compared: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    too_large: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -13,6 +13,7 @@ import html
 import importlib.util
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +29,10 @@ from sqlalchemy import inspect, text
 from grader.api.app import create_app
 from grader.engine.catalog import get_problem
 from grader.engine.similarity import FLAG_THRESHOLD, fingerprint, similarity
+from grader.service import similarity as service_similarity
 from grader.service import submissions as subs
 from grader.service.auth import Principal
-from grader.store.db import STORE_DIR, Store, alembic_config, open_store
+from grader.store.db import STORE_DIR, Store, alembic_config, newest_migration, open_store
 from tests.service.pg_cluster import PgCluster, running_cluster
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions" / "mlp"
@@ -224,6 +226,97 @@ def test_a_file_that_does_not_parse_is_accepted_and_graded_with_no_fingerprint(
     assert sim_after["compared"] == 1 and sim_after["nearest"][0]["submission_id"] == before
 
 
+def stored_fingerprint(client: TestClient, sid: str) -> tuple:  # type: ignore[type-arg]
+    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    with store.session() as db:
+        return tuple(db.execute(text("SELECT nearest, too_large, hashes FROM fingerprints WHERE submission_id = :id"),
+                                {"id": sid}).one())
+
+
+def test_accepting_a_submission_does_not_compare_it_the_first_interviewer_read_does(
+        client: TestClient, tokens: Tokens) -> None:
+    original = submit(client, tokens.submitter, solution("correct_vectorized"), "ada")["id"]
+    copy = submit(client, tokens.other_submitter, disguised(solution("correct_vectorized")), "eve")["id"]
+    wait_for_status(client, copy, tokens.other_submitter)
+    assert stored_fingerprint(client, copy)[0] is None  # not compared on POST nor by grading
+    assert similar_of(client, tokens, copy)["nearest"][0]["submission_id"] == original
+    assert json.loads(stored_fingerprint(client, copy)[0])[0][0] == original  # kept for the next reads
+
+
+def test_a_candidates_own_resubmission_is_not_a_likely_copy_of_their_earlier_attempt(
+        client: TestClient, tokens: Tokens) -> None:
+    first = submit(client, tokens.submitter, solution("correct_vectorized"), "ada")["id"]
+    again = submit(client, tokens.submitter, disguised(solution("correct_vectorized")), "ada")["id"]
+    sim = similar_of(client, tokens, again)
+    assert sim["nearest"] == [] and sim["compared"] == 0 and sim["flagged"] is False
+    # Another candidate on the same (shared CI) token is compared with both of ada's attempts.
+    eve = submit(client, tokens.submitter, disguised(solution("correct_vectorized")), "eve")["id"]
+    sim = similar_of(client, tokens, eve)
+    assert sim["compared"] == 2 and {m["submission_id"] for m in sim["nearest"]} == {first, again}
+    assert sim["flagged"] is True
+    # Without a candidate's name nothing is left out: two nameless submissions are compared with each other.
+    nameless = submit(client, tokens.other_submitter, solution("correct_loops"))["id"]
+    nameless_copy = submit(client, tokens.other_submitter, solution("correct_loops"))["id"]
+    sim = similar_of(client, tokens, nameless_copy)
+    assert sim["compared"] == 4 and sim["nearest"][0]["submission_id"] == nameless and sim["flagged"] is True
+
+
+def too_large_source() -> str:
+    functions = [f"def f{i}(x, y):\n    z = x * {i} + y\n    for j in range(z):\n        if j % {i + 2}:\n"
+                 f"            z = z - j * x[{i}]\n    return [z, y, x, {i}]\n" for i in range(1500)]
+    return "\n\n".join(functions)
+
+
+def test_a_file_too_large_to_compare_is_stored_so_never_compared_and_never_an_error(
+        client: TestClient, tokens: Tokens) -> None:
+    source = too_large_source()
+    assert len(fingerprint(source).hashes) > service_similarity.MAX_HASHES
+    before = submit(client, tokens.submitter, solution("correct_vectorized"), "ada")["id"]
+    big = submit(client, tokens.submitter, source, "big")["id"]
+    again = submit(client, tokens.other_submitter, source, "copycat")["id"]
+    assert wait_for_status(client, big, tokens.submitter)["status"] == "done"
+    assert stored_fingerprint(client, big)[1:] == (1, "[]")
+    sim = similar_of(client, tokens, big)
+    assert sim["fingerprinted"] is True and sim["nearest"] == [] and sim["best_score"] is None
+    assert sim["compared"] is None and sim["flagged"] is False
+    assert similar_of(client, tokens, again)["compared"] is None
+    later = submit(client, tokens.other_submitter, disguised(solution("correct_vectorized")), "eve")["id"]
+    sim = similar_of(client, tokens, later)
+    assert sim["compared"] == 1 and sim["nearest"][0]["submission_id"] == before  # the large ones left out
+    listed = client.get("/v1/submissions", headers=Tokens.auth(tokens.interviewer))
+    assert listed.status_code == 200
+    assert stored_fingerprint(client, big)[0] is None  # and never compared on a list either
+
+
+def test_a_read_compares_outside_any_transaction(client: TestClient, tokens: Tokens,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the comparison runs, another connection can take SQLite's write lock at once."""
+    submit(client, tokens.submitter, solution("correct_vectorized"), "ada")
+    copy = submit(client, tokens.other_submitter, disguised(solution("correct_vectorized")), "eve")["id"]
+    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    path = store.engine.url.database
+    assert path
+    compare = service_similarity._compare
+    locked: list[bool] = []
+
+    def checked(earlier: service_similarity._Earlier) -> service_similarity.Nearest:
+        other = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            locked.append(False)
+        except sqlite3.OperationalError:
+            locked.append(True)
+        finally:
+            other.close()
+        return compare(earlier)
+
+    monkeypatch.setattr(service_similarity, "_compare", checked)
+    assert similar_of(client, tokens, copy)["flagged"] is True
+    assert client.get("/v1/submissions", headers=Tokens.auth(tokens.interviewer)).status_code == 200
+    assert locked and not any(locked)
+
+
 @pytest.mark.slow
 def test_over_http_on_a_real_server_with_real_grading(tmp_path: Path) -> None:
     """`grader serve` on loopback, the real sandbox: the copy is flagged for the interviewer and hidden from the
@@ -306,7 +399,7 @@ def check_migrated(store: Store, rows: list[dict[str, str]]) -> None:
     """Every parsable entry file fingerprinted once, none compared yet; then an interviewer's read compares."""
     ids = {r["candidate"]: r["id"] for r in rows}
     with store.session() as db:
-        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"
+        assert db.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == newest_migration()
         stored = {sid: (distance, nearest) for sid, distance, nearest in db.execute(
             text("SELECT submission_id, template_distance, nearest FROM fingerprints")).all()}
     assert set(stored) == {r["id"] for r in rows} - {ids["bad"]}

@@ -2,8 +2,10 @@
 
 Existing submissions are fingerprinted here, in batches keyed on the submission id as 0003 does, from the entry
 file stored with them, with their distance from the problem's starter template. A file that does not parse gets
-no row. Which earlier submissions each one resembles is left to the service (`nearest` stays NULL): it is
-computed the first time an interviewer reads the submission or a list shows it.
+no row. A fingerprint of more than MAX_HASHES hashes is stored as too large to compare (`too_large`, no hashes),
+as the service does (grader.service.similarity.MAX_HASHES). Which earlier submissions each one resembles is left
+to the service (`nearest` stays NULL): it is computed the first time an interviewer reads the submission or a
+list shows it.
 
 Revision ID: 0004
 Revises: 0003
@@ -24,6 +26,7 @@ branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
 BATCH = 500
+MAX_HASHES = 4000  # grader.service.similarity.MAX_HASHES when this migration was written
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +41,7 @@ def upgrade() -> None:
     sa.Column('nearest', sa.Text(), nullable=True),
     sa.Column('best_score', sa.Float(), nullable=True),
     sa.Column('compared', sa.Integer(), nullable=True),
+    sa.Column('too_large', sa.Boolean(), server_default=sa.false(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['submission_id'], ['submissions.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('submission_id')
@@ -56,6 +60,7 @@ def _backfill(connection: sa.engine.Connection) -> None:
     fingerprints = sa.table('fingerprints', sa.column('submission_id', sa.String()), sa.column('version', sa.Integer()),
                             sa.column('k', sa.Integer()), sa.column('w', sa.Integer()),
                             sa.column('hashes', sa.Text()), sa.column('template_distance', sa.Float()),
+                            sa.column('too_large', sa.Boolean()),
                             sa.column('created_at', sa.DateTime(timezone=True)))
     templates: dict[str, Fingerprint | None] = {}
 
@@ -85,8 +90,10 @@ def _backfill(connection: sa.engine.Connection) -> None:
                 skipped += 1
                 continue
             template = template_of(problem_id)
+            too_large = len(fp.hashes) > MAX_HASHES
             values.append({'submission_id': submission_id, 'version': fp.version, 'k': fp.k, 'w': fp.w,
-                           'hashes': json.dumps(fp.hashes, separators=(',', ':')),
+                           'hashes': '[]' if too_large else json.dumps(fp.hashes, separators=(',', ':')),
+                           'too_large': too_large,
                            'template_distance': distance_from_template(fp, template) if template else None,
                            'created_at': datetime.now(UTC)})
         if values:
