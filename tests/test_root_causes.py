@@ -10,7 +10,6 @@ grader.
 
 from __future__ import annotations
 
-import resource
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -86,21 +85,37 @@ def test_two_roots_together() -> None:
 
 
 def test_a_chain_ends_at_its_root_and_a_cycle_at_its_earliest() -> None:
-    failures = [F("a", fs("f")), F("b", fs("g")), F("c", fs())]
-    # a explains b, b explains c (c passes with g, b passes with f)
-    passes = {("b", fs("f")): True, ("c", fs("g")): True}
-    calls = {"b": fs("f"), "c": fs("g")}
-    assert rootcause.analyse(failures, fake(passes, calls)) == {"b": ["a"], "c": ["a"]}
-    cycle = [F("a", fs("f")), F("b", fs("g")), F("c", fs("h"))]
-    passes = {("a", fs("h")): True, ("b", fs("f")): True, ("c", fs("g")): True}
-    calls = {"a": fs("h"), "b": fs("f"), "c": fs("g")}
-    follows = rootcause.analyse(cycle, fake(passes, calls))
-    assert set(follows) <= {"a", "b", "c"} and all(roots == ["a"] for t, roots in follows.items() if t != "a")
+    failures = [F("a", fs("f")), F("b", fs()), F("c", fs())]
+    # a explains b, b... has no suspects to explain c with; c passes with f: both follow from a
+    passes = {("b", fs("f")): True, ("c", fs("f")): True}
+    assert rootcause.analyse(failures, fake(passes)) == {"b": ["a"], "c": ["a"]}
+    same = [F("a", fs("f")), F("b", fs("f")), F("c", fs("f"))]  # one mistake seen three times
+    passes = {(t, fs("f")): True for t in "abc"}
+    assert rootcause.analyse(same, fake(passes)) == {"b": ["a"], "c": ["a"]}
+
+
+def test_a_stand_in_never_replaces_what_the_test_checks_itself() -> None:
+    """Two mistakes: a test that calls f and g itself may not follow from f's failure (standing in f could make
+    it pass though g is wrong too, or g alone is wrong): it stays a root of its own."""
+    log: list[tuple[str, frozenset[str]]] = []
+    failures = [F("checks_f", fs("f")), F("checks_f_and_g", fs("f", "g")), F("network", fs())]
+    passes = {("checks_f_and_g", fs("f")): True, ("network", fs("f", "g")): True}
+    follows = rootcause.analyse(failures, fake(passes, None, log))
+    assert "checks_f_and_g" not in follows and "checks_f" not in follows
+    assert all(t != "checks_f_and_g" for t, _ in log)  # never regraded with f standing in
+    assert follows["network"] == ["checks_f_and_g"]  # the only failure whose suspects alone make it pass
+
+
+def test_a_function_the_test_does_not_call_can_stand_in() -> None:
+    """train_mlp is checked by its own test, but a wrong relu_backward inside it is not train_mlp's mistake."""
+    failures = [F("relu_backward", fs("relu_forward", "relu_backward")), F("train_mlp", fs("train_mlp"))]
+    passes = {("train_mlp", fs("relu_forward", "relu_backward")): True}
+    assert rootcause.analyse(failures, fake(passes)) == {"train_mlp": ["relu_backward"]}
 
 
 def test_bounded_and_timeouts_left_alone() -> None:
     log: list[tuple[str, frozenset[str]]] = []
-    failures = [F(f"t{i}", fs(f"f{i}")) for i in range(10)] + [F("slow", fs(), retry=False)]
+    failures = [F("t0", fs("f"))] + [F(f"t{i}", fs()) for i in range(1, 10)] + [F("slow", fs(), retry=False)]
     rootcause.analyse(failures, fake({}, None, log), max_regrades=4)
     assert len(log) == 4 and all(t != "slow" for t, _ in log)
 
@@ -168,12 +183,36 @@ def test_two_mistakes_two_roots() -> None:
 
 
 def test_correct_and_single_failures_start_no_analysis(monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[str] = []
-    monkeypatch.setattr(standins.StandInWorker, "_start", lambda self: started.append(self.problem_id))
+    analysed: list[int] = []
+    real = rootcause.analyse
+    monkeypatch.setattr(rootcause, "analyse", lambda failures, regrade, **kw: analysed.append(1) or real(
+        failures, regrade, **kw))
     for files in (mlp("correct_vectorized.py"), mlp("wrong_softmax_unstable.py")):
         report = grade_submission("mlp", files, backend="inprocess")
         assert report.root_causes == [] and not any(t.caused_by for t in report.tests)
-    assert started == []
+    assert analysed == []
+    grade_submission("mlp", mlp("wrong_db_mean.py"), backend="inprocess")
+    assert analysed == [1]  # the same counter sees an analysis when there is one
+
+
+def test_a_shared_follower_splits_its_loss_between_its_roots() -> None:
+    report = grade_submission("mlp", two_mistakes(), backend="inprocess")
+    lost = sum(t.points - t.earned for t in report.tests if t.status != "passed")
+    explained = {t.id for c in report.root_causes for t in report.tests if t.id == c.test or t.id in c.followers}
+    assert sum(c.points_lost for c in report.root_causes) == pytest.approx(
+        sum(t.points - t.earned for t in report.tests if t.id in explained))
+    assert sum(c.points_lost for c in report.root_causes) <= lost
+
+
+def test_candidates_never_see_root_causes_that_involve_a_hidden_test() -> None:
+    report = grade_submission("mlp", mlp("wrong_relu_mask_inverted.py"), backend="inprocess")
+    train = next(t for t in report.tests if t.id == "train_mlp")
+    assert train.hidden and train.caused_by == ["relu_backward"]  # the interviewer sees it
+    view = report.candidate_view()
+    assert all(t.caused_by == [] for t in view.tests if t.hidden)
+    assert all("train_mlp" not in c.followers for c in view.root_causes)
+    assert "train_mlp" not in render_junit(view).split("caused_by")[-1] or not view.root_causes
+    assert all(c.test != "train_mlp" for c in view.root_causes)
 
 
 def test_views_lead_with_the_root() -> None:
@@ -228,24 +267,60 @@ def test_a_host_call_nobody_offered_is_a_protocol_violation() -> None:
     assert "not offered" in relu.message, relu.message
     # the tests built on relu_forward fail too, and follow from it: with the reference standing in (then the call
     # is offered) they pass
-    assert [c.functions for c in report.root_causes] == [["relu_forward"]], report.root_causes
+    assert [c.test for c in report.root_causes] == ["relu_forward"], report.root_causes
+    assert "relu_forward" in report.root_causes[0].functions
+
+
+def worker_processes() -> list[int]:
+    """Stand-in workers alive now (this machine's /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"grader.standin_worker" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_hostile_arguments_cost_the_worker_not_the_grader() -> None:
     worker = standins.StandInWorker("cnn", get_problem("cnn").sandbox.limits.wire_limits())
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
         x, w, b = np.ones((1, 1, 2, 2)), np.ones((1, 1, 1, 1)), np.zeros(1)
         out, _ = worker("conv2d_forward", [x, w, b], {"stride": 1, "pad": 1})[0]
         assert out.shape == (1, 1, 4, 4)
-        # a padding that asks for petabytes: the worker's address-space limit answers, the grader is untouched
-        with pytest.raises(StandInRefused, match="MemoryError|could not run"):
-            worker("conv2d_forward", [x, w, b], {"stride": 1, "pad": 10**7})
-        with pytest.raises(StandInRefused, match="no reference function"):
-            worker("__import__", ["os"], {})
+        pid = worker_processes()
+        # a padding that asks for 14001**2 * 8 bytes = 1.6 GB (numpy would allocate it): past the worker's own
+        # address-space limit of 1 GB, a MemoryError there and a refusal here, the grader untouched
+        with pytest.raises(StandInRefused, match="MemoryError"):
+            worker("conv2d_forward", [x, w, b], {"stride": 1, "pad": 7000})
+        assert worker_processes() == pid  # a refusal from the reference keeps the worker
+        with pytest.raises(StandInRefused, match="LookupError"):
+            worker("__import__", ["os"], {})  # only the reference's own functions run there
     finally:
         worker.close()
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200 * 1024  # KiB: under 200 MB
+    assert worker_processes() == []
+
+
+def test_no_worker_outlives_its_grading() -> None:
+    report = grade_submission("mlp", mlp("wrong_db_mean.py"), backend="inprocess")
+    assert report.root_causes
+    assert worker_processes() == []
+
+
+def test_a_host_call_for_a_name_not_offered_ends_the_session() -> None:
+    from grader.isolation.base import ProtocolViolation
+
+    session = backend_named("inprocess").start(get_problem("mlp").sandbox)
+    try:
+        assert session.load({"solution.py": FORGER}, "solution.py", 10).ok
+        answered: list[str] = []
+        assert session.stand_in(["affine_forward"], lambda name, a, k: answered.append(name), 10).ok
+        with pytest.raises(ProtocolViolation, match="not offered"):
+            session.call({"fn": "relu_forward"}, (np.ones(3),), timeout_s=10)
+        assert answered == [] and session.dead
+    finally:
+        session.close()
 
 
 def test_a_stand_in_writes_back_what_it_changed() -> None:

@@ -33,6 +33,7 @@ from grader.isolation.base import (
     SandboxFault,
     Session,
     StandInHandler,
+    StandInRefused,
 )
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ GRADED_CATEGORIES_ZEROED_BY_AUTODIFF = ("backward", "gradient check")
 
 
 DEFAULT_SEED = 20261123
+MAX_STAND_IN_CALLS = 10_000  # per regrading of one test (root causes): a proxy called in a loop ends there
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,14 @@ class _Sessions:
                 raise _LoadFailed(self.load_failure, self.load_line)
             if self.stand_ins is not None:
                 names, handler = self.stand_ins
-                if not session.stand_in(names, handler, self.import_timeout_s).ok:
+                try:
+                    installed = session.stand_in(names, handler, self.import_timeout_s).ok
+                except SandboxFault:
+                    installed = False
+                if not installed:
                     session.close()
-                    raise _LoadFailed("the stand-ins could not be installed", None)
+                    self.load_failure = "the stand-ins could not be installed"
+                    raise _LoadFailed(self.load_failure, None)
             self.session = session
         return self.session
 
@@ -248,33 +255,44 @@ def _root_causes(problem: Problem, files: dict[str, str], entry: str, backend: B
         return results, []
     standable = standins.reference_functions(problem.id)
     used_by_passed = set().union(*(called.get(r.id, set()) for r in results if r.status == "passed"))
-    failures = [rootcause.Failure(r.id, frozenset(called.get(r.id, set()) & standable - used_by_passed),
-                                  retry=r.status != "timeout") for r in failed]
+    failures = [rootcause.Failure(r.id, standins.with_partners(frozenset(called.get(r.id, set()) & standable),
+                                                               standable), retry=r.status != "timeout")
+                for r in failed]
     if not any(f.functions for f in failures):
         return results, []
     specs = {spec.id: spec for spec in problem.tests}
     worker = standins.StandInWorker(problem.id, problem.sandbox.limits.wire_limits())
+    # Within what is left of the submission's own budget, CPU and wall clock alike.
     cpu_s = min(settings.root_cause_budget_s, budget.cpu_left_s)
-    analysis_budget = _SubmissionBudget(cpu_s=cpu_s, wall_deadline=time.monotonic() + WALL_FACTOR * cpu_s
-                                        + WALL_SLACK_S)
+    analysis_budget = _SubmissionBudget(cpu_s=cpu_s, wall_deadline=min(
+        budget.wall_deadline, time.monotonic() + WALL_FACTOR * cpu_s + WALL_SLACK_S))
 
     def regrade(test_id: str, functions: frozenset[str]) -> tuple[bool, frozenset[str]]:
         if analysis_budget.cpu_left_s <= 0 or time.monotonic() >= analysis_budget.wall_deadline:
             raise rootcause.OutOfBudget
         used: set[str] = set()
+        calls = 0
 
         def handler(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls > MAX_STAND_IN_CALLS:
+                raise StandInRefused(f"more than {MAX_STAND_IN_CALLS} stand-in calls in one test")
             used.add(name)
             return worker(name, args, kwargs)
 
-        names = sorted(standins.with_partners(functions, standable))
+        names = sorted(functions)
         sessions = _Sessions(problem, files, entry, backend, import_timeout_s, stand_ins=(names, handler))
         try:
             result = _run_test(specs[test_id], sessions, settings, problem, analysis_budget)
+        except GraderError:  # the sandbox backend itself went away: what is known so far stands
+            raise rootcause.OutOfBudget from None
         finally:
             sessions.discard()
             if sessions.pristine_session is not None:
                 sessions.pristine_session.close()
+        if result.fault == "grader":
+            raise rootcause.OutOfBudget
         return result.status == "passed", frozenset(used)
 
     started = time.monotonic()
@@ -287,14 +305,21 @@ def _root_causes(problem: Problem, files: dict[str, str], entry: str, backend: B
     if not follows:
         return results, []
     by_id = {r.id: r for r in results}
-    suspects = {f.test_id: f.functions for f in failures}
+    # Shown: a root's functions that no passed test used (the rest of its unit, if that leaves none).
+    suspects = {f.test_id: (f.functions - used_by_passed) or f.functions for f in failures}
     roots: dict[str, list[str]] = {}
     for follower, sources in follows.items():
         for root in sources:
             roots.setdefault(root, []).append(follower)
+
+    def lost(test_id: str) -> float:
+        """A test's lost points; a follower of several roots shares its loss between them."""
+        share = len(follows[test_id]) if test_id in follows else 1
+        return (by_id[test_id].points - by_id[test_id].earned) / share
+
     causes = [RootCause(test=root, functions=sorted(suspects[root]),
                         followers=sorted(followers, key=list(by_id).index),
-                        points_lost=round(sum(by_id[t].points - by_id[t].earned for t in [root, *followers]), 6))
+                        points_lost=round(sum(lost(t) for t in [root, *followers]), 6))
               for root, followers in roots.items()]
     causes.sort(key=lambda c: (-c.points_lost, list(by_id).index(c.test)))
     return [r.model_copy(update={"caused_by": follows[r.id]}) if r.id in follows else r for r in results], causes
@@ -362,8 +387,9 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
                     "earned": 0.0, "status": "failed", "fault": "candidate",
                     "message": "scored zero: the submission imports an autodiff library in a numpy-only exercise"})
     root_causes: list[RootCause] = []
+    autodiff_zeroed = problem.from_scratch and any(f.kind == "forbidden-import" for f in findings)
     if (settings.root_causes and not settings.stop_at_first_loss and sessions.load_failure is None
-            and not any(r.fault == "grader" for r in results)):
+            and not problem.sandbox.torch and not autodiff_zeroed and not any(r.fault == "grader" for r in results)):
         results, root_causes = _root_causes(problem, files, entry, backend, settings, results, called, budget,
                                             import_timeout_s)
     grader_faults = [r.id for r in results if r.fault == "grader"]

@@ -122,12 +122,16 @@ class Report(BaseModel):
         A hidden test's output and duration go too (what it printed could show its data; how long it
         ran could hint at its size), and the submission's output is rebuilt from visible tests only.
         """
+        hidden = {t.id for t in self.tests if t.hidden}
         tests = [t if not t.hidden else t.model_copy(update={"message": "hidden test", "counterexample": None,
                                                              "details": {}, "figures": [], "output": Output(),
-                                                             "duration_s": 0.0})
+                                                             "duration_s": 0.0, "caused_by": []})
                  for t in self.tests]
+        # Root causes say which functions a test depends on: none that involves a hidden test is shown.
+        tests = [t.model_copy(update={"caused_by": []}) if set(t.caused_by) & hidden else t for t in tests]
+        causes = [c for c in self.root_causes if c.test not in hidden and not set(c.followers) & hidden]
         output = Output.join([t.output for t in tests if not t.hidden])
-        return self.model_copy(update={"tests": tests, "output": output, "duration_s": 0.0})
+        return self.model_copy(update={"tests": tests, "output": output, "duration_s": 0.0, "root_causes": causes})
 
 
 def points_after_overrides(report: Report, overrides: Iterable[tuple[str, float]]) -> dict[str, float]:

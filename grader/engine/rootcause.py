@@ -9,8 +9,13 @@ enters the sandbox, its results do). If it then passes, its failure follows from
 `analyse` is that algorithm, on a `regrade(test_id, functions) -> (passed, functions it called)` the
 engine supplies:
 
-0. A failed test's suspects are the functions it called that the reference can stand in for and that
-   no passed test called (a function a passed test used is not what went wrong).
+0. A failed test's suspects are the functions it called itself that the reference can stand in for,
+   with the other half of each forward/backward pair (a backward reads its own forward's cache).
+   A stand-in never replaces a function the regraded test calls itself, unless that test has the
+   very same suspects (`affine_gradcheck` and `affine_backward`: one mistake seen twice): standing
+   in what a test checks makes it pass whatever else is wrong, so two mistakes are never told as
+   one. A test that reaches the functions only through the candidate's own code (a network, a
+   training loop) can follow from any failure.
 1. Every failed test B is graded once with all the other failures' functions standing in together.
    Still failing: B has a mistake of its own (a root), and no pair is tried.
 2. Otherwise B follows from the failures whose functions it called while standing in (the host
@@ -21,7 +26,10 @@ engine supplies:
    to their roots.
 
 The analysis changes no points (the spec's points stand) and is bounded: at most `max_regrades`
-gradings, stopped earlier by the caller's budget (`regrade` raises `OutOfBudget`). A failure
+gradings, stopped earlier by the caller's budget (`regrade` raises `OutOfBudget`); its wall-clock
+limits make it the one part of a report a very busy machine can shorten (fewer roots shown, never
+a different score). It is evidence for an interviewer, not a proof: a candidate's code that behaves
+differently when proxies are present can mislead it, and only its narrative. A failure
 whose test called none of the functions the reference can stand in for explains nothing; one
 that timed out or crashed its sandbox is left alone (trying it again costs its whole limit).
 """
@@ -41,7 +49,7 @@ class OutOfBudget(Exception):
 @dataclass(frozen=True)
 class Failure:
     test_id: str
-    # The suspects it called: functions of the submission the reference can stand in for, called by no passed test.
+    # Its suspects: the functions it called that the reference can stand in for (with their forward/backward halves).
     functions: frozenset[str]
     retry: bool = True  # False for a test that must not be graded again (a timeout)
 
@@ -66,7 +74,10 @@ def analyse(failures: Sequence[Failure], regrade: Regrade,
 
     try:
         for b in failures:
-            others = [a for a in explainers if a.test_id != b.test_id]
+            # A stand-in never replaces what B calls itself, unless B checks exactly the same functions (the same
+            # mistake seen twice): B would pass for a trivial reason.
+            others = [a for a in explainers
+                      if a.test_id != b.test_id and (a.functions == b.functions or not a.functions & b.functions)]
             if not b.retry or not others:
                 continue
             passed, used = attempt(b.test_id, frozenset().union(*(a.functions for a in others)))

@@ -434,6 +434,9 @@ class PipeSession:
         except StandInRefused as exc:
             wire.send(writer, {"ok": False, "error": str(exc)})  # type: ignore[arg-type]
             return
+        except Exception:  # a fault of the host's handler: the call is refused, the session goes on
+            wire.send(writer, {"ok": False, "error": "the host could not run this call"})  # type: ignore[arg-type]
+            return
         wire.send(writer, {"ok": True}, result)  # type: ignore[arg-type]
 
     def stand_in(self, names: Sequence[str], handler: StandInHandler, timeout_s: float) -> Reply:
