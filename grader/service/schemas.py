@@ -71,6 +71,8 @@ class SimilarityOut(BaseModel):
     compared: int | None = Field(description="how many earlier submissions of the problem were compared (the "
                                              "most recent ones, up to a bound); null when not compared")
     threshold: float = Field(description="the score from which a match is flagged")
+    too_large: bool = Field(False, description="the entry file's fingerprint is over the comparison cap: it is "
+                                               "never compared (compared stays null), and that is worth a look")
 
 
 class SubmissionSummary(BaseModel):

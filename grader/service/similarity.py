@@ -258,5 +258,6 @@ def finish(store: Store, collected: Collected) -> dict[str, SimilarityOut]:
                                  template_distance=fingerprint.template_distance if fingerprint else None,
                                  nearest=matches, best_score=best,
                                  flagged=best is not None and best >= engine.FLAG_THRESHOLD,
-                                 compared=n.compared if n is not None else None, threshold=engine.FLAG_THRESHOLD)
+                                 compared=n.compared if n is not None else None, threshold=engine.FLAG_THRESHOLD,
+                                 too_large=bool(fingerprint and fingerprint.too_large))
     return out

@@ -70,6 +70,7 @@ class Submission(Base):
         UniqueConstraint("token_id", "idempotency_key", name="uq_submissions_idempotency"),
         Index("ix_submissions_status_created", "status", "created_at"),
         Index("ix_submissions_created", "created_at"),
+        Index("ix_submissions_problem_created", "problem_id", "created_at"),  # a problem's earlier submissions
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -219,7 +219,7 @@ def test_a_file_that_does_not_parse_is_accepted_and_graded_with_no_fingerprint(
     assert sid not in stored and {before, after} <= stored
     sim = similar_of(client, tokens, sid)
     assert sim == {"fingerprinted": False, "template_distance": None, "nearest": [], "best_score": None,
-                   "flagged": False, "compared": None, "threshold": FLAG_THRESHOLD}
+                   "flagged": False, "compared": None, "threshold": FLAG_THRESHOLD, "too_large": False}
     assert "does not parse" in page(client, tokens, f"/ui/submissions/{sid}")
     # The others are compared as ever, the file without a fingerprint left out.
     sim_after = similar_of(client, tokens, after)
@@ -278,8 +278,9 @@ def test_a_file_too_large_to_compare_is_stored_so_never_compared_and_never_an_er
     assert stored_fingerprint(client, big)[1:] == (1, "[]")
     sim = similar_of(client, tokens, big)
     assert sim["fingerprinted"] is True and sim["nearest"] == [] and sim["best_score"] is None
-    assert sim["compared"] is None and sim["flagged"] is False
+    assert sim["compared"] is None and sim["flagged"] is False and sim["too_large"] is True
     assert similar_of(client, tokens, again)["compared"] is None
+    assert "Not compared: too large" in page(client, tokens, f"/ui/submissions/{big}")
     later = submit(client, tokens.other_submitter, disguised(solution("correct_vectorized")), "eve")["id"]
     sim = similar_of(client, tokens, later)
     assert sim["compared"] == 1 and sim["nearest"][0]["submission_id"] == before  # the large ones left out

@@ -46,6 +46,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['submission_id'], ['submissions.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('submission_id')
     )
+    # the similarity comparison reads a problem's most recent earlier submissions
+    op.create_index('ix_submissions_problem_created', 'submissions', ['problem_id', 'created_at'])
     _backfill(op.get_bind())
 
 
@@ -104,4 +106,5 @@ def _backfill(connection: sa.engine.Connection) -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_submissions_problem_created', table_name='submissions')
     op.drop_table('fingerprints')
