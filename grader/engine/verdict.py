@@ -16,6 +16,8 @@ the kind, when the candidate's code raised rather than answered wrongly).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -77,3 +79,12 @@ class CheckFailed(Exception):
     @property
     def line(self) -> int | None:
         return self.verdict.line
+
+
+@contextmanager
+def prefixed(prefix: str) -> Iterator[None]:
+    """Put `prefix` before the verdict of the checks run inside (which case of several failed)."""
+    try:
+        yield
+    except CheckFailed as exc:
+        raise exc.amended(f"{prefix}: {exc.message}") from None

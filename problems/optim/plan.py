@@ -25,8 +25,7 @@ restores nothing, or only part.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,6 +37,7 @@ from grader.engine.checks.compare import compare, kind_of
 from grader.engine.checks.variants import Variant, check_outputs
 from grader.engine.plan import CheckFailed, Context, Plan
 from grader.engine.report import Figure
+from grader.engine.verdict import prefixed
 from grader.isolation.base import Handle
 from reference import optim as ref
 
@@ -60,15 +60,6 @@ EPSILONS = (1e-8, 1e-3, 0.1, 1e-6)
 DECAYS = (0.0, 0.1, 1e-2, 0.5)
 ADAMW_DECAYS = (1e-2, 0.1, 0.5, 0.0)
 LR_FACTORS = (0.5, 0.1, 2.0, 0.3)  # a schedule's new lr, as a multiple of the constructor's
-
-
-@contextmanager
-def _prefixed(prefix: str) -> Iterator[None]:
-    """Put `prefix` before the verdict of the checks run inside."""
-    try:
-        yield
-    except CheckFailed as exc:
-        raise exc.amended(f"{prefix}: {exc.message}") from None
 
 
 # -- cases ------------------------------------------------------------------------------------------------
@@ -436,7 +427,7 @@ FIXED: dict[str, list[tuple[str, Case]]] = {
 
 def _trajectory_test(ctx: Context, name: str) -> None:
     for title, case in FIXED[name]:
-        with _prefixed(title):
+        with prefixed(title):
             check_trajectory(ctx, case)
     ctx.check_property(cases(name), lambda case: check_trajectory(ctx, case), describe=describe)
 
@@ -537,7 +528,7 @@ def check_state(ctx: Context, case: Case) -> None:
         variants.append(Variant("exp_avg and exp_avg_sq are swapped", {
             **{f"state['{k}']['exp_avg']": expected[f"state['{k}']['exp_avg_sq']"] for k in case.params},
             **{f"state['{k}']['exp_avg_sq']": expected[f"state['{k}']['exp_avg']"] for k in case.params}}))
-    with _prefixed(what):
+    with prefixed(what):
         check_outputs(got, expected, variants)
 
 
@@ -550,7 +541,7 @@ def _state_outputs_loose(state: dict[str, Any], case: Case) -> dict[str, Any]:
 def state_dict(ctx: Context) -> None:
     for name in NAMES:
         for title, case in FIXED[name][1:]:
-            with _prefixed(title):
+            with prefixed(title):
                 check_state(ctx, case)
     ctx.check_property(st.one_of(*(cases(n, 2, 5) for n in NAMES)), lambda case: check_state(ctx, case),
                        max_examples=15, describe=describe)
@@ -587,7 +578,7 @@ def check_resume(ctx: Context, case: Case, split: int) -> None:
     variants = [_unchanged(case, start, len(rest), split + 1),
                 *_variants(case, mistakes, split + 1, params=start, steps=rest, lr=lr, state=state)]
 
-    with _prefixed(f"a fresh {case.name} over the params after step {split}, lr {lr:g}, loaded with the documented "
+    with prefixed(f"a fresh {case.name} over the params after step {split}, lr {lr:g}, loaded with the documented "
                    f"state {{'step': {split}, 'state': ...}}"):
         d = _construct(ctx, case.name, start, hyper)
         ctx.method(d.opt, "load_state_dict", state)
@@ -597,7 +588,7 @@ def check_resume(ctx: Context, case: Case, split: int) -> None:
             observed.append(_params_now(ctx, d, f"after step {split + i + 1}"))
         _judge(case, observed, expected[split:], variants, split + 1)
 
-    with _prefixed(f"a fresh {case.name} loaded with your own state_dict() after step {split}"):
+    with prefixed(f"a fresh {case.name} loaded with your own state_dict() after step {split}"):
         first = _construct(ctx, case.name, case.params, case.hyper)
         for step in case.steps[:split]:
             _step(ctx, first, step)
@@ -622,7 +613,7 @@ def resume_cases(draw: st.DrawFn) -> tuple[Case, int]:
 def load_state_dict(ctx: Context) -> None:
     for name in NAMES:
         title, case = FIXED[name][-1]
-        with _prefixed(title):
+        with prefixed(title):
             check_resume(ctx, case, 3)
     ctx.check_property(resume_cases(), lambda c: check_resume(ctx, *c), max_examples=10,
                        describe=lambda c: f"{describe(c[0])}; stopped after step {c[1]}")

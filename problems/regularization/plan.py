@@ -13,8 +13,7 @@ running value, biased running variance), are named in the verdict.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ from grader.engine.checks.statistics import binomial_bounds, check_fraction
 from grader.engine.checks.traces import Observe, Rule, check_trace
 from grader.engine.checks.variants import Variant, check_outputs
 from grader.engine.plan import CheckFailed, Context, Plan
+from grader.engine.verdict import prefixed
 from reference import regularization as ref
 
 plan = Plan()
@@ -49,15 +49,6 @@ EPSILONS = (1e-5, 1e-3, 0.1)
 REGS = (0.1, 0.5, 2.0, 1e-3, 3.7)  # never 1 (hides a missing reg) nor 0 (hides everything)
 W_KEYS = ("W1", "W2", "Wx", "W")
 OTHER_KEYS = ("b1", "b2", "bias", "gamma1", "beta1")
-
-
-@contextmanager
-def _prefixed(prefix: str) -> Iterator[None]:
-    """Put `prefix` before the verdict of the checks run inside."""
-    try:
-        yield
-    except CheckFailed as exc:
-        raise exc.amended(f"{prefix}: {exc.message}") from None
 
 
 # -- L2 penalty ------------------------------------------------------------------------------------
@@ -397,7 +388,7 @@ def bn_forward(ctx: Context) -> None:
     rng = ctx.rng("fixed")
     fixed = {"eps": ref.BN_EPS, **ref.batchnorm_inputs(int(rng.integers(2**31)), 5, 3)}
     # bn_param with nothing but the mode: eps defaults to 1e-5, running statistics to zeros and ones.
-    with _prefixed("with bn_param = {'mode': 'train'} (defaults)"):
+    with prefixed("with bn_param = {'mode': 'train'} (defaults)"):
         check(fixed, {"mode": "train"})
     ctx.check_property(bn_cases(), check)
 
@@ -459,7 +450,7 @@ def _check_running(ctx: Context, case: dict[str, Any], defaults: bool = False) -
             raise CheckFailed(f"{where}: bn_param has no running_mean / running_var; a train step must store "
                               "them in bn_param (starting from zeros and ones when absent)")
         expected = {"running_mean": trace[step].mean, "running_var": trace[step].var}
-        with _prefixed(where):
+        with prefixed(where):
             check_outputs({k: after[k] for k in expected}, expected,
                           _running_variants(batches, momentum, mean0, var0, step))
         param = after
@@ -472,7 +463,7 @@ def bn_running_stats(ctx: Context) -> None:
     # The defaults first: bn_param with running statistics but no momentum or eps means momentum 0.1.
     fixed = {"momentum": ref.BN_MOMENTUM, "batches": ref.batchnorm_batches(int(rng.integers(2**31)), 3, 4, d),
              "running_mean": rng.standard_normal(d), "running_var": rng.uniform(0.5, 2.0, d)}
-    with _prefixed("with bn_param without momentum and eps (defaults 0.1 and 1e-5)"):
+    with prefixed("with bn_param without momentum and eps (defaults 0.1 and 1e-5)"):
         _check_running(ctx, fixed, defaults=True)
     ctx.check_property(running_cases(), lambda case: _check_running(ctx, case))
 
@@ -509,7 +500,7 @@ def bn_eval(ctx: Context) -> None:
 
     rng = ctx.rng("fixed")
     fixed = {"eps": ref.BN_EPS, **ref.batchnorm_inputs(int(rng.integers(2**31)), 4, 3)}
-    with _prefixed("with bn_param = {'mode': 'eval'} (running statistics default to zeros and ones)"):
+    with prefixed("with bn_param = {'mode': 'eval'} (running statistics default to zeros and ones)"):
         check(fixed, {"mode": "eval"})
     ctx.check_property(eval_cases(), check)
 
