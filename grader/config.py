@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     import_timeout_cap_s: float | None = Field(None, gt=0, description="upper bound on the import time limit")
     max_code_bytes: int = Field(256 * 1024, gt=0, description="total size of a submission's files")
     max_files: int = Field(16, ge=1)
+    # Tell root causes from the failures that follow from them (regradings with the reference standing in).
+    root_causes: bool = True
     webhook_secret: str = Field("dev-webhook-secret", description="HMAC-SHA256 key for webhook signatures")
     webhook_attempts: int = Field(5, ge=1)
     webhook_backoff_s: float = Field(2.0, gt=0, description="wait after the first failed delivery; doubles each time")
@@ -144,6 +146,7 @@ class Settings(BaseSettings):
             import_timeout_cap_s=self.import_timeout_cap_s,
             max_code_bytes=self.max_code_bytes,
             max_files=self.max_files,
+            root_causes=self.root_causes,
         )
 
     def docker_options(self) -> DockerOptions:

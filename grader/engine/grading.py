@@ -42,6 +42,7 @@ GRADED_CATEGORIES_ZEROED_BY_AUTODIFF = ("backward", "gradient check")
 
 
 DEFAULT_SEED = 20261123
+MIN_ANALYSIS_S = 15.0  # the root-cause analysis may take this long, or twice as long as the grading took
 MAX_STAND_IN_CALLS = 10_000  # per regrading of one test (root causes): a proxy called in a loop ends there
 
 
@@ -81,6 +82,7 @@ class _Sessions:
     isolation: Any = None
     output_kept: int = 0
     pristine_session: Session | None = None
+    faults: int = 0  # tests that timed out or ended their sandbox
     # Functions of the submission replaced by the reference's, and who answers their calls (root causes only).
     stand_ins: tuple[list[str], StandInHandler] | None = None
 
@@ -218,6 +220,7 @@ def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessi
     except CheckFailed as exc:
         return exc.verdict
     except CallTimeout as exc:
+        sessions.faults += 1
         sessions.discard()
         log.info("test %s/%s timed out; its sandbox is replaced", problem.id, spec.id,
                  extra={"event": "sandbox.restarted", "test": spec.id, "reason": "timeout"})
@@ -227,6 +230,7 @@ def _verdict_of(spec: TestSpec, problem: Problem, ctx: Context, sessions: _Sessi
         return Verdict("timeout", f"the candidate's code did not return within {limit} (an infinite loop or very "
                        "slow code?)", fault="candidate", counterexample=getattr(exc, "counterexample", None))
     except SandboxFault as exc:  # crashed, killed, or sent something that is not the protocol: the candidate's doing
+        sessions.faults += 1
         sessions.discard()
         log.info("test %s/%s ended its sandbox (%s); it is replaced", problem.id, spec.id, exc,
                  extra={"event": "sandbox.restarted", "test": spec.id, "reason": "fault"})
@@ -248,7 +252,7 @@ def _lost(result: TestResult) -> bool:
 
 def _root_causes(problem: Problem, files: dict[str, str], entry: str, backend: Backend, settings: GradingOptions,
                  results: list[TestResult], called: dict[str, set[str]], budget: _SubmissionBudget,
-                 import_timeout_s: float) -> tuple[list[TestResult], list[RootCause]]:
+                 import_timeout_s: float, graded_in_s: float) -> tuple[list[TestResult], list[RootCause]]:
     """Which failures follow from another's (grader/engine/rootcause.py); the points stay as graded."""
     failed = [r for r in results if _lost(r)]
     if len(failed) < 2:
@@ -262,10 +266,12 @@ def _root_causes(problem: Problem, files: dict[str, str], entry: str, backend: B
         return results, []
     specs = {spec.id: spec for spec in problem.tests}
     worker = standins.StandInWorker(problem.id, problem.sandbox.limits.wire_limits())
-    # Within what is left of the submission's own budget, CPU and wall clock alike.
+    # Within what is left of the submission's own budget, CPU and wall clock alike, and never longer than the
+    # grading itself took, twice (at least 15 s): the analysis at most triples a submission's time.
     cpu_s = min(settings.root_cause_budget_s, budget.cpu_left_s)
     analysis_budget = _SubmissionBudget(cpu_s=cpu_s, wall_deadline=min(
-        budget.wall_deadline, time.monotonic() + WALL_FACTOR * cpu_s + WALL_SLACK_S))
+        budget.wall_deadline, time.monotonic() + min(WALL_FACTOR * cpu_s + WALL_SLACK_S,
+                                                     max(MIN_ANALYSIS_S, 2 * graded_in_s))))
 
     def regrade(test_id: str, functions: frozenset[str]) -> tuple[bool, frozenset[str]]:
         if analysis_budget.cpu_left_s <= 0 or time.monotonic() >= analysis_budget.wall_deadline:
@@ -388,10 +394,14 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
                     "message": "scored zero: the submission imports an autodiff library in a numpy-only exercise"})
     root_causes: list[RootCause] = []
     autodiff_zeroed = problem.from_scratch and any(f.kind == "forbidden-import" for f in findings)
+    # Root causes explain wrong values, never a hang, a crash or a flood of output: those submissions would pay
+    # for their misbehaviour again in every regrading.
+    misbehaved = sessions.faults > 0 or any(r.output.truncated for r in results)
     if (settings.root_causes and not settings.stop_at_first_loss and sessions.load_failure is None
-            and not problem.sandbox.torch and not autodiff_zeroed and not any(r.fault == "grader" for r in results)):
+            and not problem.sandbox.torch and not autodiff_zeroed and not misbehaved
+            and not any(r.fault == "grader" for r in results)):
         results, root_causes = _root_causes(problem, files, entry, backend, settings, results, called, budget,
-                                            import_timeout_s)
+                                            import_timeout_s, time.monotonic() - started)
     grader_faults = [r.id for r in results if r.fault == "grader"]
     error = (f"the grader failed in {len(grader_faults)} test(s) ({', '.join(grader_faults)}); their points are "
              "not the candidate's loss, and the submission must be graded again" if grader_faults else None)
