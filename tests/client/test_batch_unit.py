@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,87 @@ def test_candidate_and_entry_names_from_file_names_are_never_formulas_in_the_csv
     assert records[2] == {"candidate": "'@ann", "entry": "'+ann.py", "status": "graded", "score": "'-1",
                           "max_score": "100", "passed": "0", "tests": "1", "failed_tests": "'=t1",
                           "submission_id": "", "report_link": "'=x", "error": ""}
+
+
+def _graded(entry: batch.Entry) -> batch.Row:
+    return batch.Row(entry.candidate, entry.path.name, "graded", 71.0, 100.0, 10, 14, ["affine_backward"])
+
+
+def _cohort(tmp_path: Path) -> list[batch.Entry]:
+    return [batch.Entry(name, tmp_path / f"{name}.py") for name in ("ada", "bo", "cy")]
+
+
+def test_a_terminal_gets_the_rich_progress_bar_and_no_progress_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import rich.console
+    import rich.progress
+
+    class TerminalConsole(rich.console.Console):
+        """stderr as a terminal would be: what `grader submit --batch` meets in a person's shell."""
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **{**kwargs, "force_terminal": True, "width": 120})  # type: ignore[arg-type]
+
+    bars: list[rich.progress.Progress] = []
+
+    class SeenProgress(rich.progress.Progress):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            bars.append(self)
+
+    monkeypatch.setenv("TERM", "xterm-256color")  # not a dumb terminal
+    monkeypatch.setattr(rich.console, "Console", TerminalConsole)
+    monkeypatch.setattr(rich.progress, "Progress", SeenProgress)
+    rows = batch.run_concurrently(_cohort(tmp_path), _graded, jobs=2)
+    assert [r.candidate for r in rows] == ["ada", "bo", "cy"]
+    err = capsys.readouterr().err
+    (bar,) = bars
+    assert not bar.disable and bar.console.is_terminal
+    (task,) = bar.tasks
+    assert (task.completed, task.total) == (3, 3)
+    # Drawn on the terminal: the live display's escape codes, the bar's glyphs, its count and the last candidate.
+    assert "\x1b[" in err and "━" in err and "grading" in err, err
+    assert re.search(r"3/3", err) and re.search(r"(ada|bo|cy): 71/100", err), err
+    assert not re.search(r"^\[\d/3\] ", err, re.M), err  # no line per candidate beside the bar
+
+
+def test_a_stderr_that_is_not_a_terminal_gets_a_plain_line_per_candidate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import rich.progress
+
+    bars: list[rich.progress.Progress] = []
+
+    class SeenProgress(rich.progress.Progress):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            bars.append(self)
+
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(rich.progress, "Progress", SeenProgress)
+    rows = batch.run_concurrently(_cohort(tmp_path), _graded, jobs=2)
+    assert [r.candidate for r in rows] == ["ada", "bo", "cy"]
+    err = capsys.readouterr().err
+    (bar,) = bars
+    assert bar.disable and not bar.console.is_terminal
+    lines = err.splitlines()
+    assert len(lines) == 3 and [line.split("] ")[0] for line in lines] == ["[1/3", "[2/3", "[3/3"], err
+    assert sorted(line.split("] ", 1)[1] for line in lines) == ["ada: 71/100", "bo: 71/100", "cy: 71/100"]
+    assert "\x1b[" not in err and "━" not in err  # no escape codes, no bar in a log file
+
+
+def test_a_dumb_terminal_gets_the_plain_lines_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import rich.console
+
+    class TerminalConsole(rich.console.Console):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **{**kwargs, "force_terminal": True})  # type: ignore[arg-type]
+
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.setattr(rich.console, "Console", TerminalConsole)
+    batch.run_concurrently(_cohort(tmp_path), _graded, jobs=1)
+    err = capsys.readouterr().err
+    assert re.findall(r"^\[(\d)/3\] ", err, re.M) == ["1", "2", "3"], err
+    assert "━" not in err
