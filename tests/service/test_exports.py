@@ -467,3 +467,124 @@ def test_the_csv_export_writes_each_submission_once_while_submissions_arrive(
         assert sorted(csv_ids) == sorted(ids + arrived) and len(csv_ids) == len(set(csv_ids))
     finally:
         store.close()
+
+
+def _one(pattern: str, text: str) -> tuple[str, ...]:
+    """The groups of the one match of `pattern` in `text` (an element located, not a number found anywhere)."""
+    import re
+
+    found = re.findall(pattern, text, re.S)
+    assert len(found) == 1, (pattern, found)
+    return found[0] if isinstance(found[0], tuple) else (found[0],)
+
+
+@pytest.mark.slow
+def test_html_csv_and_overridden_webhook_on_a_real_server(tmp_path: Path) -> None:
+    """`grader serve` with the real engine, a submission the hiring team's pipeline sent (an interviewer's token
+    with a callback_url): after an override the interviewer's report.html and the CSV export show the final score
+    with the graded one beside it, and the callback hears a signed `submission.overridden`."""
+    import csv
+    import io
+    import time
+    from collections.abc import Callable
+
+    import httpx
+    from live_server import ROOT, LiveServer
+    from test_service_webhooks import Receiver
+
+    from grader.reports.html import format_points
+    from grader.service.webhooks import SIGNATURE_HEADER, verify
+
+    wrong = (ROOT / "tests" / "solutions" / "mlp" / "wrong_db_mean.py").read_text()
+    server = LiveServer(tmp_path / "data", env={"GRADER_WEBHOOK_SECRET": "e2e-secret",
+                                                "GRADER_WEBHOOK_ALLOWED_NETWORKS": "[\"127.0.0.0/8\"]",
+                                                "GRADER_ROOT_CAUSES": "false"})  # no points change with it
+    submitter, interviewer = server.token("submitter", "ci"), server.token("interviewer", "ivy")
+    receiver = Receiver([])
+
+    def events() -> list[dict]:  # type: ignore[type-arg]
+        return [json.loads(b) for _, _, b in receiver.calls]
+
+    def wait_for(what: str, done: Callable[[], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            assert time.monotonic() < deadline, f"{what}: {events()}"
+            time.sleep(0.1)
+
+    try:
+        server.start()
+        me, ivy = Tokens.auth(submitter), Tokens.auth(interviewer)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            r = client.post("/v1/submissions", headers=ivy,
+                            json={"problem": "mlp", "code": wrong, "candidate": "eve", "callback_url": receiver.url})
+            assert r.status_code == 202, r.text
+            sid = r.json()["id"]
+            wait_for("graded", lambda: client.get(f"/v1/submissions/{sid}", headers=ivy).json()["status"]
+                     in ("done", "failed"), 300)
+            graded = client.get(f"/v1/submissions/{sid}/report", headers=ivy).json()
+            assert graded["status"] == "graded" and graded["score"] < graded["max_score"]
+            wait_for("the graded webhook", lambda: len(receiver.calls) >= 1, 20)
+            assert [e["event"] for e in events()] == ["submission.graded"]
+            lost = next(t for t in graded["tests"] if t["id"] == "affine_backward")
+            assert lost["status"] == "failed" and lost["earned"] == 0 and lost["points"] > 0
+            r = client.post(f"/v1/submissions/{sid}/overrides", headers=ivy,
+                            json={"test_id": "affine_backward", "points": lost["points"], "reason": "db convention"})
+            assert r.status_code == 201, r.text
+            override_id = r.json()["id"]
+            final, score, max_score = graded["score"] + lost["points"], graded["score"], graded["max_score"]
+            pts = format_points
+
+            # report.html (the interviewer's): the big score is the final one, the graded one beside it
+            page = client.get(f"/v1/submissions/{sid}/report.html", headers=ivy)
+            assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+            html = page.text
+            assert _one(r'<div class="big">([^<]*)<span class="of"> / ([^<]*)</span></div>', html) == \
+                (pts(final), pts(max_score))
+            assert _one(r'<span class="final">final ([^<]*)</span> <span class="graded">graded ([^<]*)</span>',
+                        html) == (pts(final), pts(score))
+            article = _one(r'(<article class="test st-failed" id="test-\d+">(?:(?!</article>).)*?'
+                           r'<span class="muted mono tid">affine_backward</span>.*?</article>)', html)[0]
+            assert _one(r'<span class="pts">\s*<del>([^<]*)</del> ([^<]*) / ([^<\s]*)\s*</span>', article) == \
+                ("0", pts(lost["points"]), pts(lost["points"]))
+            assert _one(r'<p class="override-note">Graded ([^;]*); points set to ([^ ]*) by ([^:]*): '
+                        r'<span class="wrap">([^<]*)</span></p>', article) == \
+                ("0", pts(lost["points"]), "ivy", "db convention")
+            overrides_table = _one(r'(<table class="list reflow overrides">.*?</table>)', html)[0]
+            assert _one(r'<td class="num" data-label="Graded">([^<]*)</td>\s*'
+                        r'<td class="num" data-label="Override">([^<]*)</td>', overrides_table) == \
+                (f"0 / {pts(lost['points'])}", f"{pts(lost['points'])} / {pts(lost['points'])}")
+            # the submitter's page of the same report: the grader's score, no decision
+            mine = client.get(f"/v1/submissions/{sid}/report.html", headers=me)
+            assert mine.status_code == 404  # not its submission: an interviewer's token created it
+
+            # the CSV export: the final score in its column, the graded one in its own
+            export = client.get("/v1/submissions.csv", headers=ivy)
+            assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
+            assert export.text.startswith("id,problem,candidate,status,created_at,graded_score,final_score,"
+                                          "overridden,max_score,passed,tests\r\n")
+            (row,) = list(csv.DictReader(io.StringIO(export.text)))
+            assert (row["id"], row["candidate"], row["status"]) == (sid, "eve", "done")
+            assert (row["graded_score"], row["final_score"], row["overridden"], row["max_score"]) == \
+                (f"{score:g}", f"{final:g}", "yes", f"{max_score:g}")
+            assert (int(row["passed"]), int(row["tests"])) == \
+                (sum(t["status"] == "passed" for t in graded["tests"]), len(graded["tests"]))
+            theirs = client.get("/v1/submissions.csv", headers=me)  # a submitter's export: its own rows only
+            assert theirs.status_code == 200 and list(csv.DictReader(io.StringIO(theirs.text))) == []
+
+            # the callback the pipeline chose hears the final score, signed
+            wait_for("the overridden webhook", lambda: len(receiver.calls) >= 2, 20)
+            time.sleep(1)
+            assert [e["event"] for e in events()] == ["submission.graded", "submission.overridden"]
+            _, headers, body = receiver.calls[1]
+            assert verify(body, "e2e-secret", headers[SIGNATURE_HEADER])
+            assert not verify(body, "dev-webhook-secret", headers[SIGNATURE_HEADER])
+            event = json.loads(body)
+            assert headers["X-Grader-Event"] == event["event"] == "submission.overridden"
+            assert (event["submission_id"], event["override_id"]) == (sid, override_id)
+            assert event["graded_score"] == event["score"] == score and event["final_score"] == final
+            assert headers["X-Grader-Delivery"].endswith(f":{override_id}")
+            assert headers["X-Grader-Delivery"] != receiver.calls[0][1]["X-Grader-Delivery"]
+            assert "db convention" not in body.decode()  # the reason stays with the interviewers
+    finally:
+        receiver.close()
+        server.stop()
