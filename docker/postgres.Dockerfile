@@ -1,7 +1,9 @@
 # The cluster's shared store: PostgreSQL 15 from Debian bookworm's packages on the project's base image.
 # Built by `scripts/build-images.sh --cluster` from a context it assembles under .build/ctx/postgres (this
-# file and postgres-entrypoint.sh). Unlike the sandbox and service images this build needs the network:
-# apt-get fetches the packages from DEBIAN_MIRROR (and the security archive).
+# file, postgres-entrypoint.sh and debs/). Like the other images it builds with no network: debs/
+# holds the .deb files (the packages and the dependencies the base image lacks, as its own apt resolved them
+# from bookworm, bookworm-updates and bookworm-security), which build-images.sh fetched beforehand into
+# .build/debs/; apt installs them from those files only.
 #
 # The server runs as the unprivileged user `postgres` (uid 999). Its data directory is
 # /var/lib/postgresql/data/15 inside the volume mounted at /var/lib/postgresql/data; the entrypoint creates
@@ -11,22 +13,21 @@
 # container's own socket. See docs/deployment.md.
 ARG BASE_IMAGE=dl-grader/base:bookworm
 FROM ${BASE_IMAGE}
-ARG DEBIAN_MIRROR=http://deb.debian.org/debian
-ARG DEBIAN_SECURITY_MIRROR=http://deb.debian.org/debian-security
+# The .deb files stay in this layer (about their size, compressed); the legacy builder has no build-time mount.
+COPY debs/ /tmp/debs/
 # A fixed uid, so that a volume's owner means the same user in every build of this image.
 RUN groupadd --system --gid 999 postgres \
  && useradd --system --uid 999 --gid postgres --home-dir /var/lib/postgresql --no-create-home \
         --shell /bin/sh postgres \
- && printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n' \
-        "$DEBIAN_MIRROR" "$DEBIAN_MIRROR" "$DEBIAN_SECURITY_MIRROR" >/etc/apt/sources.list \
  && printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d \
  && mkdir -p /etc/postgresql-common \
  && echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.conf \
- && apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        -o Dpkg::Options::=--force-confold postgresql-15 \
+        -o Dpkg::Options::=--force-confold -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=/dev/null \
+        /tmp/debs/*.deb \
+ && dpkg-query -W postgresql-15 \
  && rm -f /usr/sbin/policy-rc.d \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
+ && rm -rf /tmp/debs /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
  && find / -xdev -perm /6000 -type f -exec chmod a-s {} + \
  && test ! -e /var/lib/postgresql/15/main \
  && install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/data \

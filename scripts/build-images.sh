@@ -7,16 +7,19 @@
 #   dl-grader/redis:7           the cluster's broker    (docker/redis.Dockerfile; only with --cluster)
 #   dl-grader/postgres:15       the cluster's database  (docker/postgres.Dockerfile; only with --cluster)
 #
-# Usage: scripts/build-images.sh [--base-image IMAGE] [--service] [--cluster]
-#   (docker-compose.cluster.yml needs --service --cluster)
+# Usage: scripts/build-images.sh [--base-image IMAGE] [--service] [--cluster] [--only-cluster]
+#   (docker-compose.cluster.yml needs --service --cluster; --only-cluster builds the base, Redis and
+#   PostgreSQL images and leaves the sandbox and service images alone)
 #
-# The sandbox and service builds need no network access (they run with --network none): Python packages
-# are wheels prepared here on the host under .build/wheels/, pinned to the versions installed in .venv.
-# The Redis and PostgreSQL builds install Debian packages with apt-get inside the build, so they need
-# DEBIAN_MIRROR (default deb.debian.org) and its security archive (DEBIAN_SECURITY_MIRROR). Each image is
-# built from a minimal context under .build/ctx/ and labelled dl-grader.build=<sha256 of its inputs>; an
-# image that already carries the label of the current inputs is reused, not rebuilt (for the two apt-based
-# ones: remove the image to rebuild it with Debian's latest updates).
+# No build has network access (they all run with --network none). Python packages are wheels prepared
+# here on the host under .build/wheels/, pinned to the versions installed in .venv. The Redis and PostgreSQL
+# images install Debian packages (.deb files) fetched beforehand under .build/debs/ by a throwaway container
+# of the base image, whose own apt resolves them (DEBIAN_MIRROR, default deb.debian.org, and its security
+# archive DEBIAN_SECURITY_MIRROR); that fetch is the only step here that uses a network, and it is skipped
+# while .build/debs/ holds the complete set for the current base image, mirrors and package list. Each image
+# is built from a minimal context under .build/ctx/ and labelled dl-grader.build=<sha256 of its inputs>; an
+# image that already carries the label of the current inputs is reused, not rebuilt (for the two Debian
+# ones: remove .build/debs/ to fetch and build them with Debian's latest updates).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,6 +36,7 @@ PY=$ROOT/.venv/bin/python
 base_image=""
 with_service=0
 with_cluster=0
+only_cluster=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --base-image) [ $# -ge 2 ] || { echo "build-images: --base-image needs an image name" >&2; exit 2; }
@@ -40,8 +44,9 @@ while [ $# -gt 0 ]; do
     --base-image=*) base_image=${1#*=}; shift ;;
     --service) with_service=1; shift ;;
     --cluster) with_cluster=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "build-images: unknown argument: $1 (usage: scripts/build-images.sh [--base-image IMAGE] [--service] [--cluster])" >&2
+    --only-cluster) with_cluster=1; only_cluster=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "build-images: unknown argument: $1 (usage: scripts/build-images.sh [--base-image IMAGE] [--service] [--cluster] [--only-cluster])" >&2
        exit 2 ;;
   esac
 done
@@ -143,8 +148,7 @@ build_base() {
 # --- docker build with a content label ------------------------------------------------------------
 # build_image TAG CONTEXT DOCKERFILE [--build-arg K=V ...]: builds unless TAG already carries the
 # dl-grader.build label of these inputs (Dockerfile, context files, base image id, build args).
-# The build runs with --network none unless BUILD_NETWORK names another network (e.g.
-# `BUILD_NETWORK=default build_image ...` for a Dockerfile that runs apt-get).
+# The build runs with --network none unless BUILD_NETWORK names another network.
 build_image() {
   local tag=$1 ctx=$2 dockerfile=$3; shift 3
   local t0 key; t0=$(now)
@@ -171,6 +175,61 @@ build_image() {
   log "$tag: built in $(since "$t0") (log: $out)"
 }
 
+# --- Debian packages ----------------------------------------------------------------------------
+# prepare_debs NAME PACKAGE...: .build/debs/NAME holds the .deb files that installing PACKAGE... on the
+# base image takes: the packages and every dependency the base lacks (or holds at an older version), as
+# the base's own apt resolves them against bookworm, bookworm-updates and bookworm-security. A throwaway
+# container of the base image (default bridge network) runs `apt-get install --download-only`; apt checks
+# each file against the archive's signed index. Skipped when the folder is complete for these packages,
+# this base image and these mirrors: .stamp names them, MANIFEST lists each file's sha256 and size.
+DEBS_FETCH_IMAGE_OPTS=(--rm --pull=never --network "${DEBS_NETWORK:-bridge}" --user 0 --entrypoint /bin/sh)
+debs_complete() {
+  local dir=$1 stamp=$2
+  [ -f "$dir/.stamp" ] && [ "$(cat "$dir/.stamp")" = "$stamp" ] && [ -s "$dir/MANIFEST" ] || return 1
+  # Every listed file present with its size (the content hash is checked when the file lands; the
+  # image's build label hashes the content again).
+  local sum size name
+  while read -r sum size name; do
+    [ "$(stat -c %s "$dir/$name" 2>/dev/null)" = "$size" ] || return 1
+  done <"$dir/MANIFEST"
+  [ "$(find "$dir" -maxdepth 1 -name '*.deb' | wc -l)" = "$(wc -l <"$dir/MANIFEST")" ]
+}
+prepare_debs() {
+  local name=$1; shift
+  local dir=$BUILD/debs/$name stamp
+  stamp=$( { echo "base $base_id"; echo "$DEBIAN_MIRROR $DEBIAN_SECURITY_MIRROR"; printf '%s\n' "$@"; } | sha_stdin)
+  if debs_complete "$dir" "$stamp"; then
+    log "debs $name: reused ($(wc -l <"$dir/MANIFEST") packages)"
+    return
+  fi
+  local t0; t0=$(now)
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+  local out=$BUILD/log/debs-$name.log
+  mkdir -p "$BUILD/log"
+  # In the container: the sources the images always used, then only the download (nothing is installed;
+  # the container goes with --rm). The files are handed over to the caller's uid.
+  if ! docker run "${DEBS_FETCH_IMAGE_OPTS[@]}" -v "$dir.tmp:/debs" \
+         -e "DEBIAN_MIRROR=$DEBIAN_MIRROR" -e "DEBIAN_SECURITY_MIRROR=$DEBIAN_SECURITY_MIRROR" \
+         -e "OWNER=$(id -u):$(id -g)" "$base_ref" -c '
+      set -eu
+      printf "deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n" \
+          "$DEBIAN_MIRROR" "$DEBIAN_MIRROR" "$DEBIAN_SECURITY_MIRROR" >/etc/apt/sources.list
+      apt-get update -q
+      rm -f /var/cache/apt/archives/*.deb
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --download-only "$@"
+      cp /var/cache/apt/archives/*.deb /debs/
+      chown -R "$OWNER" /debs' debs "$@" >"$out" 2>&1; then
+    tail -n 30 "$out" >&2
+    die "fetching the Debian packages for $name failed (full log: $out); the container needs $DEBIAN_MIRROR"
+  fi
+  (cd "$dir.tmp" && find . -maxdepth 1 -name '*.deb' -printf '%f\n' | sort | while read -r f; do
+     printf '%s %s %s\n' "$(sha256sum <"$f" | cut -d' ' -f1)" "$(stat -c %s "$f")" "$f"; done) >"$dir.tmp/MANIFEST"
+  [ -s "$dir.tmp/MANIFEST" ] || die "fetching the Debian packages for $name gave no .deb file (log: $out)"
+  echo "$stamp" >"$dir.tmp/.stamp"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  log "debs $name: fetched $(wc -l <"$dir/MANIFEST") packages ($(du -sh "$dir" | cut -f1)) in $(since "$t0")"
+}
+
 # --- main ---------------------------------------------------------------------------------------
 mkdir -p "$BUILD"
 if [ -n "$base_image" ]; then
@@ -185,6 +244,7 @@ else
 fi
 base_id=$(image_id "$base_ref")
 
+if [ "$only_cluster" -eq 0 ]; then
 write_constraints
 numpy_version=$("$PY" -c 'import numpy; print(numpy.__version__)')
 mkdir -p "$BUILD/spec"
@@ -205,22 +265,27 @@ for variant in numpy torch; do
   build_image "dl-grader/sandbox:$variant" "$ctx" "$ctx/Dockerfile" \
     --build-arg "VARIANT=$variant" --build-arg "RUNNER_DIGEST=$runner_digest"
 done
+fi
 
 if [ "$with_cluster" -eq 1 ]; then
-  # Debian's packages, installed by apt-get inside the build (hence a network); the context holds the
-  # Dockerfile and the entrypoint script only.
+  # Debian's packages, fetched here and installed offline by the build; the context holds the Dockerfile,
+  # the entrypoint script and debs/ (the .deb files).
   for svc_name in redis postgres; do
+    case $svc_name in
+      redis) tag=dl-grader/redis:7; packages=(redis-server redis-tools) ;;
+      postgres) tag=dl-grader/postgres:15; packages=(postgresql-15) ;;
+    esac
+    prepare_debs "$svc_name" "${packages[@]}"
     ctx=$BUILD/ctx/$svc_name
     rm -rf "$ctx" && mkdir -p "$ctx"
     cp "docker/$svc_name.Dockerfile" "$ctx/Dockerfile"
     cp -p "docker/$svc_name-entrypoint.sh" "$ctx/"
-    case $svc_name in redis) tag=dl-grader/redis:7 ;; postgres) tag=dl-grader/postgres:15 ;; esac
-    BUILD_NETWORK=default build_image "$tag" "$ctx" "$ctx/Dockerfile" \
-      --build-arg "DEBIAN_MIRROR=$DEBIAN_MIRROR" --build-arg "DEBIAN_SECURITY_MIRROR=$DEBIAN_SECURITY_MIRROR"
+    mkdir "$ctx/debs" && cp -l "$BUILD/debs/$svc_name"/*.deb "$ctx/debs/"
+    build_image "$tag" "$ctx" "$ctx/Dockerfile"
   done
 fi
 
-if [ "$with_service" -eq 1 ]; then
+if [ "$with_service" -eq 1 ] && [ "$only_cluster" -eq 0 ]; then
   # The project's wheel is built from a copy of its sources, so no build/ folder lands in the tree.
   src=$BUILD/src/service
   rm -rf "$src" && mkdir -p "$src"
