@@ -6,8 +6,8 @@ and PostgreSQL and Redis on ports the daemon picks (127.0.0.1 only), creates a s
 container, submits a correct and a wrong solution of the regularization exercise (fast, numpy only), and waits
 for both reports with the expected scores (full marks, fewer than full) graded in the Docker sandbox. Then
 /healthz shows the database, the Celery queue, its broker and the two live workers, and the compose health
-checks of the API and both workers pass. `down -v` (volumes included) always runs at the end; after it no
-sandbox container of the project's workers may remain.
+checks of PostgreSQL, Redis, the API and both workers pass. `down -v` (volumes included) always runs at the end;
+after it no sandbox container of the project's workers may remain.
 
 Builds nothing: without docker-compose, a daemon or one of the images it fails with what to run
 (scripts/setup-docker.sh --service --cluster, which scripts/test.sh runs); deselect it with -m 'not docker'. It
@@ -40,6 +40,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.timeout(330)]
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.cluster.yml"
 SERVICE_IMAGE = "dl-grader/service:latest"
+# The services that stay up (migrate runs once), each with a compose health check.
+LONG_RUNNING = ("postgres", "redis", "api", "worker")
 IMAGES = (SERVICE_IMAGE, "dl-grader/postgres:15", "dl-grader/redis:7", "dl-grader/sandbox:numpy")
 WORKERS = 2
 SANDBOX_LABEL = "dl-grader.sandbox=1"
@@ -125,9 +127,9 @@ class Cluster:
         return out.stdout.strip() or out.stderr.strip()
 
     def states(self) -> dict[str, str]:
-        """Each API and worker container: '<service> <short id>' -> 'running healthy' and the like."""
+        """Each long-running container: '<service> <short id>' -> 'running healthy' and the like."""
         return {f"{service} {cid[:12]}": self.health(cid)
-                for service in ("api", "worker") for cid in self.container_ids(service)}
+                for service in LONG_RUNNING for cid in self.container_ids(service)}
 
     def own_sandboxes(self) -> dict[str, str]:
         """Sandbox containers whose owner is one of this project's worker containers."""
@@ -289,8 +291,8 @@ def test_cluster_grades_over_http_on_two_workers_in_docker_sandboxes(cluster: Cl
     # keeps the check after `down` from passing vacuously).
     assert c.own_sandboxes(), f"no sandbox container owned by the workers {sorted(c.worker_hosts)}"
 
-    # Still two live workers after grading, and the compose health checks (API: /healthz; workers:
-    # `grader worker --health`) pass for every container.
+    # Still two live workers after grading, and the compose health checks (PostgreSQL: pg_isready over TCP;
+    # Redis: PING with the password; API: /healthz; workers: `grader worker --health`) pass for every container.
     r = httpx.get(f"{c.url}/healthz", timeout=10)
     assert r.status_code == 200, r.text
     assert r.json()["queue"]["workers_alive"] == WORKERS, r.text
@@ -303,7 +305,7 @@ def test_cluster_grades_over_http_on_two_workers_in_docker_sandboxes(cluster: Cl
         if all(s == "running healthy" for s in states.values()):
             break
         time.sleep(2)
-    assert len(states) == 1 + WORKERS and all(s == "running healthy" for s in states.values()), (
+    assert len(states) == len(LONG_RUNNING) - 1 + WORKERS and all(s == "running healthy" for s in states.values()), (
         f"compose health checks: {states}")
 
     out = c.down()

@@ -1,5 +1,5 @@
 """The images of the Docker backend against the real daemon: what the backend relies on (docker/sandbox.Dockerfile,
-scripts/build-images.sh) holds in the images as built.
+scripts/build-images.sh) holds in the images as built; the cluster's Redis and PostgreSQL images start and answer.
 
 Without a daemon or the images these tests fail with what to run (scripts/setup-docker.sh); deselect them
 with -m 'not docker'.
@@ -7,11 +7,15 @@ with -m 'not docker'.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -143,12 +147,97 @@ def test_no_wheels_left_in_the_image(sandbox_image: tuple[str, str]) -> None:
 
 def test_the_service_image_carries_the_same_runner(daemon: None) -> None:
     if docker("image", "inspect", SERVICE_IMAGE, timeout=30).returncode != 0:
-        pytest.skip(f"{SERVICE_IMAGE} is not built (scripts/build-images.sh --service)")
+        pytest.fail(f"{SERVICE_IMAGE} is missing; run scripts/build-images.sh --service "
+                    f"(or deselect with -m 'not docker')")
     done = docker("run", "--rm", "--network", "none", "--entrypoint", "python3", SERVICE_IMAGE, "-W", "ignore",
                   "-m", "grader.isolation.images", "digest", timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == runner_digest(), (
         "the service image would refuse the sandbox images (rebuild: scripts/build-images.sh --service)")
+
+
+# The cluster's images (docker/redis.Dockerfile, docker/postgres.Dockerfile): started as docker-compose.cluster.yml
+# starts them (a password in the environment, the image's entrypoint and user), each must answer as uid 999.
+CLUSTER_IMAGES = {"redis": "dl-grader/redis:7", "postgres": "dl-grader/postgres:15"}
+CLUSTER_UID = 999
+READY_TIMEOUT_S = 30
+
+
+def cluster_image(name: str) -> str:
+    image = CLUSTER_IMAGES[name]
+    if docker("image", "inspect", image, timeout=30).returncode != 0:
+        pytest.fail(f"image {image} is missing; run scripts/build-images.sh --only-cluster "
+                    f"(or --cluster; or deselect with -m 'not docker')")
+    return image
+
+
+@contextlib.contextmanager
+def started(image: str, *env: str) -> Iterator[str]:
+    args = [a for e in env for a in ("-e", e)]
+    done = docker("run", "-d", "--network", "none", *args, image, timeout=60)
+    assert done.returncode == 0, done.stderr
+    cid = done.stdout.strip()
+    try:
+        yield cid
+    finally:
+        docker("rm", "-f", "-v", cid, timeout=60)
+
+
+def wait_until(cid: str, *command: str) -> subprocess.CompletedProcess[str]:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        done = docker("exec", cid, *command, timeout=30)
+        if done.returncode == 0 or time.monotonic() > deadline:
+            return done
+        running = docker("inspect", "-f", "{{.State.Running}}", cid, timeout=30).stdout.strip()
+        assert running == "true", f"the container stopped: {docker('logs', cid, timeout=30).stderr[-2000:]}"
+        time.sleep(0.5)
+
+
+def server_process(cid: str) -> tuple[str, int]:
+    """The name and real uid of the container's process 1 (the server, after the entrypoint's exec)."""
+    done = docker("exec", cid, "cat", "/proc/1/comm", "/proc/1/status", timeout=30)
+    assert done.returncode == 0, done.stderr
+    comm = done.stdout.splitlines()[0]
+    uid = next(int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("Uid:"))
+    return comm, uid
+
+
+def test_redis_image_answers_ping_with_the_password_as_uid_999(daemon: None) -> None:
+    image = cluster_image("redis")
+    assert (inspect(image)["Config"]["Labels"] or {}).get("dl-grader.build")
+    password = secrets.token_hex(16)
+    with started(image, f"REDIS_PASSWORD={password}") as cid:
+        health = wait_until(cid, "redis-entrypoint", "health")
+        assert health.returncode == 0, f"no PONG within {READY_TIMEOUT_S} s: {docker('logs', cid).stdout[-2000:]}"
+        assert server_process(cid) == ("redis-server", CLUSTER_UID)
+        ping = docker("exec", "-e", f"REDISCLI_AUTH={password}", cid, "redis-cli", "ping", timeout=30)
+        assert ping.stdout.strip() == "PONG", (ping.stdout, ping.stderr)
+        anonymous = docker("exec", cid, "redis-cli", "ping", timeout=30)
+        assert "NOAUTH" in anonymous.stdout + anonymous.stderr, (anonymous.stdout, anonymous.stderr)
+
+
+def test_postgres_image_accepts_the_grader_role_over_tcp_as_uid_999(daemon: None) -> None:
+    image = cluster_image("postgres")
+    assert (inspect(image)["Config"]["Labels"] or {}).get("dl-grader.build")
+    password = secrets.token_hex(16)
+    with started(image, f"POSTGRES_PASSWORD={password}") as cid:
+        ready = wait_until(cid, "pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432", "-U", "grader", "-d", "grader")
+        assert ready.returncode == 0, f"not ready within {READY_TIMEOUT_S} s: {docker('logs', cid).stderr[-2000:]}"
+        assert server_process(cid) == ("postgres", CLUSTER_UID)
+        query = ["psql", "-h", "127.0.0.1", "-U", "grader", "-d", "grader", "-tAc", "select current_user"]
+        done = docker("exec", "-e", f"PGPASSWORD={password}", cid, *query, timeout=30)
+        assert done.returncode == 0 and done.stdout.strip() == "grader", (done.stdout, done.stderr)
+        wrong = docker("exec", "-e", "PGPASSWORD=not-the-password", cid, *query, timeout=30)
+        assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr, wrong.stderr
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTER_IMAGES))
+def test_cluster_images_refuse_a_placeholder_password(daemon: None, name: str) -> None:
+    image = cluster_image(name)
+    variable = "REDIS_PASSWORD" if name == "redis" else "POSTGRES_PASSWORD"
+    done = docker("run", "--rm", "--network", "none", "-e", f"{variable}=change-me", image, timeout=60)
+    assert done.returncode != 0 and "real password" in done.stderr, (done.returncode, done.stderr)
 
 
 def test_compose_file_is_valid() -> None:
