@@ -228,3 +228,47 @@ def test_a_post_whose_answer_was_lost_is_retried_without_grading_twice(service: 
     (sid, status), = service.rows("SELECT id, status FROM submissions WHERE candidate = 'lost-answer'")
     assert status == "done" and sid in done.stderr
     assert service.rows("SELECT count(*) FROM reports WHERE submission_id = ?", sid) == [(1,)]
+
+
+def buggy_notebook() -> str:
+    """The correct mlp solution as a notebook (cell 1 markdown, then a code cell per top-level block: cell 2 the
+    docstring and imports, cell 3 affine_forward) with a NameError on line 3 of cell 3."""
+    cells = [nbformat.v4.new_markdown_cell("# A two-layer net")]
+    cells += [nbformat.v4.new_code_cell(block) for block in CORRECT.read_text().split("\n\n\n")]
+    assert cells[2].source.splitlines()[2].strip() == "out = x2d @ w + b", cells[2].source
+    cells[2].source = cells[2].source.replace("out = x2d @ w + b", "out = x2d @ w + b + undefined_name")
+    cells[-1].source += f"\n# {uuid.uuid4().hex}"  # last cell, last line: no earlier line moves
+    return nbformat.writes(nbformat.v4.new_notebook(cells=cells))
+
+
+def test_a_notebook_s_failing_line_is_named_by_cell_and_line_in_the_summary_and_the_junit(
+        service: Service, tmp_path: Path) -> None:
+    (tmp_path / "analysis.ipynb").write_text(buggy_notebook())
+    done = run_cli("submit", "mlp", "analysis.ipynb", "--wait", "--junit", "r.xml", env=service.env(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr  # a low score without --min-score is not a failure of the command
+    where = "notebook cell 3, line 3"
+    # The summary: affine_forward fails, and the line under it says where.
+    lines = done.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if re.match(r"^  \S+ 0/\d+  affine_forward  \(forward\)$", line))
+    assert "does not define `undefined_name`, which affine_forward calls" in lines[head + 1], lines[head:head + 2]
+    assert f"(solution.py, line 9; {where})" in lines[head + 1], lines[head:head + 2]
+    # The JUnit: affine_forward's failure (or error) names the cell and line in its message and its text.
+    suite = ET.parse(tmp_path / "r.xml").getroot()
+    case = next(c for c in suite.iter("testcase") if re.findall(r"\w+", c.get("name", ""))[0] == "affine_forward")
+    verdict = case.find("failure") if case.find("failure") is not None else case.find("error")
+    assert verdict is not None, ET.tostring(case)
+    assert where in verdict.get("message", "") and where in (verdict.text or ""), ET.tostring(case)
+    assert "undefined_name" in (verdict.text or "")
+    # Every visible test that lost points for this line says the same place; a hidden one says nothing more.
+    lost = [c for c in suite.iter("testcase") if c.find("failure") is not None or c.find("error") is not None]
+    hidden = [c for c in lost if (c.find("failure") if c.find("failure") is not None else c.find("error"))
+              .get("message") == "hidden test"]  # type: ignore[union-attr]
+    visible = [c for c in lost if c not in hidden]
+    assert visible and all(where in ET.tostring(c, encoding="unicode") for c in visible)
+    assert all("notebook cell" not in ET.tostring(c, encoding="unicode") for c in hidden)
+    places = re.findall(r"notebook cell (\d+), line (\d+)", done.stdout)
+    failed = re.findall(r"^  FAIL 0/\d+  (\w+)  ", done.stdout, re.M)
+    assert failed == ["affine_forward", "affine_backward", "affine_gradcheck", "net_scores", "net_loss", "net_grads",
+                      "net_gradcheck", "train_mlp"], done.stdout  # train_mlp is hidden: its verdict only
+    assert places == [("3", "3")] * 7, done.stdout  # each visible failure once, always the same line
+    assert "solution.py was converted from a Jupyter notebook" in done.stdout
