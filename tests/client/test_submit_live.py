@@ -272,3 +272,65 @@ def test_a_notebook_s_failing_line_is_named_by_cell_and_line_in_the_summary_and_
                       "net_gradcheck", "train_mlp"], done.stdout  # train_mlp is hidden: its verdict only
     assert places == [("3", "3")] * 7, done.stdout  # each visible failure once, always the same line
     assert "solution.py was converted from a Jupyter notebook" in done.stdout
+
+
+def test_a_grading_the_service_could_not_finish_exits_3_with_its_reason(tmp_path: Path) -> None:
+    """A real service that fails a grading: with GRADER_JOB_MAX_ATTEMPTS=1, a grading interrupted once (the
+    service killed mid-grading, then started again) is failed, never retried. The waiting client hears it as a
+    fault of the service (3), with the service's reason; a second submit of the same content gets that failed
+    submission back and says how to grade it again, and --resubmit does."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.service.live_server import LiveServer
+
+    live = LiveServer(tmp_path / "data", env={"GRADER_JOB_MAX_ATTEMPTS": "1", "GRADER_ROOT_CAUSES": "false"})
+    service = Service(live, live.token("submitter", "ci"))
+    live.start()
+    # Correct, but train_mlp sleeps first: the submission is still being graded when the service is killed.
+    (tmp_path / "slow.py").write_text(CORRECT.read_text() + "\n\nimport time as _time\n\n_train_mlp = train_mlp\n\n\n"
+                                      "def train_mlp(*args, **kwargs):\n    _time.sleep(5)\n"
+                                      "    return _train_mlp(*args, **kwargs)\n")
+    client = subprocess.Popen(
+        [sys.executable, "-m", "grader.cli", "submit", "mlp", "slow.py", "--wait", "--timeout", "240",
+         "--retry-delay", "0.2", "--junit", "r.xml"], cwd=tmp_path, env=service.env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not service.rows("SELECT id FROM submissions WHERE status = 'running'"):
+            assert client.poll() is None, client.communicate()
+            assert time.monotonic() < deadline, "the submission never started grading"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        port = live.port
+        live.kill_9()
+        live.stop()  # ends what the killed service left in its session (its sandboxes)
+        time.sleep(2.0)  # the client meets a closed port for a while
+        assert client.poll() is None, "the client gave up while the service was down"
+        live.start(port=port)
+        out, err = client.communicate(timeout=240)
+
+        (sid, status, attempts, error), = service.rows("SELECT id, status, attempts, error FROM submissions")
+        reason = ("grading was interrupted 1 times (the service stopped while grading this submission); it is "
+                  "not retried again")
+        assert (status, attempts, error) == ("failed", 1, reason)
+        assert client.returncode == 3, err
+        assert f"grader: the service could not grade submission {sid}: {reason}" in err, err
+        assert "could not reach the service" in err and "Traceback" not in err
+        assert out == "" and not (tmp_path / "r.xml").exists()  # no report, so no score and no JUnit
+
+        again = run_cli("submit", "mlp", "slow.py", "--wait", env=service.env(), cwd=tmp_path)
+        assert again.returncode == 3, again.stderr
+        assert f"the service could not grade submission {sid}: {reason}" in again.stderr
+        assert "--resubmit" in again.stderr and "already submitted" in again.stderr
+        fresh = run_cli("submit", "mlp", "slow.py", "--wait", "--resubmit", env=service.env(), cwd=tmp_path)
+        assert fresh.returncode == 0, fresh.stderr
+        assert fresh.stdout.startswith("mlp v1.0.0: 100/100 points, 14/14 tests passed"), fresh.stdout
+        assert service.rows("SELECT status, count(*) FROM submissions GROUP BY status ORDER BY status") == \
+            [("done", 1), ("failed", 1)]
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
+        live.stop()
