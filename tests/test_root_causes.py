@@ -195,6 +195,26 @@ def test_correct_and_single_failures_start_no_analysis(monkeypatch: pytest.Monke
     assert analysed == [1]  # the same counter sees an analysis when there is one
 
 
+def test_a_missing_function_is_its_own_explanation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that failed for a name the submission lacks says so itself: it is neither regraded nor a root, and
+    an unfinished submission pays no regrading for what it never wrote; a real mistake beside it is still found."""
+    analysed: list[list[str]] = []
+    real = rootcause.analyse
+    monkeypatch.setattr(rootcause, "analyse", lambda failures, regrade, **kw: analysed.append(
+        [f.test_id for f in failures]) or real(failures, regrade, **kw))
+    report = grade_submission("mlp", {"solution.py": "x = 1\n"}, backend="inprocess", root_causes=True)
+    assert report.score == 0 and report.root_causes == [] and analysed == []
+    source = mlp("wrong_db_mean.py")["solution.py"]
+    unfinished = source[:source.index("def sgd_step")]  # sgd_step and train_mlp never written
+    report = grade_submission("mlp", {"solution.py": unfinished}, backend="inprocess", root_causes=True)
+    by_id = {t.id: t for t in report.tests}
+    assert "does not define `sgd_step`" in by_id["sgd_step"].message
+    assert "does not define `train_mlp`" in by_id["train_mlp"].message
+    assert analysed and not {"sgd_step", "train_mlp"} & set(analysed[-1])
+    check_db_mean(report)  # the real mistake: one root, the same followers
+    assert by_id["sgd_step"].caused_by == [] and by_id["train_mlp"].caused_by == []
+
+
 def test_a_shared_follower_splits_its_loss_between_its_roots() -> None:
     report = grade_submission("mlp", two_mistakes(), backend="inprocess", root_causes=True)
     lost = sum(t.points - t.earned for t in report.tests if t.status != "passed")

@@ -180,7 +180,8 @@ class _SubmissionBudget:
 
 
 def _run_test(spec: TestSpec, sessions: _Sessions, settings: GradingOptions, problem: Problem,
-              budget: _SubmissionBudget, called: set[str] | None = None) -> TestResult:
+              budget: _SubmissionBudget, called: set[str] | None = None,
+              missing: set[str] | None = None) -> TestResult:
     start = time.monotonic()
     timeout_s = min(spec.timeout_s, settings.test_timeout_cap_s or spec.timeout_s)
     cpu_budget_s = min(timeout_s, budget.cpu_left_s)
@@ -197,6 +198,8 @@ def _run_test(spec: TestSpec, sessions: _Sessions, settings: GradingOptions, pro
     budget.cpu_used_s += ctx.cpu_used_s
     if called is not None:
         called |= ctx.called
+    if missing is not None and verdict.missing:
+        missing.add(spec.id)
     details = dict(ctx.details)
     if verdict.line is not None:
         details["line"] = verdict.line
@@ -251,10 +254,15 @@ def _lost(result: TestResult) -> bool:
 
 
 def _root_causes(problem: Problem, files: dict[str, str], entry: str, backend: Backend, settings: GradingOptions,
-                 results: list[TestResult], called: dict[str, set[str]], budget: _SubmissionBudget,
-                 import_timeout_s: float, graded_in_s: float) -> tuple[list[TestResult], list[RootCause]]:
-    """Which failures follow from another's (grader/engine/rootcause.py); the points stay as graded."""
-    failed = [r for r in results if _lost(r)]
+                 results: list[TestResult], called: dict[str, set[str]], missing: set[str],
+                 budget: _SubmissionBudget, import_timeout_s: float,
+                 graded_in_s: float) -> tuple[list[TestResult], list[RootCause]]:
+    """Which failures follow from another's (grader/engine/rootcause.py); the points stay as graded.
+
+    A test that failed because a name is missing is left out, as root and as follower: its message already
+    names the cause, and a stand-in for a function the submission never wrote explains nothing (an
+    unfinished submission would otherwise pay a regrading for each of its missing functions)."""
+    failed = [r for r in results if _lost(r) and r.id not in missing]
     if len(failed) < 2:
         return results, []
     standable = standins.reference_functions(problem.id)
@@ -352,6 +360,7 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
     sessions = _Sessions(problem, files, entry, backend, import_timeout_s)
     results: list[TestResult] = []
     called: dict[str, set[str]] = {}
+    missing: set[str] = set()  # tests that failed for a name the submission lacks
     stopped_at: str | None = None
     if syntax is not None:
         findings.insert(0, syntax)
@@ -360,7 +369,7 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
     budget = _SubmissionBudget(cpu_s=budget_s, wall_deadline=started + WALL_FACTOR * budget_s + WALL_SLACK_S)
     try:
         for spec in problem.tests:
-            result = _run_test(spec, sessions, settings, problem, budget, called.setdefault(spec.id, set()))
+            result = _run_test(spec, sessions, settings, problem, budget, called.setdefault(spec.id, set()), missing)
             if sessions.session is not None and (sessions.session.dead or spec.hidden):
                 # Faulted inside a test that still reached a verdict; or a hidden test, whose output must all
                 # be counted as its own (the next test starts from a fresh sandbox).
@@ -400,8 +409,8 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
     if (settings.root_causes and not settings.stop_at_first_loss and sessions.load_failure is None
             and not problem.sandbox.torch and not autodiff_zeroed and not misbehaved
             and not any(r.fault == "grader" for r in results)):
-        results, root_causes = _root_causes(problem, files, entry, backend, settings, results, called, budget,
-                                            import_timeout_s, time.monotonic() - started)
+        results, root_causes = _root_causes(problem, files, entry, backend, settings, results, called, missing,
+                                            budget, import_timeout_s, time.monotonic() - started)
     grader_faults = [r.id for r in results if r.fault == "grader"]
     error = (f"the grader failed in {len(grader_faults)} test(s) ({', '.join(grader_faults)}); their points are "
              "not the candidate's loss, and the submission must be graded again" if grader_faults else None)

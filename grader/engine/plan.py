@@ -25,7 +25,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -101,6 +101,7 @@ class CandidateRaised(CheckFailed):
         else:
             message = f"{what} raised {error.summary()}"
         super().__init__(message, line=error.line, kind=kind)
+        self.verdict = replace(self.verdict, missing=missing)
         self.error = error
 
 

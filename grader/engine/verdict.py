@@ -32,6 +32,9 @@ class Verdict:
     fault: Fault | None = None
     counterexample: str | None = None
     line: int | None = None
+    # The name the submission lacks, when that is why the test failed: the message already names the cause, so
+    # the root-cause analysis leaves the test alone (grader/engine/grading.py).
+    missing: str | None = None
 
     @property
     def earns_points(self) -> bool:
@@ -60,7 +63,9 @@ class CheckFailed(Exception):
 
     @classmethod
     def of(cls, verdict: Verdict) -> CheckFailed:
-        return CheckFailed(verdict.message, verdict.counterexample, verdict.line, verdict.kind)
+        raised = CheckFailed(verdict.message, verdict.counterexample, verdict.line, verdict.kind)
+        raised.verdict = verdict  # every field kept, the missing name too
+        return raised
 
     def amended(self, message: str | None = None, counterexample: str | None = None) -> CheckFailed:
         """The same verdict (kind and line kept) with a reworded message or a counterexample added."""
