@@ -225,7 +225,10 @@ class OutputCapture:
     """Drains the candidate's stdout/stderr pipe, keeping the first `cap` bytes and counting the rest.
 
     `take()` cuts what arrived since the last cut, so the engine can give each test its own output
-    (and keep a hidden test's output from its submitter).
+    (and keep a hidden test's output from its submitter). It first reads what the pipe already holds:
+    what the candidate printed before its reply is in the pipe by the time the reply is read, so it is
+    the test's own, whether or not the drain thread has come round to it. The capture owns the pipe's
+    read end and closes it at the pipe's end.
     """
 
     def __init__(self, fd: int | None, cap: int) -> None:
@@ -235,19 +238,42 @@ class OutputCapture:
         self._kept_taken = 0
         self._total_taken = 0
         self._lock = threading.Lock()
+        self._fd = fd
+        self._reading = threading.Lock()  # one reader at a time, and a chunk read is a chunk fed
         self._thread: threading.Thread | None = None
         if fd is not None:
+            os.set_blocking(fd, False)
             self._thread = threading.Thread(target=self._drain, args=(fd,), daemon=True)
             self._thread.start()
 
     def _drain(self, fd: int) -> None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            try:
+                poller.poll()  # readable, or the writers are gone (POLLHUP)
+            except OSError:
+                pass
+            with self._reading:
+                if not self._read_pending():
+                    return
+
+    def _read_pending(self) -> bool:
+        """Feed what the pipe holds now; False once it has ended (and is closed). Under `_reading`."""
+        fd = self._fd
+        if fd is None:
+            return False
         while True:
             try:
                 chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return True
             except OSError:
-                return
+                chunk = b""
             if not chunk:
-                return
+                self._fd = None
+                os.close(fd)
+                return False
             self.feed(chunk)
 
     def feed(self, chunk: bytes) -> None:
@@ -262,7 +288,10 @@ class OutputCapture:
             self._thread.join(timeout_s)
 
     def take(self) -> tuple[bytes, int]:
-        """(bytes kept, bytes printed) since the previous take."""
+        """(bytes kept, bytes printed) since the previous take, including what the pipe holds right now."""
+        if self._thread is not None:
+            with self._reading:
+                self._read_pending()
         with self._lock:
             kept = bytes(self.kept[self._kept_taken:])
             printed = self.total - self._total_taken
