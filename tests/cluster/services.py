@@ -5,6 +5,8 @@
 - PostgreSQL: `tests/service/pg_cluster.py`'s `PgCluster` (one database per test module, `new_database()`).
 - `Cluster`: `grader serve --workers 0` (the API alone, a `LiveServer`) and N `grader worker --concurrency 1`
   processes, each in a process group of its own, all with GRADER_QUEUE=celery on that broker and database.
+- `Worker.pool_children()` / `grading_children()`: its prefork pool processes, and those grading now;
+  `sandbox_processes(pid)`: what is left of the sandboxes a grading process started.
 
 Nothing here skips: a missing program raises `MissingService` with what to install (the tests turn it into a
 failure; `scripts/test.sh` installs both).
@@ -12,6 +14,7 @@ failure; `scripts/test.sh` installs both).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -30,6 +33,32 @@ from tests.service.pg_cluster import MissingPostgres, PgCluster, start_cluster
 
 class MissingService(RuntimeError):
     """A program the cluster needs is not installed; the message says what installs it."""
+
+
+def children(pid: int) -> set[int]:
+    """The direct children of `pid`, read from /proc."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.update(map(int, (task / "children").read_text().split()))
+        except OSError:
+            continue
+    return found
+
+
+def sandbox_processes(grader_pid: int) -> set[int]:
+    """Live processes in a cgroup of a sandbox session or fork server that process `grader_pid` started
+    (local backend: `s<pid>-...` and `z<pid>-...` under dl-grader), wherever they now are in the process tree."""
+    mine = (f"/dl-grader/s{grader_pid}-", f"/dl-grader/z{grader_pid}-")
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if any(m in (proc / "cgroup").read_text() for m in mine):
+                    found.add(int(proc.name))
+            except OSError:
+                continue
+    return alive(found)
 
 
 def find_redis_server() -> Path:
@@ -174,6 +203,27 @@ class Worker:
                 found.add(pid)
         return found
 
+    def pool_children(self) -> set[int]:
+        """The worker's live prefork pool processes: its direct children that are forks of it (the same command
+        line), not a sandbox's or a fork server's processes (those are in a dl-grader cgroup)."""
+        if not self.running():
+            return set()
+        cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        found = set()
+        for pid in alive(children(self.pid)):
+            try:
+                if (Path(f"/proc/{pid}/cmdline").read_bytes() == cmdline
+                        and "/dl-grader/" not in Path(f"/proc/{pid}/cgroup").read_text()):
+                    found.add(pid)
+            except OSError:
+                continue
+        return found
+
+    def grading_children(self) -> set[int]:
+        """The pool processes with a sandbox session below them: those grading right now."""
+        sessions = self.sandboxes()
+        return {pid for pid in self.pool_children() if descendants(pid) & sessions}
+
     def kill_9(self) -> None:
         """SIGKILL the whole process group (the worker, its pool children, the sandboxes they started)."""
         assert self.proc is not None
@@ -265,6 +315,17 @@ class Cluster:
                 return body
             assert time.monotonic() < deadline, f"/healthz never counted {n} live workers: {body}"
             time.sleep(0.25)
+
+    def heartbeat(self, i: int) -> dict[str, Any] | None:
+        """What worker `i` publishes in the broker for /healthz (pid, concurrency, time), None without a key."""
+        import redis
+
+        from grader.service.cluster import heartbeat_key
+
+        client = redis.Redis.from_url(self.env["GRADER_BROKER_URL"], socket_timeout=2, socket_connect_timeout=2)
+        value = client.get(heartbeat_key(pid=self.workers[i].pid))
+        body: dict[str, Any] | None = json.loads(value) if value is not None else None
+        return body
 
     def kill_9(self, i: int) -> None:
         self.workers[i].kill_9()

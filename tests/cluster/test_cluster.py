@@ -2,9 +2,11 @@
 `grader worker` processes, graded in the real local sandbox.
 
 Every submission the API accepts (202) ends with exactly one stored report, read from the PostgreSQL database
-directly: through a mixed batch on two workers, a worker SIGKILLed mid-grading, a job whose worker is killed
-three times (failed with the reason, no report), and a Redis restart that loses every message it held. The
-queue's depth and live workers show in /healthz, /metrics and `grader worker --health`.
+directly: through a mixed batch on two workers (every problem of the catalog, correct, known-wrong and hostile
+solutions), a worker SIGKILLed mid-grading, only its grading pool process SIGKILLed, a job whose worker is
+killed three times (failed with the reason, no report), and a Redis restart that loses every message it held.
+The queue's depth and live workers show in /healthz, /metrics and `grader worker --health`; a worker's
+`--concurrency` is what it publishes and the number of pool processes that grade at once.
 
 Needs redis-server and PostgreSQL (scripts/test.sh installs both); without them these tests fail with the
 reason: deselect them with -m 'not cluster'.
@@ -13,7 +15,9 @@ reason: deselect them with -m 'not cluster'.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,8 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
-from grader.engine.catalog import get_problem
-from tests.cluster.services import Cluster, MissingService, RedisServer, start_postgres
+from grader.engine.catalog import get_problem, list_problems
+from tests.cluster.services import Cluster, MissingService, RedisServer, sandbox_processes, start_postgres
+from tests.conftest import Solution, load_solution
 from tests.grading import grade_submission
 from tests.service.live_server import ROOT
 from tests.service.pg_cluster import PORT as PG_PORT
@@ -109,6 +114,37 @@ def relu_forward(x):
         raise RuntimeError("escaped: " + ", ".join(_REACHED))
     return _relu_forward(x)
 '''
+
+# Hostile pieces for any problem of the catalog, appended to its reference (whose tests then show what they cost).
+# The same reach check as PROBE's, at import: a contained submission imports and earns full marks; one that
+# reached anything fails at import, every test.
+IMPORT_PROBE = PROBE[PROBE.index("\nimport os as _os"):PROBE.index("\n_REACHED = _reached()")] + """
+
+_REACHED = _reached()
+if _REACHED:
+    raise RuntimeError("escaped: " + ", ".join(_REACHED))
+"""
+
+# 64 MiB written to stdout while importing: the grading goes on, only a capped tail reaches the stored report.
+STDOUT_FLOOD = """
+
+import sys as _sys
+
+_chunk = "x" * 2**20
+for _ in range(64):
+    _sys.stdout.write(_chunk)
+_sys.stdout.flush()
+"""
+
+# The problem besides mlp that gets the hostile pieces above (a numpy problem, quick to grade).
+HOSTILE_ELSEWHERE = "optim"
+
+
+def first(problem: str, kind: str) -> Solution:
+    """The first (by name) correct_ or wrong_ solution of a problem; every problem of the catalog has both."""
+    found = sorted((SOLUTIONS / problem).glob(f"{kind}_*.py"))
+    assert found, f"{problem} has no tests/solutions/{problem}/{kind}_*.py for the mixed batch"
+    return load_solution(found[0])
 
 
 @pytest.fixture(scope="module")
@@ -222,11 +258,23 @@ def audit(cluster: Cluster, sid: str) -> list[tuple[str, int | None]]:
 
 def test_a_mixed_batch_on_two_workers_ends_with_the_scores_graded_locally(
         cluster: Cluster, submitter: str, postgres: PgCluster, redis_server: RedisServer) -> None:
-    correct = [sorted((SOLUTIONS / p).glob("correct_*.py"))[0] for p in ("mlp", "regularization", "rnn", "cnn", "gan")]
-    wrong = [SOLUTIONS / "mlp" / "wrong_db_mean.py", SOLUTIONS / "regularization" / "wrong_dropout_not_inverted.py",
-             SOLUTIONS / "rnn" / "wrong_tanh_derivative.py"]
-    probe = (PROBE.replace("{root}", str(ROOT)).replace("{redis_port}", str(redis_server.port))
-             .replace("{pg_socket}", str(postgres.root / f".s.PGSQL.{PG_PORT}")))
+    """Every problem of the catalog (read from it: a new exercise joins the batch by itself), one correct and
+    one known-wrong solution each, and hostile submissions on two problems, mlp and HOSTILE_ELSEWHERE."""
+    catalog = [p.id for p in list_problems()]
+    assert "mlp" in catalog and HOSTILE_ELSEWHERE in catalog, catalog
+    correct = [first(p, "correct") for p in catalog]
+    wrong = [first(p, "wrong") for p in catalog]
+    assert all(w.expect and "TBD" not in w.expect for w in wrong), [w.path.name for w in wrong if not w.expect]
+    secrets = {"{root}": str(ROOT), "{redis_port}": str(redis_server.port),
+               "{pg_socket}": str(postgres.root / f".s.PGSQL.{PG_PORT}")}
+
+    def filled(text: str) -> str:
+        for key, value in secrets.items():
+            text = text.replace(key, value)
+        return text
+
+    probe = filled(PROBE)
+    reference_elsewhere = (ROOT / "reference" / f"{HOSTILE_ELSEWHERE}.py").read_text()
     assert (postgres.root / f".s.PGSQL.{PG_PORT}").exists()  # the socket the probe must not reach is there
     problem: dict[str, str] = {}
     code: dict[str, str] = {}
@@ -236,17 +284,21 @@ def test_a_mixed_batch_on_two_workers_ends_with_the_scores_graded_locally(
         problem[sid], code[sid] = problem_id, text
         return sid
 
-    correct_ids = [send(p.parent.name, p.read_text(), p.stem) for p in correct]
-    wrong_ids = [send(p.parent.name, p.read_text(), p.stem) for p in wrong]
+    correct_ids = [send(s.problem, s.path.read_text(), s.path.stem) for s in correct]
+    wrong_ids = [send(s.problem, s.path.read_text(), s.path.stem) for s in wrong]
+    expected = dict(zip(wrong_ids, wrong, strict=True))
     bomb = send("mlp", FORK_BOMB, "fork-bomb")
     probed = send("mlp", probe, "probe")
+    probed_elsewhere = send(HOSTILE_ELSEWHERE, reference_elsewhere + filled(IMPORT_PROBE), "import-probe")
+    flood = send(HOSTILE_ELSEWHERE, reference_elsewhere + STDOUT_FLOOD, "stdout-flood")
+    assert {problem[sid] for sid in correct_ids} == {problem[sid] for sid in wrong_ids} == set(catalog)
 
     # What the same files earn graded here, in this process's own local sandbox (while the cluster grades).
     local = {sid: grade_submission(problem[sid], {"solution.py": code[sid]}, backend="local")
-             for sid in [*wrong_ids, probed]}
+             for sid in [*wrong_ids, probed, probed_elsewhere, flood]}
 
     ids = list(problem)
-    final = wait_all(cluster, submitter, ids, timeout_s=180)
+    final = wait_all(cluster, submitter, ids, timeout_s=420)
     assert {sid: body["status"] for sid, body in final.items()} == {sid: "done" for sid in ids}
     assert_one_report_each(cluster, ids)
     reports = {}
@@ -259,21 +311,31 @@ def test_a_mixed_batch_on_two_workers_ends_with_the_scores_graded_locally(
     def statuses(sid: str) -> dict[str, str]:
         return {t["id"]: t["status"] for t in reports[sid]["tests"]}
 
+    def not_passed(sid: str) -> list[tuple[str, str]]:
+        return [(t["id"], t["message"]) for t in reports[sid]["tests"] if t["status"] != "passed"]
+
     for sid in correct_ids:  # full marks, every test passed
         assert reports[sid]["score"] == get_problem(problem[sid]).max_score, (problem[sid], statuses(sid))
         assert set(statuses(sid).values()) == {"passed"}, (problem[sid], statuses(sid))
-    for sid in [*wrong_ids, probed]:  # exactly what the local sandbox says, test by test
+    for sid in [*wrong_ids, probed, probed_elsewhere, flood]:  # exactly what the local sandbox says, test by test
         assert reports[sid]["score"] == local[sid].score, (problem[sid], reports[sid]["score"], local[sid].score)
         assert statuses(sid) == {t.id: t.status for t in local[sid].tests}, problem[sid]
-    assert reports[wrong_ids[0]]["score"] == 71.0  # mlp/wrong_db_mean.py: four tests fail (tests/client)
-    assert all(reports[sid]["score"] < reports[sid]["max_score"] for sid in wrong_ids)
-    # contained: nothing of the cluster was in reach, so the probe earns full marks
-    assert reports[probed]["score"] == reports[probed]["max_score"], [
-        (t["id"], t["message"]) for t in reports[probed]["tests"] if t["status"] != "passed"]
+    for sid, solution in expected.items():  # each known-wrong solution loses points on each test it names
+        lost = [t for t in solution.expect if statuses(sid).get(t) == "passed"]
+        assert not lost, (solution.path.name, lost, statuses(sid))
+        assert reports[sid]["score"] < reports[sid]["max_score"], solution.path.name
+    # contained: nothing of the cluster was in reach, so both probes earn full marks
+    for sid in (probed, probed_elsewhere):
+        assert reports[sid]["score"] == reports[sid]["max_score"], (problem[sid], not_passed(sid))
+    # the flood costs nothing but its output: full marks, and a capped tail of it stored
+    assert reports[flood]["score"] == reports[flood]["max_score"], not_passed(flood)
+    output = reports[flood]["output"]
+    assert output["truncated"] and len(output["text"]) <= 64 * 1024, (output["bytes_total"], len(output["text"]))
     # the fork bomb is stopped at import: every test says so, nothing earned, and the worker graded on
     assert reports[bomb]["score"] == 0
     assert all(t["status"] != "passed" and t["message"].startswith("importing solution.py")
                for t in reports[bomb]["tests"]), reports[bomb]["tests"]
+    assert all(w.running() for w in cluster.workers), [w.log_tail() for w in cluster.workers if not w.running()]
 
 
 def test_a_worker_killed_mid_grading_its_job_is_graded_again_once(cluster: Cluster, submitter: str) -> None:
@@ -298,6 +360,39 @@ def test_a_worker_killed_mid_grading_its_job_is_graded_again_once(cluster: Clust
     assert audit(cluster, slow) == [("submission.created", None), ("job.requeued", 1), ("submission.graded", None)]
     for sid in fast:
         assert stored_report(cluster, sid)[0]["score"] == 100.0
+
+
+def test_a_grading_child_killed_mid_grading_its_job_is_graded_again_once(cluster: Cluster, submitter: str) -> None:
+    """SIGKILL to the prefork pool process that grades, not to its worker: the worker sees the child lost, the
+    message goes back, the job is taken back and graded again, once; the worker lives on with a new child."""
+    slow = submit(cluster, submitter, "mlp", unique(SLOW_CORRECT), "slow-child")
+    wait_for(cluster, submitter, slow, "running")
+    worker = cluster.workers[cluster.holder()]
+    parent = worker.pid
+    grading = worker.grading_children()
+    assert len(grading) == 1, (grading, worker.pool_children())
+    child, = grading
+    assert child != parent and child in worker.pool_children()
+    time.sleep(1.0)
+    assert status(cluster, submitter, slow)["status"] == "running"
+    assert sandbox_processes(child) & worker.sandboxes()  # the session grading it is the child's own
+    os.kill(child, signal.SIGKILL)
+
+    final = wait_all(cluster, submitter, [slow], timeout_s=150)[slow]
+    assert final["status"] == "done" and final["attempts"] == 2, final
+    assert_one_report_each(cluster, [slow])
+    report, attempt = stored_report(cluster, slow)
+    assert report["score"] == 100.0 and final["score"] == 100.0 and attempt == 2
+    assert audit(cluster, slow) == [("submission.created", None), ("job.requeued", 1), ("submission.graded", None)]
+    # the worker itself was not touched: the same process, with a new pool child in place of the killed one
+    assert worker.running() and worker.pid == parent, worker.log_tail()
+    pool = worker.pool_children()
+    assert child not in pool and len(pool) == worker.concurrency, pool
+    # the killed child's sandbox (session and fork server) did not outlive it
+    deadline = time.monotonic() + 15
+    while sandbox_processes(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sandbox_processes(child) == set()
 
 
 def test_a_job_whose_worker_is_killed_three_times_fails_with_the_reason(cluster: Cluster, submitter: str) -> None:
@@ -357,9 +452,14 @@ def test_health_shows_the_queue_and_the_workers(cluster: Cluster, submitter: str
     assert metric(metrics, 'grader_queue_depth{status="queued"}') == 0
     health = cluster.cli("worker", "--health")
     assert health.returncode == 0, health.stdout + health.stderr
+    for i, w in enumerate(cluster.workers):  # --concurrency 1: one grading process each, as published
+        beat = cluster.heartbeat(i)
+        assert beat is not None and beat["pid"] == w.pid and beat["concurrency"] == 1, beat
+        assert len(w.pool_children()) == 1, w.pool_children()
 
     for w in cluster.workers:
         w.stop()
+    wide = cluster.workers[0]
     try:
         ids = [submit(cluster, submitter, "mlp", unique(MLP_CORRECT), f"h{i}") for i in range(3)]
         body = cluster.wait_workers_alive(0)
@@ -369,9 +469,23 @@ def test_health_shows_the_queue_and_the_workers(cluster: Cluster, submitter: str
         assert metric(metrics, 'grader_queue_depth{status="queued"}') == 3
         health = cluster.cli("worker", "--health")
         assert health.returncode == 1, health.stdout + health.stderr
+
+        # One worker with --concurrency 2 alone takes the three: two grading processes, two gradings at once.
+        wide.concurrency = 2
+        wide.start()
+        cluster.wait_workers_alive(1)
+        final = wait_all(cluster, submitter, ids, timeout_s=120)
+        assert {sid: b["status"] for sid, b in final.items()} == {sid: "done" for sid in ids}
+        assert_one_report_each(cluster, ids)
+        beat = cluster.heartbeat(0)
+        assert beat is not None and beat["pid"] == wide.pid and beat["concurrency"] == 2, beat
+        assert len(wide.pool_children()) == 2, wide.pool_children()
+        spans = cluster.sql("SELECT started_at, finished_at FROM submissions WHERE id = ANY(%s)", ids)
+        overlapping = max(sum(1 for s, f in spans if s <= start < f) for start, _ in spans)
+        assert overlapping == 2, spans  # never three: two processes
     finally:
+        wide.stop()
+        wide.concurrency = 1
         for w in cluster.workers:
             w.start()
-    final = wait_all(cluster, submitter, ids, timeout_s=120)
-    assert {sid: b["status"] for sid, b in final.items()} == {sid: "done" for sid in ids}
-    assert_one_report_each(cluster, ids)
+    cluster.wait_workers_alive(2)
