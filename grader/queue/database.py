@@ -75,7 +75,8 @@ def _orphaned(sid: str, owner: str | None, attempts: int, now: datetime, dead: b
 
 
 def _interrupted(attempts: int) -> str:
-    return (f"grading was interrupted {attempts} times (the service stopped while grading "
+    times = "once" if attempts == 1 else f"{attempts} times"
+    return (f"grading was interrupted {times} (the service stopped while grading "
             "this submission); it is not retried again")
 
 

@@ -312,7 +312,7 @@ def test_a_grading_the_service_could_not_finish_exits_3_with_its_reason(tmp_path
         out, err = client.communicate(timeout=240)
 
         (sid, status, attempts, error), = service.rows("SELECT id, status, attempts, error FROM submissions")
-        reason = ("grading was interrupted 1 times (the service stopped while grading this submission); it is "
+        reason = ("grading was interrupted once (the service stopped while grading this submission); it is "
                   "not retried again")
         assert (status, attempts, error) == ("failed", 1, reason)
         assert client.returncode == 3, err
