@@ -213,6 +213,13 @@ def test_a_missing_function_is_its_own_explanation(monkeypatch: pytest.MonkeyPat
     assert analysed and not {"sgd_step", "train_mlp"} & set(analysed[-1])
     check_db_mean(report)  # the real mistake: one root, the same followers
     assert by_id["sgd_step"].caused_by == [] and by_id["train_mlp"].caused_by == []
+    # A NameError for a name the exercise never asks for is a typo inside a function: a mistake like another.
+    typo = source.replace("db = dout.mean(axis=0)", "db = nmp.sum(dout, axis=0)")
+    report = grade_submission("mlp", {"solution.py": typo}, backend="inprocess", root_causes=True)
+    assert "does not define `nmp`, which affine_backward calls" in {t.id: t for t in report.tests}[
+        "affine_backward"].message
+    roots = {c.test: c.followers for c in report.root_causes}
+    assert roots == {"affine_backward": ["affine_gradcheck", "net_loss", "net_grads", "net_gradcheck"]}, roots
 
 
 def test_a_shared_follower_splits_its_loss_between_its_roots() -> None:

@@ -181,7 +181,7 @@ class _SubmissionBudget:
 
 def _run_test(spec: TestSpec, sessions: _Sessions, settings: GradingOptions, problem: Problem,
               budget: _SubmissionBudget, called: set[str] | None = None,
-              missing: set[str] | None = None) -> TestResult:
+              missing: dict[str, str] | None = None) -> TestResult:
     start = time.monotonic()
     timeout_s = min(spec.timeout_s, settings.test_timeout_cap_s or spec.timeout_s)
     cpu_budget_s = min(timeout_s, budget.cpu_left_s)
@@ -199,7 +199,7 @@ def _run_test(spec: TestSpec, sessions: _Sessions, settings: GradingOptions, pro
     if called is not None:
         called |= ctx.called
     if missing is not None and verdict.missing:
-        missing.add(spec.id)
+        missing[spec.id] = verdict.missing
     details = dict(ctx.details)
     if verdict.line is not None:
         details["line"] = verdict.line
@@ -254,15 +254,17 @@ def _lost(result: TestResult) -> bool:
 
 
 def _root_causes(problem: Problem, files: dict[str, str], entry: str, backend: Backend, settings: GradingOptions,
-                 results: list[TestResult], called: dict[str, set[str]], missing: set[str],
+                 results: list[TestResult], called: dict[str, set[str]], missing: dict[str, str],
                  budget: _SubmissionBudget, import_timeout_s: float,
                  graded_in_s: float) -> tuple[list[TestResult], list[RootCause]]:
     """Which failures follow from another's (grader/engine/rootcause.py); the points stay as graded.
 
-    A test that failed because a name is missing is left out, as root and as follower: its message already
-    names the cause, and a stand-in for a function the submission never wrote explains nothing (an
-    unfinished submission would otherwise pay a regrading for each of its missing functions)."""
-    failed = [r for r in results if _lost(r) and r.id not in missing]
+    A test that failed because a name the exercise asks for is missing is left out, as root and as follower: its
+    message already names the cause, and a stand-in for a function the submission never wrote explains nothing
+    (an unfinished submission would otherwise pay a regrading for each of its missing functions). A NameError for
+    any other name (a typo inside the candidate's own function) is a mistake like another and stays in."""
+    asked_for = standins.reference_names(problem.id)
+    failed = [r for r in results if _lost(r) and missing.get(r.id) not in asked_for]
     if len(failed) < 2:
         return results, []
     standable = standins.reference_functions(problem.id)
@@ -360,7 +362,7 @@ def grade(problem_id: str, files: dict[str, str], *, backend: Backend, options: 
     sessions = _Sessions(problem, files, entry, backend, import_timeout_s)
     results: list[TestResult] = []
     called: dict[str, set[str]] = {}
-    missing: set[str] = set()  # tests that failed for a name the submission lacks
+    missing: dict[str, str] = {}  # test -> the name it failed for lacking
     stopped_at: str | None = None
     if syntax is not None:
         findings.insert(0, syntax)

@@ -19,6 +19,7 @@ one regrading may make.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import subprocess
 import sys
@@ -37,6 +38,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def reference_functions(problem_id: str) -> frozenset[str]:
     """The functions of `reference/<problem_id>.py` that can stand in for a submission's own."""
     return public_functions(importlib.import_module(f"reference.{problem_id}"))
+
+
+def reference_names(problem_id: str) -> frozenset[str]:
+    """The public functions and classes `reference/<problem_id>.py` defines itself: the names a submission is
+    asked for (a NameError for another name is a mistake inside the candidate's own code, not a missing part)."""
+    module = importlib.import_module(f"reference.{problem_id}")
+    return frozenset(name for name, value in vars(module).items()
+                     if (inspect.isfunction(value) or inspect.isclass(value))
+                     and value.__module__ == module.__name__ and not name.startswith("_"))
 
 
 def with_partners(names: frozenset[str], available: frozenset[str]) -> frozenset[str]:
