@@ -221,6 +221,10 @@ class Backend(Protocol):
     def start(self, spec: SandboxSpec) -> Session: ...
 
 
+DRAIN_BYTES_PER_HOLD = 1 << 18
+PIPE_MAX_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
+
+
 class OutputCapture:
     """Drains the candidate's stdout/stderr pipe, keeping the first `cap` bytes and counting the rest.
 
@@ -254,16 +258,20 @@ class OutputCapture:
                 poller.poll()  # readable, or the writers are gone (POLLHUP)
             except OSError:
                 pass
-            with self._reading:
-                if not self._read_pending():
+            with self._reading:  # a bounded read per hold, so a flood never keeps `take()` waiting for long
+                if not self._read_pending(DRAIN_BYTES_PER_HOLD, close=True):
                     return
 
-    def _read_pending(self) -> bool:
-        """Feed what the pipe holds now; False once it has ended (and is closed). Under `_reading`."""
+    def _read_pending(self, max_bytes: int, close: bool) -> bool:
+        """Feed what the pipe holds now, up to `max_bytes`; False at the pipe's end. Under `_reading`.
+
+        Only the drain thread closes the pipe (`close`): it is the one polling it, and a number closed
+        elsewhere could be reused by another file while it waits on it."""
         fd = self._fd
         if fd is None:
             return False
-        while True:
+        read = 0
+        while read < max_bytes:
             try:
                 chunk = os.read(fd, 1 << 16)
             except BlockingIOError:
@@ -271,10 +279,13 @@ class OutputCapture:
             except OSError:
                 chunk = b""
             if not chunk:
-                self._fd = None
-                os.close(fd)
+                if close:
+                    self._fd = None
+                    os.close(fd)
                 return False
             self.feed(chunk)
+            read += len(chunk)
+        return True
 
     def feed(self, chunk: bytes) -> None:
         with self._lock:
@@ -291,7 +302,8 @@ class OutputCapture:
         """(bytes kept, bytes printed) since the previous take, including what the pipe holds right now."""
         if self._thread is not None:
             with self._reading:
-                self._read_pending()
+                # What was printed before the reply is in the pipe, whose capacity bounds it (1 MiB at most).
+                self._read_pending(PIPE_MAX_BYTES, close=False)
         with self._lock:
             kept = bytes(self.kept[self._kept_taken:])
             printed = self.total - self._total_taken

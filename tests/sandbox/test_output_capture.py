@@ -53,6 +53,33 @@ def test_the_capture_closes_its_pipe_at_its_end() -> None:
     assert capture.take() == (b"", 0)  # a cut after the end reads nothing (the number may be reused)
 
 
+def test_a_flood_never_holds_a_cut() -> None:
+    """A writer that keeps the pipe full: each cut reads a bounded amount and returns."""
+    r, w = os.pipe()
+    capture = OutputCapture(r, 1 << 10)
+    stop = threading.Event()
+
+    def flood() -> None:
+        block = b"x" * (1 << 16)
+        while not stop.is_set():
+            os.write(w, block)
+
+    writer = threading.Thread(target=flood, daemon=True)
+    writer.start()
+    try:
+        for _ in range(20):
+            started = time.monotonic()
+            kept, printed = capture.take()
+            assert time.monotonic() - started < 5
+        assert capture.total > 0 and len(capture.kept) == 1 << 10
+    finally:
+        stop.set()
+        capture.take()  # the writer may be blocked on a full pipe: make room
+        writer.join(5)
+        os.close(w)
+        capture.join(5)
+
+
 @pytest.mark.slow
 def test_a_warning_stays_in_the_test_that_printed_it() -> None:
     # Adam's bias correction divides by zero at the first step: numpy warns once, in adam_trajectory
