@@ -186,18 +186,33 @@ DEBS_FETCH_IMAGE_OPTS=(--rm --pull=never --network "${DEBS_NETWORK:-bridge}" --u
 debs_complete() {
   local dir=$1 stamp=$2
   [ -f "$dir/.stamp" ] && [ "$(cat "$dir/.stamp")" = "$stamp" ] && [ -s "$dir/MANIFEST" ] || return 1
-  # Every listed file present with its size (the content hash is checked when the file lands; the
-  # image's build label hashes the content again).
+  # Every listed file present with its size and no other file,
   local sum size name
   while read -r sum size name; do
     [ "$(stat -c %s "$dir/$name" 2>/dev/null)" = "$size" ] || return 1
   done <"$dir/MANIFEST"
-  [ "$(find "$dir" -maxdepth 1 -name '*.deb' | wc -l)" = "$(wc -l <"$dir/MANIFEST")" ]
+  [ "$(find "$dir" -maxdepth 1 -name '*.deb' | wc -l)" = "$(wc -l <"$dir/MANIFEST")" ] || return 1
+  # and each file's content as fetched (the offline install has no archive signature to check against)
+  awk '{print $1 "  " $3}' "$dir/MANIFEST" | (cd "$dir" && sha256sum --check --quiet --status)
 }
+# What the throwaway container runs: the sources the images always used (and no others, whatever the base
+# image lists), an index update that fails when any source fails (a missing security index would otherwise
+# resolve older packages and cache them as complete), then only the download. Part of the cache's stamp.
+DEBS_FETCH_SCRIPT='
+  set -eu
+  printf "deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n" \
+      "$DEBIAN_MIRROR" "$DEBIAN_MIRROR" "$DEBIAN_SECURITY_MIRROR" >/etc/apt/sources.list
+  apt-get -o Dir::Etc::SourceParts=/dev/null update -q --error-on=any
+  rm -f /var/cache/apt/archives/*.deb
+  DEBIAN_FRONTEND=noninteractive apt-get -o Dir::Etc::SourceParts=/dev/null install -y -q \
+      --no-install-recommends --download-only "$@"
+  cp /var/cache/apt/archives/*.deb /debs/
+  chown -R "$OWNER" /debs'
 prepare_debs() {
   local name=$1; shift
   local dir=$BUILD/debs/$name stamp
-  stamp=$( { echo "base $base_id"; echo "$DEBIAN_MIRROR $DEBIAN_SECURITY_MIRROR"; printf '%s\n' "$@"; } | sha_stdin)
+  stamp=$( { echo "base $base_id"; echo "$DEBIAN_MIRROR $DEBIAN_SECURITY_MIRROR"; echo "$DEBS_FETCH_SCRIPT"
+             printf '%s\n' "$@"; } | sha_stdin)
   if debs_complete "$dir" "$stamp"; then
     log "debs $name: reused ($(wc -l <"$dir/MANIFEST") packages)"
     return
@@ -206,19 +221,13 @@ prepare_debs() {
   rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
   local out=$BUILD/log/debs-$name.log
   mkdir -p "$BUILD/log"
-  # In the container: the sources the images always used, then only the download (nothing is installed;
-  # the container goes with --rm). The files are handed over to the caller's uid.
-  if ! docker run "${DEBS_FETCH_IMAGE_OPTS[@]}" -v "$dir.tmp:/debs" \
+  # Nothing is installed in the container (it goes with --rm); the files are handed over to the caller's uid.
+  # A fetch that hangs (an unanswering mirror) is stopped after 15 minutes, its container removed.
+  local container=dl-grader-debs-$name-$$
+  if ! timeout 900 docker run "${DEBS_FETCH_IMAGE_OPTS[@]}" --name "$container" -v "$dir.tmp:/debs" \
          -e "DEBIAN_MIRROR=$DEBIAN_MIRROR" -e "DEBIAN_SECURITY_MIRROR=$DEBIAN_SECURITY_MIRROR" \
-         -e "OWNER=$(id -u):$(id -g)" "$base_ref" -c '
-      set -eu
-      printf "deb %s bookworm main\ndeb %s bookworm-updates main\ndeb %s bookworm-security main\n" \
-          "$DEBIAN_MIRROR" "$DEBIAN_MIRROR" "$DEBIAN_SECURITY_MIRROR" >/etc/apt/sources.list
-      apt-get update -q
-      rm -f /var/cache/apt/archives/*.deb
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends --download-only "$@"
-      cp /var/cache/apt/archives/*.deb /debs/
-      chown -R "$OWNER" /debs' debs "$@" >"$out" 2>&1; then
+         -e "OWNER=$(id -u):$(id -g)" "$base_ref" -c "$DEBS_FETCH_SCRIPT" debs "$@" >"$out" 2>&1; then
+    docker rm -f "$container" >/dev/null 2>&1 || true
     tail -n 30 "$out" >&2
     die "fetching the Debian packages for $name failed (full log: $out); the container needs $DEBIAN_MIRROR"
   fi
