@@ -322,8 +322,9 @@ class Cluster:
 
         from grader.service.cluster import heartbeat_key
 
-        client = redis.Redis.from_url(self.env["GRADER_BROKER_URL"], socket_timeout=2, socket_connect_timeout=2)
-        value = client.get(heartbeat_key(pid=self.workers[i].pid))
+        with redis.Redis.from_url(self.env["GRADER_BROKER_URL"], socket_timeout=2,
+                                  socket_connect_timeout=2) as client:
+            value = client.get(heartbeat_key(pid=self.workers[i].pid))
         body: dict[str, Any] | None = json.loads(value) if value is not None else None
         return body
 

@@ -321,16 +321,19 @@ def test_a_mixed_batch_on_two_workers_ends_with_the_scores_graded_locally(
         assert reports[sid]["score"] == local[sid].score, (problem[sid], reports[sid]["score"], local[sid].score)
         assert statuses(sid) == {t.id: t.status for t in local[sid].tests}, problem[sid]
     for sid, solution in expected.items():  # each known-wrong solution loses points on each test it names
-        lost = [t for t in solution.expect if statuses(sid).get(t) == "passed"]
+        graded = statuses(sid)
+        assert set(solution.expect) <= set(graded), (solution.path.name, set(solution.expect) - set(graded))
+        lost = [t for t in solution.expect if graded[t] == "passed"]
         assert not lost, (solution.path.name, lost, statuses(sid))
         assert reports[sid]["score"] < reports[sid]["max_score"], solution.path.name
     # contained: nothing of the cluster was in reach, so both probes earn full marks
     for sid in (probed, probed_elsewhere):
         assert reports[sid]["score"] == reports[sid]["max_score"], (problem[sid], not_passed(sid))
-    # the flood costs nothing but its output: full marks, and a capped tail of it stored
+    # the flood costs nothing but its output: full marks, and the capped start of it stored
     assert reports[flood]["score"] == reports[flood]["max_score"], not_passed(flood)
     output = reports[flood]["output"]
-    assert output["truncated"] and len(output["text"]) <= 64 * 1024, (output["bytes_total"], len(output["text"]))
+    assert output["truncated"] and 0 < len(output["text"]) <= 64 * 1024, (output["bytes_total"], len(output["text"]))
+    assert output["text"].startswith("x" * 1024) and output["bytes_total"] >= 64 * 2**20, output["bytes_total"]
     # the fork bomb is stopped at import: every test says so, nothing earned, and the worker graded on
     assert reports[bomb]["score"] == 0
     assert all(t["status"] != "passed" and t["message"].startswith("importing solution.py")

@@ -160,7 +160,7 @@ def test_the_service_image_carries_the_same_runner(daemon: None) -> None:
 # starts them (a password in the environment, the image's entrypoint and user), each must answer as uid 999.
 CLUSTER_IMAGES = {"redis": "dl-grader/redis:7", "postgres": "dl-grader/postgres:15"}
 CLUSTER_UID = 999
-READY_TIMEOUT_S = 30
+READY_TIMEOUT_S = 60  # a first start runs initdb; a loaded two-core machine is slow
 
 
 def cluster_image(name: str) -> str:
@@ -236,7 +236,12 @@ def test_postgres_image_accepts_the_grader_role_over_tcp_as_uid_999(daemon: None
 def test_cluster_images_refuse_a_placeholder_password(daemon: None, name: str) -> None:
     image = cluster_image(name)
     variable = "REDIS_PASSWORD" if name == "redis" else "POSTGRES_PASSWORD"
-    done = docker("run", "--rm", "--network", "none", "-e", f"{variable}=change-me", image, timeout=60)
+    name_ = f"dl-grader-test-placeholder-{name}-{os.getpid()}"
+    try:  # named, so a server that wrongly starts is removed, not left running past the CLI's timeout
+        done = docker("run", "--rm", "--name", name_, "--network", "none", "-e", f"{variable}=change-me", image,
+                      timeout=60)
+    finally:
+        docker("rm", "-f", name_, timeout=30)
     assert done.returncode != 0 and "real password" in done.stderr, (done.returncode, done.stderr)
 
 

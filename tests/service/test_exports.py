@@ -553,7 +553,7 @@ def test_html_csv_and_overridden_webhook_on_a_real_server(tmp_path: Path) -> Non
             assert _one(r'<td class="num" data-label="Graded">([^<]*)</td>\s*'
                         r'<td class="num" data-label="Override">([^<]*)</td>', overrides_table) == \
                 (f"0 / {pts(lost['points'])}", f"{pts(lost['points'])} / {pts(lost['points'])}")
-            # the submitter's page of the same report: the grader's score, no decision
+            # the submitter cannot read this report's page at all
             mine = client.get(f"/v1/submissions/{sid}/report.html", headers=me)
             assert mine.status_code == 404  # not its submission: an interviewer's token created it
 
