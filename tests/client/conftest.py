@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,3 +56,42 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path, timeout_s: float = 300) 
     """`grader ARGS` in a process of its own, as CI runs it."""
     return subprocess.run([sys.executable, "-m", "grader.cli", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout_s)
+
+
+# Correct, but train_mlp sleeps first: the submission is still being graded when the service is killed.
+SLOW_CORRECT = CORRECT.read_text() + """
+
+import time as _time
+
+_train_mlp = train_mlp
+
+
+def train_mlp(*args, **kwargs):
+    _time.sleep(5)
+    return _train_mlp(*args, **kwargs)
+"""
+
+
+def submit_slow_then_kill(live: LiveServer, service: Service, cwd: Path) -> tuple[subprocess.Popen[str], int]:
+    """`grader submit --wait` of SLOW_CORRECT; once it is being graded, the service is SIGKILLed (and what it
+    left in its session ended). Returns the waiting client and the port to start the service again on."""
+    (cwd / "slow.py").write_text(SLOW_CORRECT)
+    client = subprocess.Popen(
+        [sys.executable, "-m", "grader.cli", "submit", "mlp", "slow.py", "--wait", "--timeout", "240",
+         "--retry-delay", "0.2", "--junit", "r.xml"], cwd=cwd, env=service.env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    try:
+        while not service.rows("SELECT id FROM submissions WHERE status = 'running'"):
+            assert client.poll() is None, client.communicate()
+            assert time.monotonic() < deadline, "the submission never started grading"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        port = live.port
+        live.kill_9()
+        live.stop()  # ends what the killed service left in its session (its sandboxes)
+    except BaseException:
+        client.kill()
+        client.communicate()
+        raise
+    return client, port

@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 from grader.engine.report import Report
-from tests.client.conftest import CORRECT, CORRECT_LOOPS, WRONG, WRONG_FAILS, Service, run_cli
+from tests.client.conftest import CORRECT, CORRECT_LOOPS, WRONG, WRONG_FAILS, Service, run_cli, submit_slow_then_kill
 
 pytestmark = pytest.mark.slow
 
@@ -279,8 +279,6 @@ def test_a_grading_the_service_could_not_finish_exits_3_with_its_reason(tmp_path
     service killed mid-grading, then started again) is failed, never retried. The waiting client hears it as a
     fault of the service (3), with the service's reason; a second submit of the same content gets that failed
     submission back and says how to grade it again, and --resubmit does."""
-    import subprocess
-    import sys
     import time
 
     from tests.service.live_server import LiveServer
@@ -288,25 +286,9 @@ def test_a_grading_the_service_could_not_finish_exits_3_with_its_reason(tmp_path
     live = LiveServer(tmp_path / "data", env={"GRADER_JOB_MAX_ATTEMPTS": "1", "GRADER_ROOT_CAUSES": "false"})
     service = Service(live, live.token("submitter", "ci"))
     live.start()
-    # Correct, but train_mlp sleeps first: the submission is still being graded when the service is killed.
-    (tmp_path / "slow.py").write_text(CORRECT.read_text() + "\n\nimport time as _time\n\n_train_mlp = train_mlp\n\n\n"
-                                      "def train_mlp(*args, **kwargs):\n    _time.sleep(5)\n"
-                                      "    return _train_mlp(*args, **kwargs)\n")
-    client = subprocess.Popen(
-        [sys.executable, "-m", "grader.cli", "submit", "mlp", "slow.py", "--wait", "--timeout", "240",
-         "--retry-delay", "0.2", "--junit", "r.xml"], cwd=tmp_path, env=service.env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+    client, port = submit_slow_then_kill(live, service, tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while not service.rows("SELECT id FROM submissions WHERE status = 'running'"):
-            assert client.poll() is None, client.communicate()
-            assert time.monotonic() < deadline, "the submission never started grading"
-            time.sleep(0.1)
-        time.sleep(1.0)
-        port = live.port
-        live.kill_9()
-        live.stop()  # ends what the killed service left in its session (its sandboxes)
-        time.sleep(2.0)  # the client meets a closed port for a while
+        time.sleep(3.0)  # the client meets a closed port for a while (it polls at most 3 s apart)
         assert client.poll() is None, "the client gave up while the service was down"
         live.start(port=port)
         out, err = client.communicate(timeout=240)
