@@ -298,9 +298,13 @@ def measure_servers(configs: list[tuple[str, str]], root: Path, problems: list[s
     results = {name: ConfigResult() for name, _ in configs}
     try:
         for name, flag in configs:
+            # No per-token rate limits: 50 submissions at once from one token, and their polling, are the load
+            # measured here, not abuse (benchmarks/load.py measures the limits).
             server = LiveServer(root / name, workers=2, env={"GRADER_SANDBOX_ZYGOTE": flag,
                                                              "GRADER_SANDBOX_BACKEND": "local",
-                                                             "GRADER_QUEUE": "embedded"})
+                                                             "GRADER_QUEUE": "embedded",
+                                                             "GRADER_RATE_LIMIT_SUBMISSIONS_PER_MIN": "0",
+                                                             "GRADER_RATE_LIMIT_REQUESTS_PER_MIN": "0"})
             servers[name] = server
             token = server.token("submitter", "bench")
             server.start()
