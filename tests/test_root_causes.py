@@ -219,7 +219,12 @@ def test_a_missing_function_is_its_own_explanation(monkeypatch: pytest.MonkeyPat
     assert "does not define `nmp`, which affine_backward calls" in {t.id: t for t in report.tests}[
         "affine_backward"].message
     roots = {c.test: c.followers for c in report.root_causes}
-    assert roots == {"affine_backward": ["affine_gradcheck", "net_loss", "net_grads", "net_gradcheck"]}, roots
+    assert list(roots) == ["affine_backward"], roots
+    # train_mlp follows too, but its regrading trains through stand-in calls: on a loaded machine the analysis's
+    # wall budget (15 s here) can end before it, which only shortens the list (the rule of rootcause.py).
+    followers = roots["affine_backward"]
+    assert followers[:4] == ["affine_gradcheck", "net_loss", "net_grads", "net_gradcheck"], roots
+    assert followers[4:] in ([], ["train_mlp"]), roots
 
 
 def test_a_shared_follower_splits_its_loss_between_its_roots() -> None:
