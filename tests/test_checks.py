@@ -213,6 +213,35 @@ def test_a_grader_bug_mid_property_stays_the_graders() -> None:
         ctx().check_property(gst.arrays(st.integers(1, 6).map(lambda n: (n,))), check, max_examples=30)
 
 
+def test_property_stops_at_the_first_case_when_a_name_is_missing() -> None:
+    """No case can pass when the function the grader looks up is not there: one call, not a shrink of many (a
+    trivial cnn submission made 136 sandbox calls to shrink such failures); a NameError inside the candidate's
+    own code may depend on the case and is still shrunk."""
+    from grader.engine.plan import CandidateRaised
+    from grader.isolation.base import CandidateError
+
+    def absent(x) -> None:  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        raise CandidateRaised("conv2d_forward", CandidateError("AttributeError", "no conv2d_forward",
+                                                               missing="conv2d_forward"))
+
+    calls = [0]
+    with pytest.raises(CheckFailed, match="does not define `conv2d_forward`") as info:
+        ctx().check_property(gst.arrays(st.integers(1, 6).map(lambda n: (n,))), absent, max_examples=30)
+    assert calls == [1]
+    assert info.value.verdict.missing == "conv2d_forward" and info.value.verdict.kind == "failed"
+
+    def typo(x) -> None:  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if x.size > 2:
+            raise CandidateRaised("relu", CandidateError("NameError", "name 'nmp' is not defined"))
+
+    calls = [0]
+    with pytest.raises(CheckFailed, match="does not define `nmp`") as info:
+        ctx().check_property(gst.arrays(st.integers(1, 6).map(lambda n: (n,))), typo, max_examples=30)
+    assert calls[0] > 1 and info.value.counterexample == "[0., 0., 0.]"  # shrunk to the smallest failing case
+
+
 def test_property_passes_a_correct_function() -> None:
     ctx().check_property(gst.arrays((3,)), lambda x: None, max_examples=10)
 

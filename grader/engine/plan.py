@@ -303,6 +303,10 @@ class Context:
         class _Failing(Exception):
             pass
 
+        class _Absent(BaseException):
+            """A name the grader looked up is not in the submission: no case can pass, so hypothesis stops at
+            the first (not an Exception: hypothesis lets it through without replaying or shrinking)."""
+
         # Hypothesis tells failures apart by exception type and raise site, and shrinks each kind on its own.
         # The original exception is not kept, so its kind is kept as a type of its own per raise site.
         kinds: dict[tuple[str, int, str], type[_Failing]] = {}
@@ -328,6 +332,9 @@ class Context:
                 exc.counterexample = show(example)  # type: ignore[attr-defined]
                 first_fault.append(exc)
             except CheckFailed as exc:
+                if isinstance(exc, CandidateRaised) and exc.error.missing:
+                    last_failure[:] = [exc.verdict]
+                    raise _Absent from None
                 failure = exc.verdict.with_counterexample(show(example))
                 failing = kind_of(exc)
                 del exc
@@ -360,7 +367,7 @@ class Context:
                 raise CheckFailed.of(last_failure[-1].with_counterexample(
                     last_failure[-1].counterexample, " (shrinking stopped at the test's time limit)")) from None
             raise exc.with_traceback(None) from None
-        except _Failing:
+        except (_Failing, _Absent):
             raise CheckFailed.of(last_failure[-1]) from None
         except Flaky:
             # The same generated case failed once and passed when replayed: the candidate's answers

@@ -32,8 +32,9 @@ class Verdict:
     fault: Fault | None = None
     counterexample: str | None = None
     line: int | None = None
-    # The name the submission lacks, when that is why the test failed: the message already names the cause, so
-    # the root-cause analysis leaves the test alone (grader/engine/grading.py).
+    # The name the submission lacks, when that is why the test failed: the message already names the cause.
+    # The root-cause analysis leaves the test out when the name is one the exercise asks for (one the
+    # reference defines); a typo's NameError stays in (grader/engine/grading.py).
     missing: str | None = None
 
     @property
